@@ -1,0 +1,118 @@
+package broker
+
+import (
+	"time"
+)
+
+// GrantType names the OAuth2 grant a connection uses to obtain access tokens.
+type GrantType string
+
+const (
+	// GrantRefreshToken redeems a stored refresh token (RFC 6749 §6).
+	GrantRefreshToken GrantType = "refresh_token"
+	// GrantClientCredentials authenticates as the client itself (RFC 6749 §4.4).
+	GrantClientCredentials GrantType = "client_credentials"
+)
+
+// AuthStyle says how the client authenticates to the token endpoint. It is
+// always explicit: probing (golang.org/x/oauth2's AuthStyleAutoDetect) would
+// redeem a rotating refresh token twice when the first attempt fails.
+type AuthStyle string
+
+const (
+	// AuthBasic sends client_id and client_secret in an HTTP Basic
+	// Authorization header (RFC 6749 §2.3.1).
+	AuthBasic AuthStyle = "basic"
+	// AuthBody sends client_id and client_secret as form fields.
+	AuthBody AuthStyle = "body"
+)
+
+// SecretNames are the names under which a connection's secrets live in the
+// SecretStore. The defaults (<name>-client-id, …) are the layout ADF
+// pipelines that refresh tokens themselves already keep in Key Vault.
+type SecretNames struct {
+	ClientID     string
+	ClientSecret string
+	RefreshToken string
+	AccessToken  string
+}
+
+// DefaultSecretNames returns the conventional secret names for a connection.
+func DefaultSecretNames(connection string) SecretNames {
+	return SecretNames{
+		ClientID:     connection + "-client-id",
+		ClientSecret: connection + "-client-secret",
+		RefreshToken: connection + "-refresh-token",
+		AccessToken:  connection + "-access-token",
+	}
+}
+
+// Connection is one configured credential at one provider: everything the
+// broker needs to decide when to refresh and how to call the token endpoint.
+// It holds no secret values, only the names under which they are stored.
+type Connection struct {
+	// Name identifies the connection in URLs, secret names and lock names.
+	Name string
+	// Provider is the preset the connection was built from ("generic" when
+	// none), kept for messages.
+	Provider string
+	Grant    GrantType
+
+	TokenURL  string
+	AuthStyle AuthStyle
+	Scopes    []string
+	// Params are extra form fields sent with every token request
+	// (audience, resource, …).
+	Params map[string]string
+
+	// ClientID is the literal client id; empty means it is read from the
+	// store under Secrets.ClientID.
+	ClientID string
+	Secrets  SecretNames
+
+	// Rotating is true when the provider issues a new refresh token on every
+	// refresh and invalidates the old one. A rotating refresh token is only
+	// ever redeemed under the connection's lock.
+	Rotating bool
+	// ReuseGrace is how long the provider keeps accepting a refresh token
+	// after it has been rotated (Xero: 30 minutes). Zero means a reused
+	// refresh token is rejected, and may revoke the whole chain (RFC 9700
+	// §4.14.2), so a refresh whose response was lost is not retried.
+	ReuseGrace time.Duration
+
+	// RefreshBefore is how long before expiry a token is refreshed rather
+	// than served. It is capped at half the token's lifetime, so a provider
+	// issuing short tokens is not asked for a new one on every call.
+	RefreshBefore time.Duration
+	// DefaultLifetime is assumed when the provider omits expires_in.
+	DefaultLifetime time.Duration
+	// IdleExpiry is how long the provider keeps an unused refresh token
+	// alive (Xero 60 days, Entra 90); zero when unknown or unlimited.
+	IdleExpiry time.Duration
+
+	// AllowedCallers lists the object ids that may fetch this connection's
+	// token; empty allows every caller the platform let through.
+	AllowedCallers []string
+}
+
+// Token is what a token endpoint issued.
+type Token struct {
+	AccessToken Secret
+	TokenType   string
+	// RefreshToken is empty when the provider did not issue a new one; the
+	// refresh token that was redeemed then stays current.
+	RefreshToken Secret
+	// Expiry is when the access token stops being valid. The grant fills it
+	// from expires_in, or from the connection's DefaultLifetime.
+	Expiry time.Time
+	// IssuedAt is when the response arrived.
+	IssuedAt time.Time
+}
+
+// Credentials are the secrets a grant needs for one token request.
+type Credentials struct {
+	ClientID     string
+	ClientSecret Secret
+	// RefreshToken is set for GrantRefreshToken.
+	RefreshToken Secret
+}

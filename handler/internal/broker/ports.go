@@ -1,0 +1,68 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// StoredSecret is one secret as the store keeps it.
+type StoredSecret struct {
+	Value Secret
+	// ExpiresOn is the secret's expiry (for an access token, when it stops
+	// being valid; for a client secret, the date an operator recorded).
+	// Zero means none is recorded.
+	ExpiresOn time.Time
+	// UpdatedOn is when this value was written. Zero when unknown.
+	UpdatedOn time.Time
+}
+
+// ErrSecretNotFound is wrapped by SecretStore.Get when the secret does not
+// exist.
+var ErrSecretNotFound = errors.New("secret not found")
+
+// SecretStore keeps a connection's secrets: client credentials written by an
+// operator, refresh and access tokens written by the broker.
+type SecretStore interface {
+	// Get returns the current value of the named secret, or an error
+	// wrapping ErrSecretNotFound.
+	Get(ctx context.Context, name string) (StoredSecret, error)
+	// Set writes a new value. It returns only once the value is durable: a
+	// later Get, from any process, returns it.
+	Set(ctx context.Context, name string, s StoredSecret) error
+}
+
+// ErrLockTimeout is wrapped by Locker.Lock when another holder kept the lock
+// past the caller's deadline.
+var ErrLockTimeout = errors.New("lock is held by another refresh")
+
+// ErrLockUnavailable is wrapped by Locker.Lock when the lock's backend could
+// not be reached, as opposed to being held by someone else.
+var ErrLockUnavailable = errors.New("lock backend unavailable")
+
+// Locker serialises refreshes of one connection across every instance that
+// shares the store.
+type Locker interface {
+	// Lock blocks until the named lock is held, or ctx is done (an error
+	// wrapping ErrLockTimeout), or the backend fails (ErrLockUnavailable).
+	Lock(ctx context.Context, name string) (Lock, error)
+}
+
+// Lock is a held lock.
+type Lock interface {
+	// Lost is closed if the lock stops being held before Release: a lease
+	// that could not be renewed in time. A refresh that has not yet called
+	// the provider must then abort.
+	Lost() <-chan struct{}
+	// Release gives the lock up. It is owner-checked: releasing a lock
+	// someone else now holds does nothing to their hold.
+	Release(ctx context.Context) error
+}
+
+// Grant performs one token request against a connection's token endpoint.
+type Grant interface {
+	// Token requests a token. It makes at most one request that redeems
+	// cred.RefreshToken unless the connection tolerates reuse
+	// (ReuseGrace > 0). Failures are *ProviderError.
+	Token(ctx context.Context, c *Connection, cred Credentials) (*Token, error)
+}

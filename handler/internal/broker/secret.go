@@ -1,0 +1,48 @@
+package broker
+
+import (
+	"fmt"
+	"log/slog"
+)
+
+// Secret holds a token, refresh token or client secret. It redacts itself
+// wherever a value is usually printed (fmt verbs, slog, encoding/json), so a
+// Secret that slips into a log line or an error body shows as "[redacted]".
+// Reveal is the one way to read the value, and every call of it is a place
+// where the value is meant to leave the process.
+type Secret string
+
+const redacted = "[redacted]"
+
+// Reveal returns the secret value.
+func (s Secret) Reveal() string { return string(s) }
+
+// IsZero reports whether the secret is empty.
+func (s Secret) IsZero() bool { return s == "" }
+
+// String implements fmt.Stringer.
+func (s Secret) String() string { return redacted }
+
+// GoString implements fmt.GoStringer, so %#v redacts too.
+func (s Secret) GoString() string { return `broker.Secret("` + redacted + `")` }
+
+// Format implements fmt.Formatter: every verb, %x and %q included, prints
+// the redaction marker.
+func (s Secret) Format(f fmt.State, verb rune) {
+	if verb == 'v' && f.Flag('#') {
+		fmt.Fprint(f, s.GoString())
+		return
+	}
+	fmt.Fprint(f, redacted)
+}
+
+// LogValue implements slog.LogValuer.
+func (s Secret) LogValue() slog.Value { return slog.StringValue(redacted) }
+
+// MarshalJSON implements json.Marshaler. Code that must send the value
+// builds its response from Reveal.
+func (s Secret) MarshalJSON() ([]byte, error) { return []byte(`"` + redacted + `"`), nil }
+
+// MarshalText implements encoding.TextMarshaler (used for map keys and by
+// some encoders).
+func (s Secret) MarshalText() ([]byte, error) { return []byte(redacted), nil }
