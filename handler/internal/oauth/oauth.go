@@ -1,0 +1,390 @@
+// Package oauth requests access tokens from OAuth2 token endpoints for the
+// broker. It implements broker.Grant on golang.org/x/oauth2, adding what that
+// library leaves to its caller: a bounded retry policy, a size limit on
+// responses, a classification of every failure as a *broker.ProviderError,
+// and a normalised broker.Token.
+//
+// Both grants go through clientcredentials.Config: the refresh_token grant
+// overrides grant_type (which that package explicitly allows) and adds
+// refresh_token, so that a refresh carries the connection's scope and extra
+// parameters too (oauth2.Config's refresh sends neither, and Entra needs the
+// scope). Client authentication is always explicit, never auto-detected:
+// probing sends the grant twice when the first style fails.
+//
+// # Failures
+//
+// Every failure is a *broker.ProviderError. It is Permanent when the provider
+// answered 400, 401 or 403 (or 200, as some do) with one of the RFC 6749
+// §5.2 codes invalid_request, invalid_client, invalid_grant,
+// unauthorized_client, unsupported_grant_type or invalid_scope, and when the
+// connection itself is unusable (ErrInvalidConnection). 429, 408, 5xx, the
+// codes temporarily_unavailable and server_error, network failures, timeouts
+// and malformed success bodies (ErrMalformedResponse, ErrResponseTooLarge)
+// are transient. Anything else (a redirect, a 404, a 400 with another code)
+// is neither: it is not retried, yet not reported as a rejection of the
+// credentials either.
+//
+// # Retries
+//
+// A Token call makes at most Options.MaxAttempts requests within
+// Options.Timeout, waiting with jittered exponential backoff, or for the
+// provider's Retry-After when that is longer. A Retry-After that does not fit
+// in the remaining budget ends the call with the error, which carries it.
+// Permanent failures (the provider rejected the client or the grant) are never
+// retried, nor are answers that a repeat cannot change (redirects, 404s).
+//
+// A refresh of a rotating refresh token (Connection.Rotating with
+// ReuseGrace zero) is retried only when the provider certainly did not act on
+// it: a 429 answer, or a connection that could not be opened at all. After a
+// 5xx, a timeout, a malformed answer or a lost response the provider may well
+// have rotated the token; sending it again would be reuse, which RFC 9700
+// §4.14.2 lets the provider answer by revoking the whole grant. Such a
+// failure is returned at once, and the broker decides what to do with the
+// refresh token it still holds. Connections with a reuse grace, non-rotating
+// refresh tokens and client_credentials retry every transient failure.
+//
+// # Secrets
+//
+// Secret values leave this package only in the HTTP request. Errors and log
+// records carry the provider's error code and a sanitised description (with
+// any echo of the client secret or refresh token redacted), never a response
+// body.
+package oauth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
+)
+
+// Defaults for the zero fields of Options.
+const (
+	DefaultTimeout          = 20 * time.Second
+	DefaultAttemptTimeout   = 10 * time.Second
+	DefaultMaxResponseBytes = 1 << 20
+	DefaultMaxAttempts      = 3
+	DefaultBackoff          = 500 * time.Millisecond
+)
+
+// maxBackoff caps the exponential backoff between attempts.
+const maxBackoff = 5 * time.Second
+
+// fallbackLifetime is assumed when the provider sends no expires_in and the
+// connection has no DefaultLifetime.
+const fallbackLifetime = time.Hour
+
+// maxLifetime bounds a believable expires_in; anything longer is more likely a
+// timestamp or milliseconds than a lifetime.
+const maxLifetime = 365 * 24 * time.Hour
+
+// Errors wrapped by the Err field of the *broker.ProviderError that Token
+// returns.
+var (
+	// ErrInvalidConnection: the connection cannot be used for a token request
+	// (an insecure token URL, a missing client id, an unknown AuthStyle…).
+	// No request was sent.
+	ErrInvalidConnection = errors.New("oauth: connection cannot be used for a token request")
+	// ErrMalformedResponse: the token endpoint answered success with
+	// something that is not a usable token response.
+	ErrMalformedResponse = errors.New("oauth: malformed token response")
+	// ErrResponseTooLarge: the response body exceeded Options.MaxResponseBytes.
+	ErrResponseTooLarge = errors.New("oauth: token response too large")
+)
+
+// Options configure a Client. The zero value is usable.
+type Options struct {
+	// Timeout is the whole budget of one Token call, retries and waits
+	// included (DefaultTimeout when zero).
+	Timeout time.Duration
+	// AttemptTimeout bounds each HTTP request, reading the response
+	// included (DefaultAttemptTimeout when zero).
+	AttemptTimeout time.Duration
+	// MaxResponseBytes is the largest response body accepted
+	// (DefaultMaxResponseBytes when zero). It cannot exceed 1 MiB: that is
+	// all golang.org/x/oauth2 reads.
+	MaxResponseBytes int64
+	// MaxAttempts bounds the requests of one Token call
+	// (DefaultMaxAttempts when zero).
+	MaxAttempts int
+	// Backoff is the wait before the first retry; it doubles for each
+	// further one, up to 5s, with jitter (DefaultBackoff when zero).
+	Backoff time.Duration
+	// Transport sends the requests (a clone of http.DefaultTransport when
+	// nil).
+	Transport http.RoundTripper
+	// Now is the clock for IssuedAt, Expiry and Retry-After dates (time.Now
+	// when nil).
+	Now func() time.Time
+	// Logger receives one record per attempt; nil discards them.
+	Logger *slog.Logger
+}
+
+// Client performs token requests. It implements broker.Grant and is safe for
+// concurrent use.
+type Client struct {
+	timeout        time.Duration
+	attemptTimeout time.Duration
+	maxBytes       int64
+	maxAttempts    int
+	backoff        time.Duration
+	transport      http.RoundTripper
+	now            func() time.Time
+	log            *slog.Logger
+}
+
+var _ broker.Grant = (*Client)(nil)
+
+// New returns a Client configured by o.
+func New(o Options) *Client {
+	c := &Client{
+		timeout:        o.Timeout,
+		attemptTimeout: o.AttemptTimeout,
+		maxBytes:       o.MaxResponseBytes,
+		maxAttempts:    o.MaxAttempts,
+		backoff:        o.Backoff,
+		transport:      o.Transport,
+		now:            o.Now,
+		log:            o.Logger,
+	}
+	if c.timeout <= 0 {
+		c.timeout = DefaultTimeout
+	}
+	if c.attemptTimeout <= 0 {
+		c.attemptTimeout = DefaultAttemptTimeout
+	}
+	if c.maxBytes <= 0 || c.maxBytes > DefaultMaxResponseBytes {
+		c.maxBytes = DefaultMaxResponseBytes
+	}
+	if c.maxAttempts <= 0 {
+		c.maxAttempts = DefaultMaxAttempts
+	}
+	if c.backoff <= 0 {
+		c.backoff = DefaultBackoff
+	}
+	if c.transport == nil {
+		c.transport = http.DefaultTransport.(*http.Transport).Clone()
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Token requests a token for conn with cred, retrying as the package
+// documentation describes. Every failure is a *broker.ProviderError.
+func (c *Client) Token(ctx context.Context, conn *broker.Connection, cred broker.Credentials) (*broker.Token, error) {
+	cfg, err := requestConfig(conn, cred)
+	if err != nil {
+		return nil, err
+	}
+	// Only a rotating refresh token without grace is burnt by a repeat.
+	strict := conn.Grant == broker.GrantRefreshToken && conn.Rotating && conn.ReuseGrace == 0
+	secrets := []string{cred.ClientSecret.Reveal(), cred.RefreshToken.Reveal()}
+	log := c.log.With(slog.String("connection", conn.Name), slog.String("grant", string(conn.Grant)))
+
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	for attempt := 1; ; attempt++ {
+		began := time.Now()
+		tok, f := c.attempt(ctx, cfg, conn, cred, secrets)
+		elapsed := time.Since(began)
+		if f == nil {
+			log.LogAttrs(ctx, slog.LevelInfo, "token issued",
+				slog.Int("attempt", attempt), slog.Duration("elapsed", elapsed),
+				slog.Duration("lifetime", tok.Expiry.Sub(tok.IssuedAt)),
+				slog.Bool("new_refresh_token", !tok.RefreshToken.IsZero()))
+			return tok, nil
+		}
+
+		var delay time.Duration
+		reason := ""
+		switch {
+		case !f.retryable:
+			reason = "not retryable"
+		case strict && !f.unprocessed:
+			reason = "rotating refresh token may have been redeemed"
+		case attempt >= c.maxAttempts:
+			reason = "attempts exhausted"
+		case ctx.Err() != nil:
+			reason = "out of time"
+		default:
+			delay = max(c.backoffFor(attempt), f.err.RetryAfter)
+			if dl, _ := ctx.Deadline(); time.Until(dl) < delay {
+				reason = "retry would exceed the time budget"
+			}
+		}
+		attrs := []slog.Attr{
+			slog.Int("attempt", attempt), slog.Duration("elapsed", elapsed),
+			slog.Int("status", f.err.StatusCode), slog.String("code", f.err.Code),
+			slog.Bool("permanent", f.err.Permanent), slog.String("error", f.err.Error()),
+		}
+		if f.err.RetryAfter > 0 {
+			attrs = append(attrs, slog.Duration("retry_after", f.err.RetryAfter))
+		}
+		if reason != "" {
+			log.LogAttrs(ctx, slog.LevelWarn, "token request failed", append(attrs, slog.String("gave_up", reason))...)
+			return nil, f.err
+		}
+		log.LogAttrs(ctx, slog.LevelWarn, "token request failed, retrying", append(attrs, slog.Duration("retry_in", delay))...)
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, f.err
+		}
+	}
+}
+
+// backoffFor returns the wait after the attempt-th failure: exponential, with
+// "equal jitter" so that instances failing together do not retry together.
+func (c *Client) backoffFor(attempt int) time.Duration {
+	d := c.backoff
+	for i := 1; i < attempt && d < maxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, maxBackoff)
+	return d/2 + rand.N(d/2+1)
+}
+
+// attempt makes one request. A nil failure means tok is usable.
+func (c *Client) attempt(ctx context.Context, cfg *clientcredentials.Config, conn *broker.Connection, cred broker.Credentials, secrets []string) (*broker.Token, *failure) {
+	ex := &exchange{limit: c.maxBytes}
+	hc := &http.Client{
+		Transport: &recorder{next: c.transport, ex: ex},
+		// A token endpoint that redirects is misconfigured; following it
+		// would re-send the credentials to wherever it points.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	actx, cancel := context.WithTimeout(ctx, c.attemptTimeout)
+	defer cancel()
+	ot, err := cfg.Token(context.WithValue(actx, oauth2.HTTPClient, hc))
+	if err != nil {
+		return nil, c.classify(ctx, err, ex, secrets)
+	}
+	issued := c.now()
+	life, lerr := lifetime(ot.Extra("expires_in"), conn.DefaultLifetime)
+	if lerr != nil {
+		return nil, &failure{retryable: true, err: &broker.ProviderError{
+			StatusCode:  ex.status,
+			Description: "token endpoint answered with an unusable expires_in: " + lerr.Error(),
+			Err:         ErrMalformedResponse,
+		}}
+	}
+	tok := &broker.Token{
+		AccessToken: broker.Secret(ot.AccessToken),
+		TokenType:   ot.TokenType,
+		Expiry:      issued.Add(life),
+		IssuedAt:    issued,
+	}
+	if tok.TokenType == "" {
+		tok.TokenType = "Bearer"
+	}
+	// x/oauth2 puts the redeemed refresh token back when the response has
+	// none; the broker wants to know whether a new one was issued.
+	if ot.RefreshToken != cred.RefreshToken.Reveal() {
+		tok.RefreshToken = broker.Secret(ot.RefreshToken)
+	}
+	return tok, nil
+}
+
+// requestConfig checks conn and cred and builds the request, before anything
+// is sent.
+func requestConfig(conn *broker.Connection, cred broker.Credentials) (*clientcredentials.Config, error) {
+	invalid := func(format string, a ...any) error {
+		return &broker.ProviderError{Permanent: true, Description: fmt.Sprintf(format, a...), Err: ErrInvalidConnection}
+	}
+	if conn == nil {
+		return nil, invalid("no connection given")
+	}
+	if err := CheckTokenURL(conn.TokenURL); err != nil {
+		return nil, invalid("%s", err)
+	}
+	var style oauth2.AuthStyle
+	switch conn.AuthStyle {
+	case broker.AuthBasic:
+		style = oauth2.AuthStyleInHeader
+	case broker.AuthBody:
+		style = oauth2.AuthStyleInParams
+	default:
+		return nil, invalid("client authentication style %q is not %q or %q", conn.AuthStyle, broker.AuthBasic, broker.AuthBody)
+	}
+	clientID := cred.ClientID
+	if clientID == "" {
+		clientID = conn.ClientID
+	}
+	if clientID == "" {
+		return nil, invalid("no client id")
+	}
+	params := url.Values{}
+	for k, v := range conn.Params {
+		switch k {
+		case "grant_type", "refresh_token", "scope", "client_id", "client_secret":
+			return nil, invalid("parameter %q is set by the grant and cannot be overridden in params", k)
+		}
+		params.Set(k, v)
+	}
+	switch conn.Grant {
+	case broker.GrantClientCredentials:
+	case broker.GrantRefreshToken:
+		if cred.RefreshToken.IsZero() {
+			return nil, invalid("no refresh token to redeem")
+		}
+		params.Set("grant_type", string(broker.GrantRefreshToken))
+		params.Set("refresh_token", cred.RefreshToken.Reveal())
+	default:
+		return nil, invalid("grant %q is not supported", conn.Grant)
+	}
+	return &clientcredentials.Config{
+		ClientID:       clientID,
+		ClientSecret:   cred.ClientSecret.Reveal(),
+		TokenURL:       conn.TokenURL,
+		Scopes:         conn.Scopes,
+		EndpointParams: params,
+		AuthStyle:      style,
+	}, nil
+}
+
+// CheckTokenURL reports why raw cannot be a token URL: Token accepts https
+// URLs, and http ones only for loopback hosts (tests and local demos), so that
+// credentials never cross a network in clear. Configuration can call it to
+// reject a connection at start-up rather than at its first refresh.
+func CheckTokenURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || !u.IsAbs() || u.Host == "" {
+		return errors.New("token URL is not an absolute URL")
+	}
+	if u.User != nil {
+		return errors.New("token URL must not carry credentials")
+	}
+	switch {
+	case u.Scheme == "https":
+		return nil
+	case u.Scheme == "http" && isLoopback(u.Hostname()):
+		return nil
+	}
+	return fmt.Errorf("token URL must use https (http only for loopback hosts), not %s://%s", u.Scheme, u.Host)
+}
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

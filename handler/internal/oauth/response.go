@@ -1,0 +1,329 @@
+package oauth
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"golang.org/x/oauth2"
+
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
+)
+
+// maxDescription bounds the provider's error_description kept in an error, in
+// runes: enough for an AADSTS message, short enough for a log line.
+const maxDescription = 300
+
+// permanentCodes are the RFC 6749 §5.2 errors that mean the request cannot
+// succeed until the credentials or the configuration change.
+var permanentCodes = map[string]bool{
+	"invalid_request":        true,
+	"invalid_client":         true,
+	"invalid_grant":          true,
+	"unauthorized_client":    true,
+	"unsupported_grant_type": true,
+	"invalid_scope":          true,
+}
+
+// transientCodes are errors that say "try again" whatever the status they
+// come with.
+var transientCodes = map[string]bool{
+	"temporarily_unavailable": true,
+	"server_error":            true,
+}
+
+// exchange is what one attempt saw on the wire. golang.org/x/oauth2 reports
+// transport and body failures with %v, so their causes are recorded here as
+// they happen rather than recovered from its error strings.
+type exchange struct {
+	limit int64
+
+	roundTripErr error       // the transport failed: no response
+	status       int         // zero without a response
+	header       http.Header // response headers
+	body         []byte      // the body, once read in full and within limit
+	bodyErr      error       // reading the body failed
+	tooLarge     bool        // the body exceeded limit
+}
+
+// recorder is the RoundTripper of one attempt's http.Client.
+type recorder struct {
+	next http.RoundTripper
+	ex   *exchange
+}
+
+func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := r.next.RoundTrip(req)
+	if err != nil {
+		r.ex.roundTripErr = err
+		return nil, err
+	}
+	r.ex.status, r.ex.header = resp.StatusCode, resp.Header
+	resp.Body = &cappedBody{rc: resp.Body, ex: r.ex}
+	return resp, nil
+}
+
+// cappedBody reads the whole body, up to the limit, on the first Read, so
+// that an oversized body is reported as such instead of being silently
+// truncated (x/oauth2 stops at 1 MiB and then fails to parse).
+type cappedBody struct {
+	rc  io.ReadCloser
+	ex  *exchange
+	buf *bytes.Reader
+	err error
+}
+
+func (b *cappedBody) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	if b.buf == nil {
+		data, err := io.ReadAll(io.LimitReader(b.rc, b.ex.limit+1))
+		switch {
+		case err != nil:
+			b.ex.bodyErr, b.err = err, err
+			return 0, err
+		case int64(len(data)) > b.ex.limit:
+			b.ex.tooLarge, b.err = true, ErrResponseTooLarge
+			return 0, b.err
+		}
+		b.ex.body = data
+		b.buf = bytes.NewReader(data)
+	}
+	return b.buf.Read(p)
+}
+
+func (b *cappedBody) Close() error { return b.rc.Close() }
+
+// failure is a failed attempt with what the retry policy needs to know.
+type failure struct {
+	err *broker.ProviderError
+	// retryable: the same request may succeed if repeated.
+	retryable bool
+	// unprocessed: the provider certainly did not act on the request, so
+	// repeating it cannot be a reuse of a rotating refresh token.
+	unprocessed bool
+}
+
+// classify turns a failed attempt into a failure. ctx is the whole call's
+// context (not the attempt's), to tell a spent budget from a slow attempt.
+func (c *Client) classify(ctx context.Context, err error, ex *exchange, secrets []string) *failure {
+	switch {
+	case ex.status == 0:
+		return c.classifyNoResponse(ctx, err, ex)
+	case ex.tooLarge:
+		return &failure{retryable: true, err: &broker.ProviderError{
+			StatusCode:  ex.status,
+			Description: fmt.Sprintf("token endpoint sent more than %d bytes; a token response is far smaller, so the token URL may point at something else", ex.limit),
+			Err:         ErrResponseTooLarge,
+		}}
+	case ex.bodyErr != nil:
+		desc := "the connection failed while the response was being read"
+		if isTimeout(ex.bodyErr) {
+			desc = fmt.Sprintf("token endpoint did not finish its response within %v", c.attemptTimeout)
+		}
+		return &failure{retryable: true, err: &broker.ProviderError{StatusCode: ex.status, Description: desc, Err: ex.bodyErr}}
+	}
+
+	var re *oauth2.RetrieveError
+	if !errors.As(err, &re) {
+		// A success status whose body x/oauth2 could not use.
+		return &failure{retryable: true, err: &broker.ProviderError{
+			StatusCode:  ex.status,
+			Description: describeMalformed(ex),
+			Err:         ErrMalformedResponse,
+		}}
+	}
+
+	pe := &broker.ProviderError{
+		StatusCode:  ex.status,
+		Code:        cleanCode(re.ErrorCode, secrets),
+		Description: cleanText(re.ErrorDescription, secrets),
+		RetryAfter:  retryAfter(ex.header, c.now()),
+	}
+	f := &failure{err: pe}
+	success := ex.status >= 200 && ex.status < 300
+	switch {
+	case permanentCodes[pe.Code] && (success || ex.status == 400 || ex.status == 401 || ex.status == 403):
+		pe.Permanent = true
+	case ex.status == http.StatusTooManyRequests:
+		// A rate limiter answers before the grant is looked at.
+		f.retryable, f.unprocessed = true, true
+	case ex.status == http.StatusRequestTimeout || ex.status >= 500 || success || transientCodes[pe.Code]:
+		f.retryable = true
+	case ex.status >= 300 && ex.status < 400:
+		pe.Description = fmt.Sprintf("token endpoint redirected (HTTP %d); redirects are not followed, so check the token URL", ex.status)
+		return f
+	}
+	if pe.Code == "" && pe.Description == "" {
+		pe.Description = fmt.Sprintf("token endpoint answered HTTP %d with %s, not an OAuth2 error response", ex.status, describeContentType(ex.header))
+	}
+	return f
+}
+
+func (c *Client) classifyNoResponse(ctx context.Context, err error, ex *exchange) *failure {
+	cause := ex.roundTripErr
+	if cause == nil {
+		cause = err
+	}
+	f := &failure{retryable: true, err: &broker.ProviderError{Err: err}}
+	switch {
+	case ctx.Err() != nil:
+		f.err.Description = "gave up waiting for the token endpoint: the request's time ran out or it was cancelled"
+	case isDialError(cause):
+		f.unprocessed = true
+		f.err.Description = "could not connect to the token endpoint"
+	case isTimeout(cause):
+		f.err.Description = fmt.Sprintf("token endpoint did not answer within %v", c.attemptTimeout)
+	default:
+		f.err.Description = "the connection to the token endpoint failed before a response arrived"
+	}
+	return f
+}
+
+// isDialError reports whether err shows that no connection was made, so the
+// request was certainly never sent.
+func isDialError(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	var dns *net.DNSError
+	return errors.As(err, &dns)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+// describeMalformed says what was wrong with a success response that was not
+// a usable token response, without quoting it.
+func describeMalformed(ex *exchange) string {
+	mt, _, _ := mime.ParseMediaType(ex.header.Get("Content-Type"))
+	if mt != "application/json" && !strings.HasSuffix(mt, "+json") && mt != "" {
+		return fmt.Sprintf("token endpoint answered %d with %s instead of a JSON token response", ex.status, describeContentType(ex.header))
+	}
+	var fields map[string]any
+	if json.Unmarshal(ex.body, &fields) != nil {
+		return fmt.Sprintf("token endpoint answered %d with a body that is not a JSON object", ex.status)
+	}
+	if s, _ := fields["access_token"].(string); s == "" {
+		return fmt.Sprintf("token endpoint answered %d without an access_token", ex.status)
+	}
+	return fmt.Sprintf("token endpoint answered %d with a token response whose fields have the wrong types (expires_in must be a whole number of seconds)", ex.status)
+}
+
+func describeContentType(h http.Header) string {
+	mt, _, err := mime.ParseMediaType(h.Get("Content-Type"))
+	if err != nil || mt == "" {
+		return "no usable Content-Type"
+	}
+	return cleanText(mt, nil)
+}
+
+// lifetime reads expires_in as x/oauth2's Token.Extra returns it: a float64
+// from JSON, an int64 or string from a form-encoded body, a numeric string
+// from providers such as PayPal.
+func lifetime(v any, def time.Duration) (time.Duration, error) {
+	var secs float64
+	switch v := v.(type) {
+	case nil:
+		if def > 0 {
+			return def, nil
+		}
+		return fallbackLifetime, nil
+	case float64:
+		secs = v
+	case int64:
+		secs = float64(v)
+	case string:
+		s := strings.TrimSpace(v)
+		if s == "" {
+			return lifetime(nil, def)
+		}
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return 0, errors.New("expires_in is not a number")
+		}
+		secs = f
+	default:
+		return 0, errors.New("expires_in is not a number")
+	}
+	if !(secs > 0) {
+		return 0, errors.New("expires_in is not positive")
+	}
+	if secs > maxLifetime.Seconds() {
+		return 0, fmt.Errorf("expires_in is longer than %v", maxLifetime)
+	}
+	return time.Duration(secs * float64(time.Second)), nil
+}
+
+// retryAfter reads a Retry-After header: delay-seconds or an HTTP date
+// (RFC 9110 §10.2.3). It returns zero when absent, unreadable or past.
+func retryAfter(h http.Header, now time.Time) time.Duration {
+	v := strings.TrimSpace(h.Get("Retry-After"))
+	if v == "" {
+		return 0
+	}
+	if n, err := strconv.ParseUint(v, 10, 32); err == nil {
+		return time.Duration(n) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}
+
+// cleanText makes provider text safe for errors and logs: valid UTF-8, no
+// control or formatting characters (which could forge log lines or reorder
+// text), whitespace collapsed, secrets redacted, and at most maxDescription
+// runes.
+func cleanText(s string, secrets []string) string {
+	s = strings.ToValidUTF8(s, "")
+	s = strings.Map(func(r rune) rune {
+		switch {
+		case unicode.IsSpace(r):
+			return ' '
+		case unicode.IsControl(r) || unicode.Is(unicode.Cf, r):
+			return -1
+		}
+		return r
+	}, s)
+	s = strings.Join(strings.Fields(s), " ")
+	for _, secret := range secrets {
+		if secret != "" {
+			s = strings.ReplaceAll(s, secret, "[redacted]")
+		}
+	}
+	if utf8.RuneCountInString(s) > maxDescription {
+		s = string([]rune(s)[:maxDescription]) + "…"
+	}
+	return s
+}
+
+// cleanCode keeps an error code to the characters RFC 6749 §5.2 allows and
+// a sane length.
+func cleanCode(s string, secrets []string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r > 0x7e || r == '"' || r == '\\' {
+			return -1
+		}
+		return r
+	}, cleanText(s, secrets))
+	if len(s) > 64 {
+		s = s[:64]
+	}
+	return s
+}
