@@ -1,0 +1,917 @@
+package config
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"net/url"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
+)
+
+// ValidationError reports everything wrong with a connections file, not just
+// the first thing: an operator fixing a file by hand should need one round.
+type ValidationError struct {
+	Problems []Problem
+}
+
+// Error returns one line per problem.
+func (e *ValidationError) Error() string {
+	lines := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		lines[i] = p.String()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Problem is one thing wrong with a connections file.
+type Problem struct {
+	// Connection is the connection's name as written, "" when it has none
+	// or the problem concerns the whole file.
+	Connection string
+	// Index is the connection's position in "connections", counting from
+	// 0; -1 when the problem concerns the whole file.
+	Index int
+	// Field is the JSON path of the offending value inside the connection
+	// (or the file, when Index is -1): "tokenUrl", "secrets.clientSecret",
+	// "scopes[1]". Empty for the connection or the file as a whole.
+	Field string
+	// Message says what was found and what is allowed. It never repeats a
+	// value that could be a secret.
+	Message string
+	// Line and Column (1-based) locate a JSON syntax error; both are zero
+	// for every other problem.
+	Line, Column int
+}
+
+// String renders the problem as one line: where, then what.
+func (p Problem) String() string {
+	var b strings.Builder
+	switch {
+	case p.Index >= 0:
+		fmt.Fprintf(&b, "connections[%d]", p.Index)
+		if p.Connection != "" {
+			fmt.Fprintf(&b, " (%q)", p.Connection)
+		}
+	case p.Line > 0:
+		fmt.Fprintf(&b, "connections file, line %d, column %d", p.Line, p.Column)
+	default:
+		b.WriteString("connections file")
+	}
+	if p.Field != "" {
+		fmt.Fprintf(&b, ", field %q", p.Field)
+	}
+	b.WriteString(": ")
+	b.WriteString(p.Message)
+	return b.String()
+}
+
+// The fields of the file and of a connection, in the order they are
+// documented (and checked, so problems come out in a stable order).
+const commentField = "$comment"
+
+var (
+	topLevelFields   = []string{"connections", commentField}
+	connectionFields = []string{
+		"name", "provider", "grant", "tokenUrl", "tenant", "clientAuth", "scopes", "params",
+		"clientId", "secrets", "rotating", "reuseGrace", "refreshBefore", "defaultLifetime",
+		"idleExpiry", "allowedCallers", commentField,
+	}
+	secretFields = []string{"clientId", "clientSecret", "refreshToken", "accessToken"}
+)
+
+// Bounds of the per-connection durations.
+const (
+	maxRefreshBefore   = 24 * time.Hour
+	minDefaultLifetime = time.Minute
+	maxDefaultLifetime = 24 * time.Hour
+	maxReuseGrace      = 24 * time.Hour
+	maxIdleExpiry      = 400 * day
+)
+
+// reservedParams are form fields the grant itself sends; a connection's
+// params must not replace them.
+var reservedParams = []string{
+	"assertion", "client_assertion", "client_assertion_type", "client_id", "client_secret", "code",
+	"code_verifier", "grant_type", "password", "redirect_uri", "refresh_token", "scope", "username",
+}
+
+const exampleFile = `{"connections": [{"name": "xero", "provider": "xero"}]}`
+
+var (
+	// Connection names end up in URLs, Key Vault secret names and blob
+	// names; this is what all three accept.
+	connectionNamePattern = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
+	// Key Vault object names.
+	secretNamePattern = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9-]{0,126}$`)
+	guidPattern       = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+	domainPattern     = regexp.MustCompile(`^(?i)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$`)
+)
+
+// ParseConnections reads a connections file:
+//
+//	{"connections": [{"name": "xero", "provider": "xero"}, ...]}
+//
+// Each connection starts from its provider's preset ("generic" when it
+// names none) and every field it gives overrides the preset. Anything
+// wrong, however many things, is reported in one *ValidationError.
+func ParseConnections(data []byte) ([]broker.Connection, error) {
+	var p parser
+	conns := p.parse(data)
+	if len(p.problems) > 0 {
+		return nil, &ValidationError{Problems: p.problems}
+	}
+	return conns, nil
+}
+
+type parser struct {
+	problems []Problem
+}
+
+func (p *parser) fileProblem(field, format string, args ...any) {
+	p.problems = append(p.problems, Problem{Index: -1, Field: field, Message: fmt.Sprintf(format, args...)})
+}
+
+func (p *parser) parse(data []byte) []broker.Connection {
+	// Editors on Windows like to save JSON with a byte order mark.
+	data = bytes.TrimPrefix(data, []byte("\uFEFF"))
+	if len(bytes.TrimSpace(data)) == 0 {
+		p.fileProblem("", "is empty; expected a JSON object such as %s", exampleFile)
+		return nil
+	}
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(data, &top); err != nil {
+		var syntax *json.SyntaxError
+		if errors.As(err, &syntax) {
+			line, col := position(data, syntax.Offset)
+			p.problems = append(p.problems, Problem{Index: -1, Line: line, Column: col, Message: "not valid JSON: " + syntax.Error()})
+			return nil
+		}
+		p.fileProblem("", "found %s; expected a JSON object such as %s", describe(data), exampleFile)
+		return nil
+	}
+	if top == nil {
+		p.fileProblem("", "found null; expected a JSON object such as %s", exampleFile)
+		return nil
+	}
+	for _, k := range slices.Sorted(maps.Keys(top)) {
+		if !slices.Contains(topLevelFields, k) {
+			p.fileProblem(k, "%s", unknownFieldMessage(k, topLevelFields))
+		}
+	}
+	if raw, ok := top[commentField]; ok && !isComment(raw) {
+		p.fileProblem(commentField, "found %s; must be a string or an array of strings (it is ignored)", describe(raw))
+	}
+	raw, ok := top["connections"]
+	if !ok {
+		p.fileProblem("connections", "missing; expected an array of connections, as in %s", exampleFile)
+		return nil
+	}
+	var items []json.RawMessage
+	if json.Unmarshal(raw, &items) != nil || items == nil {
+		p.fileProblem("connections", "found %s; must be an array of connection objects", describe(raw))
+		return nil
+	}
+	if len(items) == 0 {
+		p.fileProblem("connections", "is an empty array; at least one connection is required")
+		return nil
+	}
+
+	parsed := make([]*connParser, len(items))
+	for i, item := range items {
+		parsed[i] = p.connection(i, item)
+	}
+	p.checkUniqueNames(parsed)
+	p.checkSecretNames(parsed)
+	// Cross-connection problems were found last; list them with the rest
+	// of their connection's.
+	slices.SortStableFunc(p.problems, func(a, b Problem) int { return cmp.Compare(a.Index, b.Index) })
+
+	conns := make([]broker.Connection, len(parsed))
+	for i, c := range parsed {
+		conns[i] = c.conn
+	}
+	return conns
+}
+
+// connParser checks and resolves one connection.
+type connParser struct {
+	p      *parser
+	index  int
+	fields map[string]json.RawMessage
+	// conn is the connection as resolved so far. Its Name is set only when
+	// the name is valid.
+	conn broker.Connection
+	// written is the name as written, for messages.
+	written string
+	// secretOK says, per secrets field, whether c.conn.Secrets holds a
+	// valid name for it (the default or a valid override).
+	secretOK map[string]bool
+	// duplicate is set when an earlier connection has the same name; its
+	// secrets then collide with that one's, which says nothing new.
+	duplicate bool
+}
+
+func (c *connParser) problem(field, format string, args ...any) {
+	c.p.problems = append(c.p.problems, Problem{
+		Connection: c.written,
+		Index:      c.index,
+		Field:      field,
+		Message:    fmt.Sprintf(format, args...),
+	})
+}
+
+func (p *parser) connection(index int, raw json.RawMessage) *connParser {
+	c := &connParser{p: p, index: index}
+	if json.Unmarshal(raw, &c.fields) != nil || c.fields == nil {
+		c.problem("", "found %s; must be a JSON object such as {\"name\": \"xero\", \"provider\": \"xero\"}", describe(raw))
+		return c
+	}
+
+	// The name first, so every later problem can say which connection it
+	// is about.
+	if name, ok := c.str("name", "a connection name"); ok {
+		c.written = name
+		if connectionNamePattern.MatchString(name) {
+			c.conn.Name = name
+		} else {
+			c.problem("name", "found %q; must be 1-63 characters of a-z, 0-9 and -, starting with a letter (it becomes part of URLs, secret names and lock names)", name)
+		}
+	} else if _, present := c.fields["name"]; !present {
+		c.problem("name", "missing; every connection needs a name: 1-63 characters of a-z, 0-9 and -, starting with a letter")
+	}
+
+	for _, k := range slices.Sorted(maps.Keys(c.fields)) {
+		if !slices.Contains(connectionFields, k) {
+			c.problem(k, "%s", c.unknownConnectionField(k))
+		}
+	}
+	if raw, ok := c.fields[commentField]; ok && !isComment(raw) {
+		c.problem(commentField, "found %s; must be a string or an array of strings (it is ignored)", describe(raw))
+	}
+
+	preset, presetKnown := c.provider()
+	c.conn.Provider = preset.Name
+	c.resolve(preset, presetKnown)
+	return c
+}
+
+// provider returns the connection's preset. presetKnown is false when the
+// named provider does not exist; the generic preset is returned then, and
+// checks that depend on the preset are skipped rather than piled on.
+func (c *connParser) provider() (preset Preset, presetKnown bool) {
+	generic, _ := LookupPreset(genericPreset)
+	name, ok := c.str("provider", "a provider name")
+	if !ok {
+		_, present := c.fields["provider"]
+		return generic, !present
+	}
+	if p, found := LookupPreset(name); found {
+		return p, true
+	}
+	hint := providerAliases[foldName(name)]
+	if hint == "" {
+		hint = suggest(name, presetNames())
+	}
+	msg := fmt.Sprintf("found %q; must be one of %s", name, strings.Join(presetNames(), ", "))
+	if hint != "" {
+		msg = fmt.Sprintf("found %q; did you mean %q? Known providers: %s", name, hint, strings.Join(presetNames(), ", "))
+	}
+	c.problem("provider", "%s", msg)
+	return generic, false
+}
+
+// resolve fills c.conn from the fields and the preset, reporting every bad
+// field.
+func (c *connParser) resolve(preset Preset, presetKnown bool) {
+	conn := &c.conn
+
+	conn.Grant = preset.Grant
+	if g, ok := c.str("grant", "a grant type"); ok {
+		switch broker.GrantType(g) {
+		case broker.GrantRefreshToken, broker.GrantClientCredentials:
+			conn.Grant = broker.GrantType(g)
+		default:
+			c.problem("grant", "found %q; must be %q or %q%s", g, broker.GrantRefreshToken, broker.GrantClientCredentials,
+				didYouMean(g, []string{string(broker.GrantRefreshToken), string(broker.GrantClientCredentials)}))
+		}
+	}
+	if conn.Grant == "" {
+		conn.Grant = broker.GrantRefreshToken
+	}
+	refreshGrant := conn.Grant == broker.GrantRefreshToken
+
+	c.resolveTokenURL(preset, presetKnown)
+
+	conn.AuthStyle = preset.AuthStyle
+	if a, ok := c.str("clientAuth", "a client authentication style"); ok {
+		if style, known := clientAuthStyle(a); known {
+			conn.AuthStyle = style
+		} else {
+			c.problem("clientAuth", "found %q; must be %q (HTTP Basic header) or %q (client_id and client_secret as form fields)%s",
+				a, broker.AuthBasic, broker.AuthBody, didYouMean(a, []string{string(broker.AuthBasic), string(broker.AuthBody)}))
+		}
+	} else if _, present := c.fields["clientAuth"]; !present && conn.AuthStyle == "" && presetKnown {
+		c.problem("clientAuth", "missing; without a provider, clientAuth is required: %q (HTTP Basic header) or %q (form fields)", broker.AuthBasic, broker.AuthBody)
+	}
+
+	conn.Scopes = slices.Clone(preset.Scopes)
+	if scopes, ok := c.scopes(); ok {
+		conn.Scopes = scopes
+	}
+	conn.Params = c.params()
+
+	if id, ok := c.str("clientId", "the client id"); ok {
+		if id == "" || len(id) > 1024 || strings.ContainsFunc(id, isSpaceOrControl) {
+			c.problem("clientId", "found %q; must be the client (application) id: 1-1024 characters without spaces; omit it to read the id from the secret store", id)
+		} else {
+			conn.ClientID = id
+		}
+	}
+	c.resolveSecrets(refreshGrant)
+
+	// Rotation and what hangs off it only mean something for refresh
+	// tokens: a preset's values are dropped for client_credentials, and
+	// giving them explicitly there is a mistake worth reporting.
+	if r, ok := c.boolean("rotating"); ok {
+		if r && !refreshGrant {
+			c.problem("rotating", "found true; grant %q has no refresh token to rotate: remove rotating, or use grant %q", conn.Grant, broker.GrantRefreshToken)
+		} else {
+			conn.Rotating = r
+		}
+	} else if refreshGrant {
+		conn.Rotating = preset.Rotating
+	}
+
+	if g, ok := c.duration("reuseGrace", 0, maxReuseGrace); ok {
+		switch {
+		case !refreshGrant:
+			c.problem("reuseGrace", "found %q; grant %q has no refresh token: remove reuseGrace", c.asWritten("reuseGrace"), conn.Grant)
+		case g > 0 && !conn.Rotating:
+			c.problem("reuseGrace", "found %q; a grace period for rotated refresh tokens needs \"rotating\": true", c.asWritten("reuseGrace"))
+		default:
+			conn.ReuseGrace = g
+		}
+	} else if conn.Rotating {
+		conn.ReuseGrace = preset.ReuseGrace
+	}
+
+	conn.RefreshBefore = cmp.Or(preset.RefreshBefore, defaultRefreshBefore)
+	if d, ok := c.duration("refreshBefore", 0, maxRefreshBefore); ok {
+		conn.RefreshBefore = d
+	}
+	conn.DefaultLifetime = cmp.Or(preset.DefaultLifetime, defaultDefaultLifetime)
+	if d, ok := c.duration("defaultLifetime", minDefaultLifetime, maxDefaultLifetime); ok {
+		conn.DefaultLifetime = d
+	}
+
+	if d, ok := c.duration("idleExpiry", 0, maxIdleExpiry); ok {
+		if refreshGrant {
+			conn.IdleExpiry = d
+		} else {
+			c.problem("idleExpiry", "found %q; grant %q has no refresh token to keep alive: remove idleExpiry", c.asWritten("idleExpiry"), conn.Grant)
+		}
+	} else if refreshGrant {
+		conn.IdleExpiry = preset.IdleExpiry
+	}
+
+	conn.AllowedCallers = c.allowedCallers()
+}
+
+func (c *connParser) resolveTokenURL(preset Preset, presetKnown bool) {
+	tenant, tenantGiven := c.str("tenant", "a directory (tenant)")
+	_, tenantPresent := c.fields["tenant"]
+	tenantOK := tenantGiven && isTenant(tenant)
+	if tenantGiven && !tenantOK {
+		c.problem("tenant", "found %q; must be a directory (tenant) id (a GUID), a domain such as contoso.onmicrosoft.com, or one of organizations, common, consumers", tenant)
+	}
+
+	_, urlPresent := c.fields["tokenUrl"]
+	template := preset.TokenURL
+	if u, ok := c.str("tokenUrl", "an https URL"); ok {
+		template = u
+	} else if urlPresent {
+		return // reported by str
+	}
+
+	switch {
+	case template == "":
+		if urlPresent {
+			c.problem("tokenUrl", "is empty; must be the provider's https token endpoint")
+		} else if presetKnown {
+			c.problem("tokenUrl", "missing; without a provider, tokenUrl is required (an https URL), or name a provider: %s", strings.Join(presetNames(), ", "))
+		}
+		return
+	case strings.Contains(template, tenantPlaceholder):
+		if !tenantPresent {
+			c.problem("tenant", "missing; the token URL %s needs the directory (tenant): its id (a GUID), a domain such as contoso.onmicrosoft.com, or organizations, common or consumers", template)
+			return
+		}
+		if !tenantOK {
+			// The tenant's problem is reported; still check the rest of
+			// the URL, with a tenant that is known to be valid.
+			if msg := checkTokenURL(strings.ReplaceAll(template, tenantPlaceholder, "common")); msg != "" {
+				c.problem("tokenUrl", "%s", msg)
+			}
+			return
+		}
+		template = strings.ReplaceAll(template, tenantPlaceholder, tenant)
+	case tenantOK:
+		c.problem("tenant", "found %q, but the token URL %s has no %s placeholder to put it in; remove tenant, or give a tokenUrl that contains %s", tenant, template, tenantPlaceholder, tenantPlaceholder)
+	}
+	if msg := checkTokenURL(template); msg != "" {
+		c.problem("tokenUrl", "%s", msg)
+		return
+	}
+	c.conn.TokenURL = template
+}
+
+// checkTokenURL returns what is wrong with a token endpoint URL, or "".
+func checkTokenURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || !u.IsAbs() || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return fmt.Sprintf("found %q; must be an absolute https URL such as \"https://login.example.com/oauth2/token\"", s)
+	}
+	if u.User != nil {
+		// Whatever is in the userinfo is likely a credential: not echoed.
+		return "contains a user name or password (not shown); client credentials belong in the secret store, not in the URL"
+	}
+	if u.Fragment != "" {
+		return fmt.Sprintf("found %q; a token URL must not have a #fragment", s)
+	}
+	if u.Scheme == "http" && !isLoopbackHost(u.Hostname()) {
+		return fmt.Sprintf("found %q; must be https (http is accepted only for 127.0.0.0/8, ::1 and localhost, for tests)", s)
+	}
+	return ""
+}
+
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	addr, err := netip.ParseAddr(host)
+	return err == nil && addr.IsLoopback()
+}
+
+// isTenant accepts what Entra accepts in place of {tenant}.
+func isTenant(s string) bool {
+	switch s {
+	case "organizations", "common", "consumers":
+		return true
+	}
+	return guidPattern.MatchString(s) || (len(s) <= 253 && domainPattern.MatchString(s))
+}
+
+func clientAuthStyle(s string) (broker.AuthStyle, bool) {
+	switch broker.AuthStyle(s) {
+	case broker.AuthBasic, broker.AuthBody:
+		return broker.AuthStyle(s), true
+	}
+	return "", false
+}
+
+// clientAuthAliases are the names other systems give the two styles; a
+// file that uses one gets told which value to write instead.
+var clientAuthAliases = map[string]broker.AuthStyle{
+	"header":            broker.AuthBasic,
+	"inheader":          broker.AuthBasic,
+	"clientsecretbasic": broker.AuthBasic,
+	"authstyleinheader": broker.AuthBasic,
+	"post":              broker.AuthBody,
+	"form":              broker.AuthBody,
+	"params":            broker.AuthBody,
+	"inparams":          broker.AuthBody,
+	"clientsecretpost":  broker.AuthBody,
+	"authstyleinparams": broker.AuthBody,
+	"requestbody":       broker.AuthBody,
+}
+
+func (c *connParser) scopes() ([]string, bool) {
+	raw, ok := c.fields["scopes"]
+	if !ok {
+		return nil, false
+	}
+	var items []json.RawMessage
+	if json.Unmarshal(raw, &items) != nil || items == nil {
+		c.problem("scopes", "found %s; must be an array of scope strings such as [\"api\", \"offline_access\"]", describe(raw))
+		return nil, false
+	}
+	scopes := make([]string, 0, len(items))
+	good := true
+	for i, item := range items {
+		field := fmt.Sprintf("scopes[%d]", i)
+		var s string
+		if json.Unmarshal(item, &s) != nil || !isString(item) {
+			c.problem(field, "found %s; must be a scope string", describe(item))
+			good = false
+			continue
+		}
+		if !isScopeToken(s) {
+			c.problem(field, "found %q; a scope is one non-empty token without spaces, quotes or backslashes (list several scopes as separate strings)", s)
+			good = false
+			continue
+		}
+		scopes = append(scopes, s)
+	}
+	return scopes, good
+}
+
+// isScopeToken reports whether s is a scope-token of RFC 6749 §3.3.
+func isScopeToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := range len(s) {
+		b := s[i]
+		if b < 0x21 || b == '"' || b == '\\' || b > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *connParser) params() map[string]string {
+	raw, ok := c.fields["params"]
+	if !ok {
+		return nil
+	}
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(raw, &fields) != nil || fields == nil {
+		c.problem("params", "found %s; must be an object of extra form fields such as {\"audience\": \"https://api.example.com\"}", describe(raw))
+		return nil
+	}
+	params := make(map[string]string, len(fields))
+	for _, k := range slices.Sorted(maps.Keys(fields)) {
+		field := "params." + k
+		if k == "" || strings.ContainsFunc(k, isSpaceOrControl) {
+			c.problem(field, "found the name %q; a form field name must be non-empty and without spaces", k)
+			continue
+		}
+		if slices.Contains(reservedParams, strings.ToLower(k)) {
+			c.problem(field, "%q is sent by the grant itself and cannot be set here; scopes go in \"scopes\", credentials in the secret store", k)
+			continue
+		}
+		// Values are never repeated in messages: a misplaced credential
+		// is the likeliest thing to end up here.
+		var v string
+		if json.Unmarshal(fields[k], &v) != nil || !isString(fields[k]) {
+			c.problem(field, "found %s; must be a string", describe(fields[k]))
+			continue
+		}
+		params[k] = v
+	}
+	return params
+}
+
+func (c *connParser) resolveSecrets(refreshGrant bool) {
+	// Defaults need a valid name; without one there is nothing to derive
+	// them from, and the name's own problem has been reported.
+	if c.conn.Name != "" {
+		c.conn.Secrets = broker.DefaultSecretNames(c.conn.Name)
+	}
+	c.secretOK = map[string]bool{
+		"clientId": c.conn.Name != "", "clientSecret": c.conn.Name != "",
+		"refreshToken": c.conn.Name != "", "accessToken": c.conn.Name != "",
+	}
+	raw, ok := c.fields["secrets"]
+	if !ok {
+		return
+	}
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(raw, &fields) != nil || fields == nil {
+		c.problem("secrets", "found %s; must be an object naming the secrets to use, such as {\"clientSecret\": \"shared-client-secret\"}", describe(raw))
+		return
+	}
+	for _, k := range slices.Sorted(maps.Keys(fields)) {
+		field := "secrets." + k
+		if !slices.Contains(secretFields, k) {
+			c.problem(field, "%s", unknownFieldMessage(k, secretFields))
+			continue
+		}
+		v := fields[k]
+		var name string
+		if json.Unmarshal(v, &name) != nil || !isString(v) {
+			c.problem(field, "found %s; must be the name of a secret in the secret store", describe(v))
+			c.secretOK[k] = false
+			continue
+		}
+		if !secretNamePattern.MatchString(name) {
+			// Not repeated: a secret value pasted where its name belongs
+			// is exactly what would fail here.
+			c.problem(field, "found a string of %d characters that is not a secret name (not shown, in case it is a secret value); must be the name of a secret: 1-127 characters of 0-9, a-z, A-Z and -, starting with a letter", len(name))
+			c.secretOK[k] = false
+			continue
+		}
+		switch k {
+		case "clientId":
+			if c.conn.ClientID != "" {
+				c.problem(field, "is never read, because \"clientId\" gives the client id literally; remove one of the two")
+				continue
+			}
+			c.conn.Secrets.ClientID = name
+		case "clientSecret":
+			c.conn.Secrets.ClientSecret = name
+		case "refreshToken":
+			if !refreshGrant {
+				c.problem(field, "is never used: grant %q has no refresh token; remove it", c.conn.Grant)
+				continue
+			}
+			c.conn.Secrets.RefreshToken = name
+		case "accessToken":
+			c.conn.Secrets.AccessToken = name
+		}
+		c.secretOK[k] = true
+	}
+}
+
+func (c *connParser) allowedCallers() []string {
+	raw, ok := c.fields["allowedCallers"]
+	if !ok {
+		return nil
+	}
+	var items []json.RawMessage
+	if json.Unmarshal(raw, &items) != nil || items == nil {
+		c.problem("allowedCallers", "found %s; must be an array of object ids (GUIDs)", describe(raw))
+		return nil
+	}
+	if len(items) == 0 {
+		// An empty list reads like "nobody" but would mean "everybody".
+		c.problem("allowedCallers", "is an empty array; list the object ids allowed to fetch this token, or omit the field to allow every caller the platform authenticates")
+		return nil
+	}
+	var callers []string
+	for i, item := range items {
+		field := fmt.Sprintf("allowedCallers[%d]", i)
+		var s string
+		if json.Unmarshal(item, &s) != nil || !isString(item) {
+			c.problem(field, "found %s; must be an object id (a GUID) as a string", describe(item))
+			continue
+		}
+		if !guidPattern.MatchString(s) {
+			c.problem(field, "found %q; must be an object id (a GUID such as \"00000000-0000-0000-0000-000000000000\"), e.g. the principal id of the data factory's managed identity", s)
+			continue
+		}
+		// X-MS-CLIENT-PRINCIPAL-ID carries lower-case ids; compare on that.
+		s = strings.ToLower(s)
+		if !slices.Contains(callers, s) {
+			callers = append(callers, s)
+		}
+	}
+	return callers
+}
+
+// str returns field's string value and true, or false when the field is
+// absent or not a string (reported, saying a string of kind want was
+// expected).
+func (c *connParser) str(field, want string) (string, bool) {
+	raw, ok := c.fields[field]
+	if !ok {
+		return "", false
+	}
+	var s string
+	if !isString(raw) || json.Unmarshal(raw, &s) != nil {
+		c.problem(field, "found %s; must be a string: %s", describe(raw), want)
+		return "", false
+	}
+	return s, true
+}
+
+// asWritten returns the value of a field already found to be a string,
+// exactly as the file has it.
+func (c *connParser) asWritten(field string) string {
+	var s string
+	_ = json.Unmarshal(c.fields[field], &s)
+	return s
+}
+
+func (c *connParser) boolean(field string) (bool, bool) {
+	raw, ok := c.fields[field]
+	if !ok {
+		return false, false
+	}
+	var b bool
+	if json.Unmarshal(raw, &b) != nil {
+		c.problem(field, "found %s; must be true or false (without quotes)", describe(raw))
+		return false, false
+	}
+	return b, true
+}
+
+// duration returns field's duration and true, or false when the field is
+// absent or bad (reported).
+func (c *connParser) duration(field string, lo, hi time.Duration) (time.Duration, bool) {
+	s, ok := c.str(field, durationSyntax)
+	if !ok {
+		return 0, false
+	}
+	d, err := parseDuration(s)
+	if err != nil {
+		c.problem(field, "found %q; must be %s, between %s and %s", s, durationSyntax, formatDuration(lo), formatDuration(hi))
+		return 0, false
+	}
+	if d < lo || d > hi {
+		c.problem(field, "found %q; must be between %s and %s", s, formatDuration(lo), formatDuration(hi))
+		return 0, false
+	}
+	return d, true
+}
+
+const durationSyntax = `a duration such as "90s", "10m", "1h30m" or "60d"`
+
+// parseDuration is time.ParseDuration plus whole days ("60d"), the unit
+// refresh-token lifetimes are documented in.
+func parseDuration(s string) (time.Duration, error) {
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		if days, err := strconv.ParseUint(n, 10, 16); err == nil {
+			return time.Duration(days) * day, nil
+		}
+	}
+	return time.ParseDuration(s)
+}
+
+// formatDuration prints d the way a person would write it in the file:
+// "24h", "1m", "400d" rather than "24h0m0s".
+func formatDuration(d time.Duration) string {
+	if d >= 2*day && d%day == 0 {
+		return strconv.FormatInt(int64(d/day), 10) + "d"
+	}
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
+}
+
+func (c *connParser) unknownConnectionField(k string) string {
+	names := broker.DefaultSecretNames(cmp.Or(c.conn.Name, "<name>"))
+	var secret, name string
+	switch foldName(k) {
+	case "clientsecret", "secret", "password", "apikey":
+		secret, name = "clientSecret", names.ClientSecret
+	case "refreshtoken":
+		secret, name = "refreshToken", names.RefreshToken
+	case "accesstoken", "token":
+		secret, name = "accessToken", names.AccessToken
+	default:
+		return unknownFieldMessage(k, connectionFields)
+	}
+	// Someone put a secret value in the file. Say where it goes, and do
+	// not repeat it.
+	return fmt.Sprintf("unknown field (its value is not shown); secret values never go in this file: store the value in the secret store as %q, or name another secret with \"secrets\": {%q: \"...\"}", name, secret)
+}
+
+func unknownFieldMessage(k string, known []string) string {
+	if s := suggest(k, known); s != "" {
+		return fmt.Sprintf("unknown field; did you mean %q?", s)
+	}
+	return "unknown field; allowed fields are " + strings.Join(known, ", ")
+}
+
+// didYouMean returns "; did you mean "x"?" for a near miss among
+// candidates, or "".
+func didYouMean(got string, candidates []string) string {
+	s := suggest(got, candidates)
+	if style, ok := clientAuthAliases[foldName(got)]; ok && slices.Contains(candidates, string(style)) {
+		s = string(style)
+	}
+	if s == "" {
+		return ""
+	}
+	return fmt.Sprintf("; did you mean %q?", s)
+}
+
+// checkUniqueNames reports every connection whose name an earlier one
+// already took.
+func (p *parser) checkUniqueNames(conns []*connParser) {
+	first := map[string]int{}
+	for i, c := range conns {
+		if c.conn.Name == "" {
+			continue
+		}
+		if j, taken := first[c.conn.Name]; taken {
+			c.problem("name", "found %q, which connections[%d] already uses; names must be unique", c.conn.Name, j)
+			c.duplicate = true
+			continue
+		}
+		first[c.conn.Name] = i
+	}
+}
+
+// checkSecretNames reports refresh and access tokens whose secret another
+// connection (or another role of the same one) also uses: two writers of
+// one secret overwrite each other's tokens. Client ids and secrets may be
+// shared; they are only read. Key Vault names are case-insensitive, so the
+// comparison is too.
+func (p *parser) checkSecretNames(conns []*connParser) {
+	type use struct {
+		conn  int
+		role  string
+		name  string
+		write bool
+	}
+	var uses []use
+	for i, c := range conns {
+		if c.secretOK == nil || c.duplicate {
+			continue
+		}
+		s := c.conn.Secrets
+		refresh := c.conn.Grant == broker.GrantRefreshToken
+		for _, u := range []use{
+			{i, "clientId", s.ClientID, false},
+			{i, "clientSecret", s.ClientSecret, false},
+			{i, "refreshToken", s.RefreshToken, true},
+			{i, "accessToken", s.AccessToken, true},
+		} {
+			if !c.secretOK[u.role] || u.name == "" || (u.role == "refreshToken" && !refresh) {
+				continue
+			}
+			if u.role == "clientId" && c.conn.ClientID != "" {
+				continue
+			}
+			uses = append(uses, u)
+		}
+	}
+	for i, u := range uses {
+		if !u.write {
+			continue
+		}
+		for j, other := range uses {
+			if i == j || !strings.EqualFold(u.name, other.name) {
+				continue
+			}
+			if other.conn == u.conn && other.write && j < i {
+				break // the same clash, already reported on the other field
+			}
+			where := "this connection's " + other.role
+			if other.conn != u.conn {
+				where = fmt.Sprintf("the %s of connections[%d] (%q)", other.role, other.conn, conns[other.conn].written)
+			}
+			conns[u.conn].problem("secrets."+u.role, "secret %q is also %s; a %s is written on every refresh and needs a secret of its own (set \"secrets\": {%q: \"...\"})",
+				u.name, where, u.role, u.role)
+			break
+		}
+	}
+}
+
+// position turns a byte offset into a 1-based line and column.
+// json.SyntaxError.Offset counts the bytes read before the error, so the
+// offending byte is the one just before it.
+func position(data []byte, offset int64) (line, col int) {
+	at := int(min(max(offset-1, 0), int64(len(data))))
+	before := data[:at]
+	line = 1 + bytes.Count(before, []byte("\n"))
+	col = at - bytes.LastIndexByte(before, '\n')
+	return line, col
+}
+
+// describe names the JSON kind of raw, for "found ..." messages. It never
+// repeats the value.
+func describe(raw []byte) string {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 {
+		return "nothing"
+	}
+	switch raw[0] {
+	case '"':
+		return "a string"
+	case '{':
+		return "an object"
+	case '[':
+		return "an array"
+	case 't', 'f':
+		return "a boolean"
+	case 'n':
+		return "null"
+	}
+	return "a number"
+}
+
+func isString(raw []byte) bool {
+	raw = bytes.TrimSpace(raw)
+	return len(raw) > 0 && raw[0] == '"'
+}
+
+func isComment(raw json.RawMessage) bool {
+	var s string
+	if isString(raw) {
+		return json.Unmarshal(raw, &s) == nil
+	}
+	var lines []string
+	return json.Unmarshal(raw, &lines) == nil && lines != nil
+}
+
+func isSpaceOrControl(r rune) bool {
+	return r <= ' ' || r == 0x7f
+}
