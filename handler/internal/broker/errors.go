@@ -75,6 +75,11 @@ type ProviderError struct {
 	Permanent bool
 	// RetryAfter is the provider's Retry-After, when it sent one.
 	RetryAfter time.Duration
+	// IssuedRefreshToken is a new refresh token found in a response that was
+	// otherwise unusable (a bad expires_in, say). On a rotating provider the
+	// redeemed one is already dead, so the broker persists this one even
+	// though the request failed.
+	IssuedRefreshToken Secret
 	// Err is the transport or decoding error, when there was one.
 	Err error
 }

@@ -280,11 +280,15 @@ func (c *Client) attempt(ctx context.Context, cfg *clientcredentials.Config, con
 	issued := c.now()
 	life, lerr := lifetime(ot.Extra("expires_in"), conn.DefaultLifetime)
 	if lerr != nil {
-		return nil, &failure{retryable: true, err: &broker.ProviderError{
+		pe := &broker.ProviderError{
 			StatusCode:  ex.status,
 			Description: "token endpoint answered with an unusable expires_in: " + lerr.Error(),
 			Err:         ErrMalformedResponse,
-		}}
+		}
+		if ot.RefreshToken != cred.RefreshToken.Reveal() {
+			pe.IssuedRefreshToken = broker.Secret(ot.RefreshToken)
+		}
+		return nil, &failure{retryable: true, err: pe}
 	}
 	tok := &broker.Token{
 		AccessToken: broker.Secret(ot.AccessToken),

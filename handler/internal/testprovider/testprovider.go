@@ -130,6 +130,10 @@ const (
 	// FaultNoAccessToken answers 200 with a JSON object that has no
 	// access_token.
 	FaultNoAccessToken
+	// FaultBadExpiresIn processes the request (a refresh token is rotated)
+	// and answers the token with "expires_in": -1: a response the client
+	// cannot use, yet carrying the only live refresh token.
+	FaultBadExpiresIn
 )
 
 var faultNames = map[FaultKind]string{
@@ -143,6 +147,7 @@ var faultNames = map[FaultKind]string{
 	FaultProcessedButLost: "processed_but_lost",
 	FaultErrorIn200:       "error_in_200",
 	FaultNoAccessToken:    "no_access_token",
+	FaultBadExpiresIn:     "bad_expires_in",
 }
 
 // String returns the fault's name.
@@ -399,6 +404,13 @@ func (p *Provider) serveToken(w http.ResponseWriter, r *http.Request) {
 		resp = oauthError(http.StatusOK, "invalid_grant", "injected fault")
 	case FaultNoAccessToken:
 		resp = jsonResponse(http.StatusOK, map[string]any{"token_type": "Bearer", "expires_in": 3600})
+	case FaultBadExpiresIn:
+		resp = p.process(r, form, formErr)
+		var body map[string]any
+		if resp.status == http.StatusOK && json.Unmarshal(resp.body, &body) == nil {
+			body["expires_in"] = -1
+			resp = jsonResponse(http.StatusOK, body)
+		}
 	default:
 		resp = oauthError(http.StatusInternalServerError, "server_error", "unknown fault "+fault.Kind.String())
 	}

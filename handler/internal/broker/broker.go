@@ -1,0 +1,805 @@
+// Package broker hands out current access tokens for configured OAuth2
+// connections, refreshing each at most once however many callers and
+// instances ask at the same time.
+//
+// The refresh protocol (DESIGN.md) lives here:
+//
+//  1. A token in this instance's memory that is valid long enough is served
+//     with no I/O.
+//  2. One flight per connection per instance (singleflight).
+//  3. The store's access token, if valid long enough, is served.
+//  4. The connection's lock is taken; waiters give up at Options.LockWait.
+//  5. The store is read again under the lock: another instance may have
+//     refreshed.
+//  6. The token endpoint is called once.
+//  7. The rotated refresh token is persisted first, then the access token.
+//     A refresh token the provider issued is never dropped: if the store
+//     keeps failing, the lock stays held and persisting goes on in the
+//     background, so no other instance redeems the old one.
+//  8. The lock is released and the token served.
+//
+// The broker knows nothing of HTTP, Azure or the file system: it works
+// through the SecretStore, Locker and Grant interfaces.
+package broker
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+)
+
+// Defaults for Options.
+const (
+	DefaultLockWait        = 45 * time.Second
+	DefaultFailureCooldown = 5 * time.Minute
+	DefaultRefreshTimeout  = 2 * time.Minute
+	// MaxMinValidity bounds what a caller may ask for: no provider issues
+	// tokens that live longer, and a larger value is a units mistake.
+	MaxMinValidity = 24 * time.Hour
+)
+
+// Options configure a Broker. Store, Locker and Grant are required.
+type Options struct {
+	Store  SecretStore
+	Locker Locker
+	Grant  Grant
+	// Connections are the configured connections; names must be unique.
+	Connections []Connection
+
+	// LockWait is how long a refresh waits for another instance's refresh
+	// before answering CodeUnavailable. It stays below ADF's 60 s Web
+	// activity timeout so the pipeline sees our error, not a timeout.
+	LockWait time.Duration
+	// FailureCooldown is how long a permanent provider failure is answered
+	// from its record instead of calling the provider again with the same
+	// credentials. Changing a credential in the store ends it at once.
+	FailureCooldown time.Duration
+	// RefreshTimeout bounds one whole refresh (lock wait, provider call,
+	// persisting). It runs detached from the caller: a caller that gives up
+	// does not abort a refresh half way.
+	RefreshTimeout time.Duration
+	// StoreRetries is how many times a failed store write is retried
+	// in the request before persisting moves to the background. Default 3.
+	StoreRetries int
+	// StoreRetryDelay is the first delay between store write attempts; it
+	// doubles each time. Default 200ms.
+	StoreRetryDelay time.Duration
+
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// AccessToken is a token handed to a caller.
+type AccessToken struct {
+	Value     Secret
+	TokenType string
+	Expiry    time.Time
+}
+
+// Broker hands out access tokens. It is safe for concurrent use.
+type Broker struct {
+	conns   map[string]*connState
+	order   []string
+	store   SecretStore
+	locker  Locker
+	grant   Grant
+	flights singleflight.Group
+	log     *slog.Logger
+	now     func() time.Time
+
+	lockWait        time.Duration
+	failureCooldown time.Duration
+	refreshTimeout  time.Duration
+	storeRetries    int
+	storeRetryDelay time.Duration
+
+	base       context.Context
+	stop       context.CancelFunc
+	background sync.WaitGroup
+}
+
+// connState is the per-instance state of one connection. The connection
+// set is fixed at New, so the map holding these is never written again and
+// the hot path reads it without a lock.
+type connState struct {
+	conn Connection
+
+	// cached is the newest access token this instance knows.
+	cached atomic.Pointer[cachedToken]
+
+	mu sync.Mutex
+	// pendingRefresh is a refresh token the provider issued that is not yet
+	// in the store. While set, it is the current refresh token.
+	pendingRefresh Secret
+	failure        *failureRecord
+	lastRefresh    time.Time
+	lastError      *Error
+	refreshes      int
+}
+
+type cachedToken struct {
+	token AccessToken
+	// lifetime is how long the provider made the token valid; zero when
+	// unknown.
+	lifetime time.Duration
+}
+
+// failureRecord remembers a permanent provider failure and which
+// credentials caused it, so the same credentials are not sent again during
+// the cool-down (repeated bad attempts lock accounts: AADSTS50053).
+type failureRecord struct {
+	err         *Error
+	at          time.Time
+	fingerprint [32]byte
+}
+
+// New returns a Broker for the given connections.
+func New(o Options) (*Broker, error) {
+	if o.Store == nil || o.Locker == nil || o.Grant == nil {
+		return nil, errors.New("broker: Store, Locker and Grant are required")
+	}
+	b := &Broker{
+		conns:           make(map[string]*connState, len(o.Connections)),
+		store:           o.Store,
+		locker:          o.Locker,
+		grant:           o.Grant,
+		log:             o.Logger,
+		now:             o.Now,
+		lockWait:        o.LockWait,
+		failureCooldown: o.FailureCooldown,
+		refreshTimeout:  o.RefreshTimeout,
+		storeRetries:    o.StoreRetries,
+		storeRetryDelay: o.StoreRetryDelay,
+	}
+	if b.log == nil {
+		b.log = slog.New(slog.DiscardHandler)
+	}
+	if b.now == nil {
+		b.now = time.Now
+	}
+	if b.lockWait <= 0 {
+		b.lockWait = DefaultLockWait
+	}
+	if b.failureCooldown <= 0 {
+		b.failureCooldown = DefaultFailureCooldown
+	}
+	if b.refreshTimeout <= 0 {
+		b.refreshTimeout = DefaultRefreshTimeout
+	}
+	if b.storeRetries <= 0 {
+		b.storeRetries = 3
+	}
+	if b.storeRetryDelay <= 0 {
+		b.storeRetryDelay = 200 * time.Millisecond
+	}
+	for _, c := range o.Connections {
+		if _, dup := b.conns[c.Name]; dup {
+			return nil, fmt.Errorf("broker: connection %q is configured twice", c.Name)
+		}
+		b.conns[c.Name] = &connState{conn: c}
+		b.order = append(b.order, c.Name)
+	}
+	b.base, b.stop = context.WithCancel(context.Background())
+	return b, nil
+}
+
+// Close stops background persisting after one last attempt and waits for
+// it. Tokens handed out stay valid.
+func (b *Broker) Close() {
+	b.stop()
+	b.background.Wait()
+}
+
+// Connection returns the named connection's configuration.
+func (b *Broker) Connection(name string) (Connection, bool) {
+	st, ok := b.conns[name]
+	if !ok {
+		return Connection{}, false
+	}
+	return st.conn, true
+}
+
+// Token returns an access token for the named connection that stays valid
+// for at least minValidity, and at least the connection's refresh margin.
+// Errors are *Error.
+func (b *Broker) Token(ctx context.Context, name string, minValidity time.Duration) (AccessToken, error) {
+	st, ok := b.conns[name]
+	if !ok {
+		return AccessToken{}, &Error{
+			Code:        CodeNotFound,
+			Connection:  name,
+			Message:     fmt.Sprintf("no connection is named %q", name),
+			Remediation: "Check the connection name in the pipeline's URL against the connections file (GET /api/connections lists them).",
+		}
+	}
+	if minValidity < 0 || minValidity > MaxMinValidity {
+		return AccessToken{}, &Error{
+			Code:        CodeBadRequest,
+			Connection:  name,
+			Message:     fmt.Sprintf("minValidity must be between 0 and %d seconds", int(MaxMinValidity/time.Second)),
+			Remediation: "Pass minValidity in seconds, e.g. ?minValidity=600 for a token valid ten more minutes.",
+		}
+	}
+	// Fast path: no allocation, no lock.
+	if ct := st.cached.Load(); ct != nil && ct.validFor(b.now(), st.need(minValidity, ct.lifetime)) {
+		return ct.token, nil
+	}
+	if ct := st.cached.Load(); ct != nil && ct.lifetime > 0 && minValidity >= ct.lifetime {
+		return AccessToken{}, lifetimeError(name, minValidity, ct.lifetime)
+	}
+
+	// A flight serves everyone who asked while it ran. A caller wanting a
+	// longer validity than the flight's starter may need one more flight.
+	for range 2 {
+		start := b.now()
+		ch := b.flights.DoChan(name, func() (any, error) { return b.obtain(st, minValidity) })
+		var r singleflight.Result
+		select {
+		case r = <-ch:
+		case <-ctx.Done():
+			return AccessToken{}, &Error{
+				Code:        CodeUnavailable,
+				Connection:  name,
+				Message:     "gave up waiting for the token refresh: " + ctx.Err().Error(),
+				Remediation: "Retry; the refresh goes on without this caller and the next call is likely served from cache.",
+				RetryAfter:  5 * time.Second,
+			}
+		}
+		if r.Err != nil {
+			return AccessToken{}, asError(name, r.Err)
+		}
+		ct := r.Val.(*cachedToken)
+		now := b.now()
+		if ct.validFor(now, st.need(minValidity, ct.lifetime)) {
+			return ct.token, nil
+		}
+		if ct.lifetime > 0 && minValidity >= ct.lifetime {
+			return AccessToken{}, lifetimeError(name, minValidity, ct.lifetime)
+		}
+		if !ct.issuedBefore(start) {
+			// Freshly issued and still not enough: the margin plus the
+			// caller's minValidity exceed what the provider grants.
+			return AccessToken{}, lifetimeError(name, minValidity, ct.lifetime)
+		}
+	}
+	return AccessToken{}, &Error{
+		Code:        CodeUnavailable,
+		Connection:  name,
+		Message:     "could not obtain a token valid for the requested time",
+		Remediation: "Retry, or ask for a smaller minValidity.",
+		RetryAfter:  5 * time.Second,
+	}
+}
+
+func lifetimeError(name string, minValidity, lifetime time.Duration) *Error {
+	return &Error{
+		Code:       CodeBadRequest,
+		Connection: name,
+		Message: fmt.Sprintf("minValidity %ds is not less than the lifetime of this provider's tokens (%ds)",
+			int(minValidity/time.Second), int(lifetime/time.Second)),
+		Remediation: fmt.Sprintf("Ask for a minValidity below %d seconds; no token of this provider lives longer.", int(lifetime/time.Second)),
+	}
+}
+
+// need is how long a token must stay valid to be served: the caller's
+// minValidity, and at least the connection's refresh margin, which is
+// capped at half the token's lifetime so short-lived tokens still serve
+// most of their life.
+func (st *connState) need(minValidity, lifetime time.Duration) time.Duration {
+	margin := st.conn.RefreshBefore
+	if lifetime > 0 && margin > lifetime/2 {
+		margin = lifetime / 2
+	}
+	return max(margin, minValidity)
+}
+
+func (ct *cachedToken) validFor(now time.Time, need time.Duration) bool {
+	return ct.token.Expiry.Sub(now) > need
+}
+
+func (ct *cachedToken) issuedBefore(t time.Time) bool {
+	return ct.lifetime > 0 && ct.token.Expiry.Add(-ct.lifetime).Before(t)
+}
+
+// obtain runs one flight: steps 3 to 8 of the protocol. It runs detached
+// from any caller's context, bounded by RefreshTimeout.
+func (b *Broker) obtain(st *connState, minValidity time.Duration) (v any, err error) {
+	defer func() {
+		// singleflight.DoChan re-panics in a goroutine of its own, which
+		// would take the process down with every caller.
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic during refresh: %v", p)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(b.base, b.refreshTimeout)
+	defer cancel()
+	c := &st.conn
+
+	// Step 3.
+	if ct, ok, err := b.fromStore(ctx, st, minValidity); err != nil {
+		return nil, err
+	} else if ok {
+		return ct, nil
+	}
+	if err := b.checkCooldown(ctx, st); err != nil {
+		return nil, err
+	}
+
+	// Step 4.
+	lockCtx, cancelLock := context.WithTimeout(ctx, b.lockWait)
+	lock, err := b.locker.Lock(lockCtx, c.Name)
+	cancelLock()
+	switch {
+	case errors.Is(err, ErrLockTimeout):
+		// A peer held the lock all along; it has probably refreshed.
+		if ct, ok, rerr := b.fromStore(ctx, st, minValidity); rerr == nil && ok {
+			return ct, nil
+		}
+		b.log.Warn("lock wait timed out", "event", "lock.timeout", "connection", c.Name, "waited", b.lockWait.String())
+		return nil, &Error{
+			Code:        CodeUnavailable,
+			Connection:  c.Name,
+			Message:     fmt.Sprintf("another instance has been refreshing this connection for over %s", b.lockWait),
+			Remediation: "Retry in a few seconds; if this repeats, the provider is slow or an instance is stuck (see the logs for lock.timeout).",
+			RetryAfter:  10 * time.Second,
+			Err:         err,
+		}
+	case err != nil && c.Grant == GrantClientCredentials:
+		// Without the lock, two instances may both fetch a token; for
+		// client credentials that costs one extra call and breaks nothing.
+		b.log.Warn("lock unavailable; fetching client-credentials token without it", "event", "lock.unavailable", "connection", c.Name, "error", err.Error())
+		lock = nil
+	case err != nil:
+		return nil, &Error{
+			Code:        CodeUnavailable,
+			Connection:  c.Name,
+			Message:     "the refresh lock could not be taken, and a rotating refresh token is never redeemed without it",
+			Remediation: "Check that the lock storage (AzureWebJobsStorage, or the local state directory) is reachable; retry afterwards.",
+			RetryAfter:  15 * time.Second,
+			Err:         err,
+		}
+	}
+	held := false // set once the background persister owns the lock
+	if lock != nil {
+		defer func() {
+			if !held {
+				b.release(c.Name, lock)
+			}
+		}()
+	}
+
+	// Step 5.
+	if ct, ok, err := b.fromStore(ctx, st, minValidity); err != nil {
+		return nil, err
+	} else if ok {
+		return ct, nil
+	}
+
+	cred, err := b.credentials(ctx, st)
+	if err != nil {
+		return nil, err
+	}
+	if lock != nil {
+		select {
+		case <-lock.Lost():
+			return nil, &Error{
+				Code:        CodeUnavailable,
+				Connection:  c.Name,
+				Message:     "the refresh lock was lost before the provider was called; nothing was redeemed",
+				Remediation: "Retry; if this repeats, the lock storage is slow or unreachable.",
+				RetryAfter:  5 * time.Second,
+			}
+		default:
+		}
+	}
+
+	// Step 6.
+	tok, err := b.grant.Token(ctx, c, cred)
+	if err != nil {
+		tok, cred, err = b.retryAfterRace(ctx, st, cred, err)
+	}
+	if err != nil {
+		var pe *ProviderError
+		if errors.As(err, &pe) && !pe.IssuedRefreshToken.IsZero() && pe.IssuedRefreshToken != cred.RefreshToken {
+			issued := &Token{RefreshToken: pe.IssuedRefreshToken, IssuedAt: b.now()}
+			if b.persistRefreshToken(ctx, st, issued) && lock != nil {
+				held = true
+				b.persistInBackground(st, lock, issued)
+			}
+		}
+		return nil, b.providerFailure(ctx, st, cred, err)
+	}
+
+	// Step 7.
+	ct, pending := b.persist(ctx, st, cred, tok)
+	if pending && lock != nil {
+		held = true
+		b.persistInBackground(st, lock, tok)
+	}
+	// Step 8 is the deferred release.
+	return ct, nil
+}
+
+// fromStore reads the access token from the store and caches it. ok is
+// false when the store has none valid for minValidity.
+func (b *Broker) fromStore(ctx context.Context, st *connState, minValidity time.Duration) (*cachedToken, bool, error) {
+	s, err := b.store.Get(ctx, st.conn.Secrets.AccessToken)
+	if errors.Is(err, ErrSecretNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, storeError(st.conn.Name, "read", st.conn.Secrets.AccessToken, err)
+	}
+	if s.Value.IsZero() || s.ExpiresOn.IsZero() {
+		return nil, false, nil
+	}
+	ct := &cachedToken{token: AccessToken{Value: s.Value, TokenType: "Bearer", Expiry: s.ExpiresOn}}
+	if !s.UpdatedOn.IsZero() && s.ExpiresOn.After(s.UpdatedOn) {
+		ct.lifetime = s.ExpiresOn.Sub(s.UpdatedOn)
+	}
+	st.remember(ct)
+	return ct, ct.validFor(b.now(), st.need(minValidity, ct.lifetime)), nil
+}
+
+// remember caches ct unless a token that lives longer is already cached.
+func (st *connState) remember(ct *cachedToken) {
+	for {
+		old := st.cached.Load()
+		if old != nil && !old.token.Expiry.Before(ct.token.Expiry) {
+			return
+		}
+		if st.cached.CompareAndSwap(old, ct) {
+			return
+		}
+	}
+}
+
+// credentials reads what the grant needs. A refresh token that is issued
+// but not yet persisted wins over the store's.
+func (b *Broker) credentials(ctx context.Context, st *connState) (Credentials, error) {
+	c := &st.conn
+	var cred Credentials
+	cred.ClientID = c.ClientID
+	if cred.ClientID == "" {
+		s, err := b.readRequired(ctx, c, c.Secrets.ClientID, "client id")
+		if err != nil {
+			return cred, err
+		}
+		cred.ClientID = s.Reveal()
+	}
+	s, err := b.readRequired(ctx, c, c.Secrets.ClientSecret, "client secret")
+	if err != nil {
+		return cred, err
+	}
+	cred.ClientSecret = s
+	if c.Grant == GrantRefreshToken {
+		st.mu.Lock()
+		pending := st.pendingRefresh
+		st.mu.Unlock()
+		if !pending.IsZero() {
+			cred.RefreshToken = pending
+		} else {
+			s, err := b.readRequired(ctx, c, c.Secrets.RefreshToken, "refresh token")
+			if err != nil {
+				return cred, err
+			}
+			cred.RefreshToken = s
+		}
+	}
+	return cred, nil
+}
+
+func (b *Broker) readRequired(ctx context.Context, c *Connection, secret, what string) (Secret, error) {
+	s, err := b.store.Get(ctx, secret)
+	if errors.Is(err, ErrSecretNotFound) || (err == nil && s.Value.IsZero()) {
+		return "", &Error{
+			Code:        CodeRejected,
+			Connection:  c.Name,
+			Message:     fmt.Sprintf("the %s is missing: secret %q does not exist or is empty", what, secret),
+			Remediation: fmt.Sprintf("Store the %s in secret %q (Key Vault: az keyvault secret set --name %s; locally: handler secret set %s).", what, secret, secret, secret),
+			Err:         err,
+		}
+	}
+	if err != nil {
+		return "", storeError(c.Name, "read", secret, err)
+	}
+	return s.Value, nil
+}
+
+// retryAfterRace handles invalid_grant on a refresh: if the store now holds
+// a different refresh token than the one sent (an operator stored a new
+// one, or a peer rotated it while our lock was lost), the grant is not dead;
+// try once more with the current one.
+func (b *Broker) retryAfterRace(ctx context.Context, st *connState, sent Credentials, err error) (*Token, Credentials, error) {
+	var pe *ProviderError
+	if st.conn.Grant != GrantRefreshToken || !errors.As(err, &pe) || pe.Code != "invalid_grant" {
+		return nil, sent, err
+	}
+	cur, gerr := b.store.Get(ctx, st.conn.Secrets.RefreshToken)
+	if gerr != nil || cur.Value.IsZero() || cur.Value == sent.RefreshToken {
+		return nil, sent, err
+	}
+	b.log.Info("refresh token changed in the store after invalid_grant; retrying with the current one",
+		"event", "refresh.race_recovered", "connection", st.conn.Name)
+	st.mu.Lock()
+	st.pendingRefresh = ""
+	st.mu.Unlock()
+	cred := sent
+	cred.RefreshToken = cur.Value
+	tok, err := b.grant.Token(ctx, &st.conn, cred)
+	return tok, cred, err
+}
+
+// persist writes the new refresh token, then the access token, and caches
+// the result. pending reports that the refresh token could not be written
+// and is held in memory only.
+func (b *Broker) persist(ctx context.Context, st *connState, cred Credentials, tok *Token) (*cachedToken, bool) {
+	c := &st.conn
+	now := b.now()
+	issued := tok.IssuedAt
+	if issued.IsZero() {
+		issued = now
+	}
+	ct := &cachedToken{
+		token:    AccessToken{Value: tok.AccessToken, TokenType: tok.TokenType, Expiry: tok.Expiry},
+		lifetime: tok.Expiry.Sub(issued),
+	}
+	if ct.token.TokenType == "" {
+		ct.token.TokenType = "Bearer"
+	}
+	rotated := !tok.RefreshToken.IsZero() && tok.RefreshToken != cred.RefreshToken
+	pending := rotated && b.persistRefreshToken(ctx, st, tok)
+	if !pending {
+		err := b.retryStore(ctx, func(ctx context.Context) error {
+			return b.store.Set(ctx, c.Secrets.AccessToken, StoredSecret{Value: tok.AccessToken, ExpiresOn: tok.Expiry, UpdatedOn: issued})
+		})
+		if err != nil {
+			// Not fatal: this instance serves from memory; another one will
+			// refresh with the persisted refresh token.
+			b.log.Warn("could not persist the access token", "event", "persist.access_token_failed",
+				"connection", c.Name, "secret", c.Secrets.AccessToken, "error", err.Error())
+		}
+	}
+	st.remember(ct)
+	st.mu.Lock()
+	st.failure = nil
+	st.lastError = nil
+	st.lastRefresh = now
+	st.refreshes++
+	st.mu.Unlock()
+	b.log.Info("token refreshed", "event", "token.refreshed", "connection", c.Name,
+		"expires_on", tok.Expiry.UTC().Format(time.RFC3339), "rotated", rotated, "persist_pending", pending)
+	return ct, pending
+}
+
+// persistRefreshToken makes tok.RefreshToken the current refresh token:
+// in memory first, whatever the store does, then in the store. It reports
+// whether the store write is still pending.
+func (b *Broker) persistRefreshToken(ctx context.Context, st *connState, tok *Token) (pending bool) {
+	c := &st.conn
+	st.mu.Lock()
+	st.pendingRefresh = tok.RefreshToken
+	st.mu.Unlock()
+	err := b.retryStore(ctx, func(ctx context.Context) error {
+		return b.store.Set(ctx, c.Secrets.RefreshToken, StoredSecret{Value: tok.RefreshToken, UpdatedOn: tok.IssuedAt})
+	})
+	if err != nil {
+		b.log.Error("could not persist the rotated refresh token; holding it in memory and retrying in the background",
+			"event", "persist.pending", "connection", c.Name, "secret", c.Secrets.RefreshToken, "error", err.Error())
+		return true
+	}
+	st.clearPending(tok.RefreshToken)
+	return false
+}
+
+func (st *connState) clearPending(rt Secret) {
+	st.mu.Lock()
+	if st.pendingRefresh == rt {
+		st.pendingRefresh = ""
+	}
+	st.mu.Unlock()
+}
+
+// persistInBackground keeps retrying to store a rotated refresh token,
+// holding the connection's lock meanwhile so no other instance reads and
+// redeems the old one. It gives up only when the broker closes; the one
+// loss window left is this process dying before the store recovers.
+func (b *Broker) persistInBackground(st *connState, lock Lock, tok *Token) {
+	c := st.conn
+	b.background.Add(1)
+	go func() {
+		defer b.background.Done()
+		defer b.release(c.Name, lock)
+		delay := b.storeRetryDelay
+		for attempt := 1; ; attempt++ {
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(b.base), 30*time.Second)
+			err := b.store.Set(ctx, c.Secrets.RefreshToken, StoredSecret{Value: tok.RefreshToken, UpdatedOn: tok.IssuedAt})
+			if err == nil && !tok.AccessToken.IsZero() {
+				err = b.store.Set(ctx, c.Secrets.AccessToken, StoredSecret{Value: tok.AccessToken, ExpiresOn: tok.Expiry, UpdatedOn: tok.IssuedAt})
+			}
+			cancel()
+			if err == nil {
+				st.clearPending(tok.RefreshToken)
+				b.log.Info("rotated refresh token persisted", "event", "persist.recovered", "connection", c.Name, "attempts", attempt)
+				return
+			}
+			if b.base.Err() != nil {
+				b.log.Error("shutting down with a rotated refresh token not persisted; the connection will need re-authorization unless the provider allows reuse",
+					"event", "persist.abandoned", "connection", c.Name, "secret", c.Secrets.RefreshToken, "error", err.Error())
+				return
+			}
+			select {
+			case <-b.base.Done():
+			case <-lock.Lost():
+				b.log.Error("lock lost while a rotated refresh token is pending; another instance may redeem the old one",
+					"event", "persist.lock_lost", "connection", c.Name)
+			case <-time.After(jitter(delay)):
+			}
+			delay = min(delay*2, 30*time.Second)
+		}
+	}()
+}
+
+func (b *Broker) release(name string, lock Lock) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(b.base), 10*time.Second)
+	defer cancel()
+	if err := lock.Release(ctx); err != nil {
+		// The lease expires by itself; say so rather than fail the caller.
+		b.log.Warn("could not release the refresh lock; it expires by itself", "event", "lock.release_failed", "connection", name, "error", err.Error())
+	}
+}
+
+// retryStore runs a store write with bounded retries and doubling delays.
+func (b *Broker) retryStore(ctx context.Context, write func(context.Context) error) error {
+	delay := b.storeRetryDelay
+	var err error
+	for attempt := 0; attempt < b.storeRetries; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return errors.Join(err, ctx.Err())
+			case <-time.After(jitter(delay)):
+			}
+			delay *= 2
+		}
+		if err = write(ctx); err == nil {
+			return nil
+		}
+	}
+	return err
+}
+
+// jitter spreads d by ±25% so instances that failed together do not retry
+// together.
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return d*3/4 + rand.N(d/2+1)
+}
+
+func storeError(connection, op, secret string, err error) *Error {
+	return &Error{
+		Code:        CodeUnavailable,
+		Connection:  connection,
+		Message:     fmt.Sprintf("could not %s secret %q in the secret store", op, secret),
+		Remediation: "Check that the store (Key Vault, or the local state directory) is reachable and that this app may read and write its secrets; retry afterwards.",
+		RetryAfter:  10 * time.Second,
+		Err:         err,
+	}
+}
+
+// fingerprint identifies the credentials a failure was seen with, without
+// keeping a second copy of them.
+func fingerprint(cred Credentials) [32]byte {
+	h := sha256.New()
+	for _, s := range []string{cred.ClientID, cred.ClientSecret.Reveal(), cred.RefreshToken.Reveal()} {
+		fmt.Fprintf(h, "%d:%s;", len(s), s)
+	}
+	var sum [32]byte
+	h.Sum(sum[:0])
+	return sum
+}
+
+// checkCooldown answers a recent permanent failure from its record, unless
+// the credentials in the store changed since.
+func (b *Broker) checkCooldown(ctx context.Context, st *connState) error {
+	st.mu.Lock()
+	rec := st.failure
+	st.mu.Unlock()
+	if rec == nil || b.now().Sub(rec.at) >= b.failureCooldown {
+		return nil
+	}
+	cred, err := b.credentials(ctx, st)
+	if err != nil {
+		return err
+	}
+	if fingerprint(cred) != rec.fingerprint {
+		return nil
+	}
+	e := *rec.err
+	e.Message += fmt.Sprintf(" (recorded %s ago; the provider is not called again with the same credentials until %s)",
+		b.now().Sub(rec.at).Round(time.Second), rec.at.Add(b.failureCooldown).UTC().Format(time.RFC3339))
+	return &e
+}
+
+// providerFailure turns a grant failure into the caller's Error, recording
+// permanent ones.
+func (b *Broker) providerFailure(ctx context.Context, st *connState, cred Credentials, err error) error {
+	c := &st.conn
+	var pe *ProviderError
+	if !errors.As(err, &pe) {
+		return asError(c.Name, err)
+	}
+	var e *Error
+	if pe.Permanent {
+		e = &Error{
+			Code:        CodeRejected,
+			Connection:  c.Name,
+			Message:     fmt.Sprintf("the provider (%s) rejected the request: %s", c.Provider, describe(pe)),
+			Remediation: remediation(c, pe),
+			Err:         err,
+		}
+		st.mu.Lock()
+		st.failure = &failureRecord{err: e, at: b.now(), fingerprint: fingerprint(cred)}
+		st.mu.Unlock()
+	} else {
+		e = &Error{
+			Code:        CodeProviderFailed,
+			Connection:  c.Name,
+			Message:     fmt.Sprintf("the provider (%s) failed: %s", c.Provider, describe(pe)),
+			Remediation: "Retry later; this is the provider's side. If it lasts, check the provider's status page.",
+			RetryAfter:  max(pe.RetryAfter, 30*time.Second),
+			Err:         err,
+		}
+	}
+	st.mu.Lock()
+	st.lastError = e
+	st.mu.Unlock()
+	b.log.Error("token refresh failed", "event", "token.refresh_failed", "connection", c.Name,
+		"status", pe.StatusCode, "provider_error", pe.Code, "permanent", pe.Permanent, "description", pe.Description)
+	return e
+}
+
+func describe(pe *ProviderError) string {
+	s := ""
+	if pe.StatusCode != 0 {
+		s = fmt.Sprintf("HTTP %d", pe.StatusCode)
+	}
+	if pe.Code != "" {
+		s += " " + pe.Code
+	}
+	if pe.Description != "" {
+		s += ": " + pe.Description
+	} else if pe.Err != nil {
+		s += ": " + pe.Err.Error()
+	}
+	if s == "" {
+		return "no usable answer"
+	}
+	return s
+}
+
+func remediation(c *Connection, pe *ProviderError) string {
+	switch pe.Code {
+	case "invalid_grant":
+		if c.Grant == GrantRefreshToken {
+			return fmt.Sprintf("The refresh token is no longer valid (expired, revoked, or already used). Re-authorize the connection %q and store the new refresh token in secret %q.", c.Name, c.Secrets.RefreshToken)
+		}
+		return fmt.Sprintf("The provider refused the grant for %q; check the client's permissions at the provider.", c.Name)
+	case "invalid_client", "unauthorized_client":
+		return fmt.Sprintf("The provider does not accept the client credentials of %q: check the client id and the client secret in secret %q (it may have expired), and that clientAuth (%s) is what the provider expects.", c.Name, c.Secrets.ClientSecret, c.AuthStyle)
+	case "invalid_scope":
+		return fmt.Sprintf("Fix the scopes of connection %q in the connections file: the provider does not grant them.", c.Name)
+	default:
+		return fmt.Sprintf("Fix the configuration of connection %q (token URL, grant, params) to match what the provider expects.", c.Name)
+	}
+}
