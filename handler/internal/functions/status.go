@@ -1,0 +1,37 @@
+package functions
+
+import (
+	"net/http"
+
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
+)
+
+// connectionsResponse is GET /api/connections.
+type connectionsResponse struct {
+	Connections []broker.ConnectionStatus `json:"connections"`
+}
+
+func handleConnections(b Broker) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		encode(w, http.StatusOK, connectionsResponse{Connections: b.Status(r.Context())})
+	})
+}
+
+func handleConnection(b Broker) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("connection")
+		st, ok := b.ConnectionStatus(r.Context(), name)
+		if !ok {
+			encodeError(w, &broker.Error{
+				Code:        broker.CodeNotFound,
+				Connection:  truncate(name, 63),
+				Message:     "no connection is named " + truncate(name, 63),
+				Remediation: "GET /api/connections lists the configured connections.",
+			})
+			return
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		encode(w, http.StatusOK, st)
+	})
+}

@@ -1,0 +1,108 @@
+package functions
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
+)
+
+// invocationRequest is the envelope the Functions host posts for a
+// non-HTTP trigger: {"Data":{"timer":{...}},"Metadata":{...}}.
+type invocationRequest struct {
+	Data     map[string]json.RawMessage `json:"Data"`
+	Metadata json.RawMessage            `json:"Metadata"`
+}
+
+// timerInfo is the host's TimerInfo. ScheduleStatus is null when schedule
+// monitoring is off.
+type timerInfo struct {
+	IsPastDue      bool `json:"IsPastDue"`
+	ScheduleStatus *struct {
+		Last time.Time `json:"Last"`
+		Next time.Time `json:"Next"`
+	} `json:"ScheduleStatus"`
+}
+
+// invocationResponse is what the host expects back. Any non-2xx answer
+// fails the invocation; Logs go to the invocation's log (Application
+// Insights traces).
+type invocationResponse struct {
+	Outputs     map[string]any `json:"Outputs"`
+	Logs        []string       `json:"Logs"`
+	ReturnValue any            `json:"ReturnValue"`
+}
+
+// timerBinding is the binding name in functions/refresh/function.json.
+const timerBinding = "timer"
+
+func handleTimer(b Broker, o Options) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		info, err := decodeTimer(w, r, o.MaxBodyBytes)
+		if err != nil {
+			encodeError(w, err)
+			return
+		}
+		var logs []string
+		if info.IsPastDue {
+			logs = append(logs, "timer is past due (the app was idle or restarting); sweeping now")
+		}
+		start := time.Now()
+		results := b.Sweep(r.Context(), o.SweepHorizon)
+		failed := 0
+		for _, res := range results {
+			line := sweepLine(res)
+			logs = append(logs, line)
+			if res.Action == broker.SweepFailed {
+				failed++
+				o.Logger.Error(line, "event", "sweep.failed", "connection", res.Connection, "code", string(res.Err.Code))
+			} else {
+				o.Logger.Info(line, "event", "sweep."+string(res.Action), "connection", res.Connection)
+			}
+		}
+		logs = append(logs, fmt.Sprintf("sweep done: %d connections, %d failed, %s", len(results), failed, time.Since(start).Round(time.Millisecond)))
+		encode(w, http.StatusOK, invocationResponse{Outputs: map[string]any{}, Logs: logs})
+	})
+}
+
+func sweepLine(r broker.SweepResult) string {
+	switch r.Action {
+	case broker.SweepFailed:
+		return fmt.Sprintf("%s: refresh failed: %s %s", r.Connection, r.Err.Message, r.Err.Remediation)
+	case broker.SweepRefreshed:
+		return fmt.Sprintf("%s: refreshed; valid until %s", r.Connection, r.ExpiresOn.UTC().Format(time.RFC3339))
+	default:
+		return fmt.Sprintf("%s: fresh; valid until %s", r.Connection, r.ExpiresOn.UTC().Format(time.RFC3339))
+	}
+}
+
+func decodeTimer(w http.ResponseWriter, r *http.Request, maxBody int64) (timerInfo, *broker.Error) {
+	var info timerInfo
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return info, &broker.Error{Code: codeTooLarge, Message: fmt.Sprintf("the invocation envelope exceeds %d bytes", maxBody)}
+		}
+		return info, badRequest("the invocation envelope could not be read", "")
+	}
+	var env invocationRequest
+	if err := json.Unmarshal(bytes.TrimSpace(body), &env); err != nil {
+		return info, badRequest("the timer invocation envelope is not valid JSON: "+truncate(err.Error(), 160),
+			`The Functions host sends {"Data":{"timer":{...}},"Metadata":{...}}; to trigger a sweep by hand, POST that shape.`)
+	}
+	raw, ok := env.Data[timerBinding]
+	if !ok {
+		return info, badRequest(`the timer invocation envelope has no Data.timer`,
+			`Check that functions/refresh/function.json names its binding "timer".`)
+	}
+	if err := json.Unmarshal(raw, &info); err != nil {
+		return info, badRequest("Data.timer is not a timer trigger payload: "+truncate(err.Error(), 160), "")
+	}
+	return info, nil
+}

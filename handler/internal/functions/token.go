@@ -1,0 +1,265 @@
+package functions
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
+)
+
+// tokenResponse is what ADF reads: @activity('Get token').output.access_token.
+type tokenResponse struct {
+	AccessToken string `json:"access_token"`
+	TokenType   string `json:"token_type"`
+	ExpiresIn   int64  `json:"expires_in"`
+	ExpiresOn   string `json:"expires_on"`
+}
+
+// errorBody is every error the surface returns.
+type errorBody struct {
+	Error       string `json:"error"`
+	Message     string `json:"message"`
+	Remediation string `json:"remediation,omitempty"`
+	Connection  string `json:"connection,omitempty"`
+	Retryable   bool   `json:"retryable"`
+}
+
+// connectionName is DESIGN.md's rule: valid as a Key Vault secret name and a
+// blob name.
+var connectionName = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
+
+// principalHeader carries the caller's object id when App Service
+// authentication is on.
+const principalHeader = "X-MS-CLIENT-PRINCIPAL-ID"
+
+func handleToken(b Broker, o Options) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("connection")
+		if !connectionName.MatchString(name) {
+			encodeError(w, &broker.Error{
+				Code:        broker.CodeBadRequest,
+				Message:     fmt.Sprintf("%q is not a valid connection name", truncate(name, 80)),
+				Remediation: "Connection names are 1-63 characters of a-z, 0-9 and '-', starting with a letter.",
+			})
+			return
+		}
+		conn, ok := b.Connection(name)
+		if !ok {
+			// Let the broker phrase it, so the message is the same everywhere.
+			_, err := b.Token(r.Context(), name, 0)
+			encodeError(w, err)
+			return
+		}
+		if err := authorize(conn, r, o.AuthEnabled); err != nil {
+			encodeError(w, err)
+			return
+		}
+		minValidity, err := decodeMinValidity(w, r, o.MaxBodyBytes)
+		if err != nil {
+			err.Connection = name
+			encodeError(w, err)
+			return
+		}
+		tok, terr := b.Token(r.Context(), name, minValidity)
+		if terr != nil {
+			encodeError(w, terr)
+			return
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("Pragma", "no-cache")
+		encode(w, http.StatusOK, tokenResponse{
+			AccessToken: tok.Value.Reveal(),
+			TokenType:   tok.TokenType,
+			ExpiresIn:   int64(tok.Expiry.Sub(o.Now()) / time.Second),
+			ExpiresOn:   tok.Expiry.UTC().Format(time.RFC3339),
+		})
+	})
+}
+
+// authorize checks the caller against the connection's allowedCallers.
+func authorize(c broker.Connection, r *http.Request, authEnabled bool) *broker.Error {
+	if len(c.AllowedCallers) == 0 {
+		return nil
+	}
+	if !authEnabled {
+		return &broker.Error{
+			Code:        broker.CodeForbidden,
+			Connection:  c.Name,
+			Message:     "this connection is restricted to allowedCallers, but App Service authentication is off, so the caller cannot be identified",
+			Remediation: "Turn on App Service authentication for the function app (see the README's deployment section), or remove allowedCallers from the connection.",
+		}
+	}
+	caller := strings.TrimSpace(r.Header.Get(principalHeader))
+	if caller == "" || !slices.ContainsFunc(c.AllowedCallers, func(id string) bool { return strings.EqualFold(id, caller) }) {
+		shown := caller
+		if shown == "" {
+			shown = "(none)"
+		}
+		return &broker.Error{
+			Code:        broker.CodeForbidden,
+			Connection:  c.Name,
+			Message:     fmt.Sprintf("caller %s is not in this connection's allowedCallers", truncate(shown, 64)),
+			Remediation: "Add the data factory's managed identity object id to allowedCallers of this connection, or call with an identity that is listed.",
+		}
+	}
+	return nil
+}
+
+// decodeMinValidity reads minValidity (seconds) from the query or, on POST,
+// from a JSON body {"minValidity": 600}. Absent means 0: the connection's
+// own refresh margin still applies.
+func decodeMinValidity(w http.ResponseWriter, r *http.Request, maxBody int64) (time.Duration, *broker.Error) {
+	var fromQuery, fromBody *int64
+	if q, ok := r.URL.Query()["minValidity"]; ok {
+		v, err := parseSeconds(strings.Join(q, ","))
+		if err != nil {
+			return 0, err
+		}
+		fromQuery = &v
+	}
+	if r.Method == http.MethodPost {
+		v, err := decodeBody(w, r, maxBody)
+		if err != nil {
+			return 0, err
+		}
+		fromBody = v
+	}
+	switch {
+	case fromQuery != nil && fromBody != nil && *fromQuery != *fromBody:
+		return 0, badRequest("minValidity is given in both the query and the body, with different values", "Give it once.")
+	case fromQuery != nil:
+		return time.Duration(*fromQuery) * time.Second, nil
+	case fromBody != nil:
+		return time.Duration(*fromBody) * time.Second, nil
+	}
+	return 0, nil
+}
+
+// tokenRequest is the optional POST body. minValidity may be a number or a
+// numeric string: ADF expressions often produce strings.
+type tokenRequest struct {
+	MinValidity json.RawMessage `json:"minValidity"`
+}
+
+func decodeBody(w http.ResponseWriter, r *http.Request, maxBody int64) (*int64, *broker.Error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, &broker.Error{Code: codeTooLarge, Message: fmt.Sprintf("the request body exceeds %d bytes", maxBody), Remediation: `Send at most {"minValidity": <seconds>}.`}
+		}
+		return nil, badRequest("the request body could not be read", "Retry the request.")
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, nil
+	}
+	var req tokenRequest
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return nil, badRequest("the request body is not valid JSON of the form {\"minValidity\": <seconds>}: "+truncate(err.Error(), 160),
+			`Send an empty body, {} or {"minValidity": 600}.`)
+	}
+	if dec.More() {
+		return nil, badRequest("the request body has data after the JSON object", `Send a single object such as {"minValidity": 600}.`)
+	}
+	raw := bytes.TrimSpace(req.MinValidity)
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
+	if raw[0] == '"' {
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return nil, badRequest("minValidity is not a valid string", "Send minValidity as a number of seconds.")
+		}
+		raw = []byte(s)
+	}
+	v, perr := parseSeconds(string(raw))
+	if perr != nil {
+		return nil, perr
+	}
+	return &v, nil
+}
+
+func parseSeconds(s string) (int64, *broker.Error) {
+	v, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || v < 0 || v > int64(broker.MaxMinValidity/time.Second) {
+		return 0, badRequest(
+			fmt.Sprintf("minValidity must be a whole number of seconds from 0 to %d, not %q", int64(broker.MaxMinValidity/time.Second), truncate(s, 40)),
+			"Pass e.g. minValidity=600 for a token that stays valid ten more minutes.")
+	}
+	return v, nil
+}
+
+func badRequest(msg, remediation string) *broker.Error {
+	return &broker.Error{Code: broker.CodeBadRequest, Message: msg, Remediation: remediation}
+}
+
+// codeTooLarge is an HTTP-only error code: bodies are this layer's concern.
+const codeTooLarge broker.ErrorCode = "request_too_large"
+
+// statusOf maps broker error codes to HTTP statuses (DESIGN.md).
+func statusOf(code broker.ErrorCode) int {
+	switch code {
+	case broker.CodeBadRequest:
+		return http.StatusBadRequest
+	case broker.CodeForbidden:
+		return http.StatusForbidden
+	case broker.CodeNotFound:
+		return http.StatusNotFound
+	case broker.CodeRejected:
+		return http.StatusFailedDependency
+	case broker.CodeProviderFailed:
+		return http.StatusBadGateway
+	case broker.CodeUnavailable:
+		return http.StatusServiceUnavailable
+	case codeTooLarge:
+		return http.StatusRequestEntityTooLarge
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+// encodeError writes err as the JSON error body. Only Message and
+// Remediation reach the caller; the wrapped cause stays in the logs.
+func encodeError(w http.ResponseWriter, err error) {
+	var e *broker.Error
+	if !errors.As(err, &e) {
+		e = &broker.Error{Code: broker.CodeInternal, Message: "unexpected failure", Remediation: "Check the function app's logs."}
+	}
+	status := statusOf(e.Code)
+	if e.RetryAfter > 0 && (status == http.StatusServiceUnavailable || status == http.StatusBadGateway) {
+		w.Header().Set("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	encode(w, status, errorBody{
+		Error:       string(e.Code),
+		Message:     e.Message,
+		Remediation: e.Remediation,
+		Connection:  e.Connection,
+		Retryable:   e.Retryable(),
+	})
+}
+
+// truncate shortens caller-supplied text echoed in messages.
+// It also drops invalid UTF-8, so the JSON stays readable.
+func truncate(s string, n int) string {
+	s = strings.ToValidUTF8(s, "?")
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
