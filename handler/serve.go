@@ -1,0 +1,153 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/config"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/functions"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/local"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/oauth"
+)
+
+func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Writer) int {
+	settings, err := config.LoadSettings(getenv)
+	if err != nil {
+		fmt.Fprintf(stderr, "handler: bad settings:\n%v\n", err)
+		return 2
+	}
+	// JSON lines on stdout: the Functions host forwards them to Application
+	// Insights; stderr lines are logged as errors there.
+	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: settings.LogLevel}))
+	conns, err := settings.ReadConnections()
+	if err != nil {
+		fmt.Fprintf(stderr, "handler: bad connections:\n%v\n", err)
+		return 2
+	}
+	store, locker, err := backends(settings)
+	if err != nil {
+		fmt.Fprintf(stderr, "handler: %v\n", err)
+		return 2
+	}
+	b, err := broker.New(broker.Options{
+		Store:       store,
+		Locker:      locker,
+		Connections: conns,
+		LockWait:    settings.LockWait,
+		Logger:      log,
+		Grant: oauth.New(oauth.Options{
+			Timeout:          settings.ProviderTimeout,
+			AttemptTimeout:   settings.ProviderAttemptTimeout,
+			MaxResponseBytes: settings.ProviderMaxResponseBytes,
+			Logger:           log,
+		}),
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "handler: %v\n", err)
+		return 2
+	}
+	defer b.Close()
+
+	addr := settings.Addr()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		fmt.Fprintf(stderr, "handler: cannot listen on %s: %v\n", addr, err)
+		return 1
+	}
+	srv := &http.Server{
+		Handler: functions.NewServer(b, functions.Options{
+			Logger:       log,
+			AuthEnabled:  settings.AuthEnabled,
+			SweepHorizon: 2 * settings.SweepInterval,
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+		// The host's own limit is 230 s; a token call waits at most
+		// LockWait plus the provider timeout.
+		WriteTimeout: 2 * time.Minute,
+		IdleTimeout:  2 * time.Minute,
+		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	log.Info("listening", "event", "handler.start", "mode", settings.Mode(), "addr", ln.Addr().String(),
+		"connections", len(conns), "store", storeKind(settings), "lock", lockKind(settings), "version", version)
+
+	if settings.Mode() == config.ModeStandalone {
+		go sweepEvery(ctx, b, settings.SweepInterval, log)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		log.Error("server stopped", "event", "handler.stop", "error", err.Error())
+		return 1
+	case <-ctx.Done():
+	}
+	shutdown, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdown); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		log.Warn("shutdown", "event", "handler.stop", "error", err.Error())
+	}
+	log.Info("stopped", "event", "handler.stop")
+	return 0
+}
+
+// backends chooses the store and the lock; each independently (DESIGN.md).
+func backends(s config.Settings) (broker.SecretStore, broker.Locker, error) {
+	if s.KeyVaultURL != "" {
+		return nil, nil, errors.New("KEY_VAULT_URL is set, but this build has no Key Vault store yet; unset it to use the local store")
+	}
+	if s.UsesBlobLock() {
+		return nil, nil, errors.New("AzureWebJobsStorage is set, but this build has no blob-lease lock yet; unset it to use the local lock")
+	}
+	store, err := local.NewStore(s.LocalStateDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	locker, err := local.NewLocker(s.LocalStateDir, local.LockerOptions{})
+	if err != nil {
+		return nil, nil, err
+	}
+	return store, locker, nil
+}
+
+func storeKind(s config.Settings) string {
+	if s.KeyVaultURL != "" {
+		return "keyvault"
+	}
+	return "local"
+}
+
+func lockKind(s config.Settings) string {
+	if s.UsesBlobLock() {
+		return "bloblease"
+	}
+	return "local"
+}
+
+// sweepEvery is the standalone mode's timer: with no Functions host to
+// drive /refresh, the handler sweeps on its own schedule.
+func sweepEvery(ctx context.Context, b *broker.Broker, every time.Duration, log *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		for _, r := range b.Sweep(ctx, 2*every) {
+			if r.Err != nil {
+				log.Error("sweep: refresh failed", "event", "sweep.failed", "connection", r.Connection, "message", r.Err.Message)
+			} else {
+				log.Info("sweep", "event", "sweep."+string(r.Action), "connection", r.Connection, "expires_on", r.ExpiresOn.UTC().Format(time.RFC3339))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
