@@ -136,17 +136,20 @@ func sweepEvery(ctx context.Context, b *broker.Broker, every time.Duration, log 
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
+		// Like the Functions timer (runOnStartup false), the first sweep
+		// waits one period: callers refresh on demand meanwhile, and a
+		// restart loop cannot turn into a refresh loop.
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
 		for _, r := range b.Sweep(ctx, 2*every) {
 			if r.Err != nil {
 				log.Error("sweep: refresh failed", "event", "sweep.failed", "connection", r.Connection, "message", r.Err.Message)
 			} else {
 				log.Info("sweep", "event", "sweep."+string(r.Action), "connection", r.Connection, "expires_on", r.ExpiresOn.UTC().Format(time.RFC3339))
 			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
 		}
 	}
 }
