@@ -153,4 +153,3 @@ func sweepEvery(ctx context.Context, b *broker.Broker, every time.Duration, log 
 		}
 	}
 }
-
