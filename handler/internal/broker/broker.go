@@ -38,7 +38,7 @@ import (
 
 // Defaults for Options.
 const (
-	DefaultLockWait        = 45 * time.Second
+	DefaultLockWait        = 30 * time.Second
 	DefaultFailureCooldown = 5 * time.Minute
 	DefaultRefreshTimeout  = 2 * time.Minute
 	// MaxMinValidity bounds what a caller may ask for: no provider issues
@@ -101,8 +101,12 @@ type Broker struct {
 	storeRetries    int
 	storeRetryDelay time.Duration
 
+	// base is cancelled by Close after every flight has finished; only
+	// background persisters watch it.
 	base       context.Context
 	stop       context.CancelFunc
+	closing    atomic.Bool
+	inflight   sync.WaitGroup
 	background sync.WaitGroup
 }
 
@@ -136,9 +140,13 @@ type cachedToken struct {
 // credentials caused it, so the same credentials are not sent again during
 // the cool-down (repeated bad attempts lock accounts: AADSTS50053).
 type failureRecord struct {
-	err         *Error
-	at          time.Time
-	fingerprint [32]byte
+	err   *Error
+	at    time.Time
+	until time.Time
+	// fingerprint is set for permanent failures: new credentials end the
+	// cool-down at once. A transient one (the provider asked us to wait
+	// with Retry-After) holds whatever the credentials.
+	fingerprint *[32]byte
 }
 
 // New returns a Broker for the given connections.
@@ -191,9 +199,13 @@ func New(o Options) (*Broker, error) {
 	return b, nil
 }
 
-// Close stops background persisting after one last attempt and waits for
-// it. Tokens handed out stay valid.
+// Close refuses new refreshes, lets the ones under way finish (a provider
+// call is never abandoned half way: its answer may hold the only live
+// refresh token), then stops background persisting after one last attempt.
+// Tokens handed out stay valid.
 func (b *Broker) Close() {
+	b.closing.Store(true)
+	b.inflight.Wait()
 	b.stop()
 	b.background.Wait()
 }
@@ -228,19 +240,31 @@ func (b *Broker) Token(ctx context.Context, name string, minValidity time.Durati
 			Remediation: "Pass minValidity in seconds, e.g. ?minValidity=600 for a token valid ten more minutes.",
 		}
 	}
-	// Fast path: no allocation, no lock.
-	if ct := st.cached.Load(); ct != nil && ct.validFor(b.now(), st.need(minValidity, ct.lifetime)) {
-		return ct.token, nil
-	}
-	if ct := st.cached.Load(); ct != nil && ct.lifetime > 0 && minValidity >= ct.lifetime {
-		return AccessToken{}, lifetimeError(name, minValidity, ct.lifetime)
+	// Fast path: no allocation, no lock. An impossible minValidity is
+	// refused even when the cached token happens to satisfy it, so the
+	// answer does not depend on timing.
+	if ct := st.cached.Load(); ct != nil {
+		if minValidity > maxMinValidityFor(ct.lifetime) {
+			return AccessToken{}, lifetimeError(name, minValidity, ct.lifetime)
+		}
+		if ct.validFor(b.now(), st.need(minValidity, ct.lifetime)) {
+			return ct.token, nil
+		}
 	}
 
 	// A flight serves everyone who asked while it ran. A caller wanting a
 	// longer validity than the flight's starter may need one more flight.
 	for range 2 {
 		start := b.now()
-		ch := b.flights.DoChan(name, func() (any, error) { return b.obtain(st, minValidity) })
+		ch := b.flights.DoChan(name, func() (any, error) {
+			if b.closing.Load() {
+				return nil, &Error{Code: CodeUnavailable, Connection: name, Message: "the handler is shutting down",
+					Remediation: "Retry; another instance, or this one after its restart, will answer.", RetryAfter: 5 * time.Second}
+			}
+			b.inflight.Add(1)
+			defer b.inflight.Done()
+			return b.obtain(st, minValidity)
+		})
 		var r singleflight.Result
 		select {
 		case r = <-ch:
@@ -261,10 +285,10 @@ func (b *Broker) Token(ctx context.Context, name string, minValidity time.Durati
 		if ct.validFor(now, st.need(minValidity, ct.lifetime)) {
 			return ct.token, nil
 		}
-		if ct.lifetime > 0 && minValidity >= ct.lifetime {
+		if minValidity > maxMinValidityFor(ct.lifetime) {
 			return AccessToken{}, lifetimeError(name, minValidity, ct.lifetime)
 		}
-		if !ct.issuedBefore(start) {
+		if ct.lifetime > 0 && !ct.issuedBefore(start) {
 			// Freshly issued and still not enough: the margin plus the
 			// caller's minValidity exceed what the provider grants.
 			return AccessToken{}, lifetimeError(name, minValidity, ct.lifetime)
@@ -279,13 +303,25 @@ func (b *Broker) Token(ctx context.Context, name string, minValidity time.Durati
 	}
 }
 
+// maxMinValidityFor is the largest minValidity a token of the given
+// lifetime can satisfy with room to spare: a fresh token has already lost
+// the time the request and the store writes took, and a minValidity just
+// under the lifetime would otherwise refresh on every call.
+func maxMinValidityFor(lifetime time.Duration) time.Duration {
+	if lifetime <= 0 {
+		return MaxMinValidity
+	}
+	return lifetime - min(time.Minute, lifetime/10)
+}
+
 func lifetimeError(name string, minValidity, lifetime time.Duration) *Error {
+	most := int(maxMinValidityFor(lifetime) / time.Second)
 	return &Error{
 		Code:       CodeBadRequest,
 		Connection: name,
-		Message: fmt.Sprintf("minValidity %ds is not less than the lifetime of this provider's tokens (%ds)",
-			int(minValidity/time.Second), int(lifetime/time.Second)),
-		Remediation: fmt.Sprintf("Ask for a minValidity below %d seconds; no token of this provider lives longer.", int(lifetime/time.Second)),
+		Message: fmt.Sprintf("minValidity %ds is more than a token of this provider can offer: they live %ds, so at most %ds can be promised",
+			int(minValidity/time.Second), int(lifetime/time.Second), most),
+		Remediation: fmt.Sprintf("Ask for a minValidity of at most %d seconds.", most),
 	}
 }
 
@@ -319,9 +355,21 @@ func (b *Broker) obtain(st *connState, minValidity time.Duration) (v any, err er
 			err = fmt.Errorf("panic during refresh: %v", p)
 		}
 	}()
-	ctx, cancel := context.WithTimeout(b.base, b.refreshTimeout)
+	// Not derived from b.base: Close waits for flights instead of
+	// cancelling them.
+	ctx, cancel := context.WithTimeout(context.Background(), b.refreshTimeout)
 	defer cancel()
 	c := &st.conn
+	defer func() {
+		// Lock and store trouble shows in status too, not only provider
+		// failures.
+		var e *Error
+		if errors.As(err, &e) && e.Code == CodeUnavailable {
+			st.mu.Lock()
+			st.lastError = e
+			st.mu.Unlock()
+		}
+	}()
 
 	// Step 3.
 	if ct, ok, err := b.fromStore(ctx, st, minValidity); err != nil {
@@ -523,15 +571,20 @@ func (b *Broker) retryAfterRace(ctx context.Context, st *connState, sent Credent
 	if st.conn.Grant != GrantRefreshToken || !errors.As(err, &pe) || pe.Code != "invalid_grant" {
 		return nil, sent, err
 	}
+	st.mu.Lock()
+	pending := st.pendingRefresh
+	st.mu.Unlock()
+	if !pending.IsZero() {
+		// The store's token is older than the one just refused: it was
+		// redeemed to obtain the pending one, and sending it would be reuse.
+		return nil, sent, err
+	}
 	cur, gerr := b.store.Get(ctx, st.conn.Secrets.RefreshToken)
 	if gerr != nil || cur.Value.IsZero() || cur.Value == sent.RefreshToken {
 		return nil, sent, err
 	}
 	b.log.Info("refresh token changed in the store after invalid_grant; retrying with the current one",
 		"event", "refresh.race_recovered", "connection", st.conn.Name)
-	st.mu.Lock()
-	st.pendingRefresh = ""
-	st.mu.Unlock()
 	cred := sent
 	cred.RefreshToken = cur.Value
 	tok, err := b.grant.Token(ctx, &st.conn, cred)
@@ -610,27 +663,45 @@ func (st *connState) clearPending(rt Secret) {
 
 // persistInBackground keeps retrying to store a rotated refresh token,
 // holding the connection's lock meanwhile so no other instance reads and
-// redeems the old one. It gives up only when the broker closes; the one
-// loss window left is this process dying before the store recovers.
+// redeems the old one. Once the refresh token is stored the lock is
+// released; the access token is written once, best effort, as in persist.
+// It stops when the refresh token is no longer the pending one, when the
+// lock is lost (a write now could overwrite a newer token), or when the
+// broker closes. The one loss window left is this process dying before the
+// store recovers.
 func (b *Broker) persistInBackground(st *connState, lock Lock, tok *Token) {
 	c := st.conn
 	b.background.Add(1)
 	go func() {
 		defer b.background.Done()
 		defer b.release(c.Name, lock)
+		defer func() {
+			if p := recover(); p != nil {
+				b.log.Error("panic while persisting a rotated refresh token", "event", "persist.abandoned", "connection", c.Name, "panic", fmt.Sprint(p))
+			}
+		}()
 		delay := b.storeRetryDelay
 		for attempt := 1; ; attempt++ {
+			st.mu.Lock()
+			current := st.pendingRefresh == tok.RefreshToken
+			st.mu.Unlock()
+			if !current {
+				return
+			}
 			ctx, cancel := context.WithTimeout(context.WithoutCancel(b.base), 30*time.Second)
 			err := b.store.Set(ctx, c.Secrets.RefreshToken, StoredSecret{Value: tok.RefreshToken, UpdatedOn: tok.IssuedAt})
-			if err == nil && !tok.AccessToken.IsZero() {
-				err = b.store.Set(ctx, c.Secrets.AccessToken, StoredSecret{Value: tok.AccessToken, ExpiresOn: tok.Expiry, UpdatedOn: tok.IssuedAt})
-			}
-			cancel()
 			if err == nil {
 				st.clearPending(tok.RefreshToken)
+				if !tok.AccessToken.IsZero() {
+					if aerr := b.store.Set(ctx, c.Secrets.AccessToken, StoredSecret{Value: tok.AccessToken, ExpiresOn: tok.Expiry, UpdatedOn: tok.IssuedAt}); aerr != nil {
+						b.log.Warn("could not persist the access token", "event", "persist.access_token_failed", "connection", c.Name, "error", aerr.Error())
+					}
+				}
+				cancel()
 				b.log.Info("rotated refresh token persisted", "event", "persist.recovered", "connection", c.Name, "attempts", attempt)
 				return
 			}
+			cancel()
 			if b.base.Err() != nil {
 				b.log.Error("shutting down with a rotated refresh token not persisted; the connection will need re-authorization unless the provider allows reuse",
 					"event", "persist.abandoned", "connection", c.Name, "secret", c.Secrets.RefreshToken, "error", err.Error())
@@ -639,8 +710,12 @@ func (b *Broker) persistInBackground(st *connState, lock Lock, tok *Token) {
 			select {
 			case <-b.base.Done():
 			case <-lock.Lost():
-				b.log.Error("lock lost while a rotated refresh token is pending; another instance may redeem the old one",
+				// Another instance may hold the lock now; writing could
+				// replace a newer token. This instance keeps the pending
+				// token and uses it, under the lock, on its next refresh.
+				b.log.Error("lock lost while a rotated refresh token is pending; keeping it in memory for the next refresh",
 					"event", "persist.lock_lost", "connection", c.Name)
+				return
 			case <-time.After(jitter(delay)):
 			}
 			delay = min(delay*2, 30*time.Second)
@@ -709,25 +784,36 @@ func fingerprint(cred Credentials) [32]byte {
 	return sum
 }
 
-// checkCooldown answers a recent permanent failure from its record, unless
-// the credentials in the store changed since.
+// checkCooldown answers a recent failure from its record: a permanent one
+// unless the credentials in the store changed since, a transient one until
+// the provider's Retry-After has passed.
 func (b *Broker) checkCooldown(ctx context.Context, st *connState) error {
 	st.mu.Lock()
 	rec := st.failure
 	st.mu.Unlock()
-	if rec == nil || b.now().Sub(rec.at) >= b.failureCooldown {
+	now := b.now()
+	if rec == nil || !now.Before(rec.until) {
 		return nil
 	}
-	cred, err := b.credentials(ctx, st)
-	if err != nil {
-		return err
-	}
-	if fingerprint(cred) != rec.fingerprint {
-		return nil
+	if rec.fingerprint != nil {
+		cred, err := b.credentials(ctx, st)
+		if err != nil {
+			return err
+		}
+		if fingerprint(cred) != *rec.fingerprint {
+			return nil
+		}
 	}
 	e := *rec.err
-	e.Message += fmt.Sprintf(" (recorded %s ago; the provider is not called again with the same credentials until %s)",
-		b.now().Sub(rec.at).Round(time.Second), rec.at.Add(b.failureCooldown).UTC().Format(time.RFC3339))
+	e.Message += fmt.Sprintf(" (recorded %s ago; the provider is not called again",
+		now.Sub(rec.at).Round(time.Second))
+	if rec.fingerprint != nil {
+		e.Message += " with the same credentials"
+	}
+	e.Message += " until " + rec.until.UTC().Format(time.RFC3339) + ")"
+	if e.RetryAfter > 0 {
+		e.RetryAfter = rec.until.Sub(now)
+	}
 	return &e
 }
 
@@ -748,8 +834,10 @@ func (b *Broker) providerFailure(ctx context.Context, st *connState, cred Creden
 			Remediation: remediation(c, pe),
 			Err:         err,
 		}
+		fp := fingerprint(cred)
+		now := b.now()
 		st.mu.Lock()
-		st.failure = &failureRecord{err: e, at: b.now(), fingerprint: fingerprint(cred)}
+		st.failure = &failureRecord{err: e, at: now, until: now.Add(b.failureCooldown), fingerprint: &fp}
 		st.mu.Unlock()
 	} else {
 		e = &Error{
@@ -759,6 +847,12 @@ func (b *Broker) providerFailure(ctx context.Context, st *connState, cred Creden
 			Remediation: "Retry later; this is the provider's side. If it lasts, check the provider's status page.",
 			RetryAfter:  max(pe.RetryAfter, 30*time.Second),
 			Err:         err,
+		}
+		if pe.RetryAfter > 0 {
+			now := b.now()
+			st.mu.Lock()
+			st.failure = &failureRecord{err: e, at: now, until: now.Add(min(pe.RetryAfter, b.failureCooldown))}
+			st.mu.Unlock()
 		}
 	}
 	st.mu.Lock()
@@ -780,7 +874,9 @@ func describe(pe *ProviderError) string {
 	if pe.Description != "" {
 		s += ": " + pe.Description
 	} else if pe.Err != nil {
-		s += ": " + pe.Err.Error()
+		// The cause's text may carry the token URL or a body; it goes
+		// to the logs, not to callers.
+		s += ": no response (see the handler's logs)"
 	}
 	if s == "" {
 		return "no usable answer"

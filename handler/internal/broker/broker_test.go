@@ -46,8 +46,10 @@ func (c *clock) Advance(d time.Duration) {
 type countingStore struct {
 	broker.SecretStore
 	gets, sets atomic.Int64
-	// failSets is how many Set calls still fail.
+	// failSets is how many Set calls still fail; with failOnly set, only
+	// writes of that secret count and fail.
 	failSets atomic.Int64
+	failOnly atomic.Pointer[string]
 	// down makes every call fail while true.
 	down atomic.Bool
 	// stale, when set, is returned once by the next Get of staleName.
@@ -78,6 +80,9 @@ func (s *countingStore) Set(ctx context.Context, name string, v broker.StoredSec
 	s.sets.Add(1)
 	if s.down.Load() {
 		return errStoreDown
+	}
+	if only := s.failOnly.Load(); only != nil && *only != name {
+		return s.SecretStore.Set(ctx, name, v)
 	}
 	if s.failSets.Load() > 0 && s.failSets.Add(-1) >= 0 {
 		return errStoreDown
@@ -299,6 +304,7 @@ func TestMinValidity(t *testing.T) {
 		{"needs a refresh", 25 * time.Minute, "", 2},
 		{"longer than the lifetime", 31 * time.Minute, broker.CodeBadRequest, 2},
 		{"equal to the lifetime", 30 * time.Minute, broker.CodeBadRequest, 2},
+		{"just under the lifetime leaves no room", 29*time.Minute + 30*time.Second, broker.CodeBadRequest, 2},
 		{"negative", -time.Second, broker.CodeBadRequest, 2},
 		{"over a day", 25 * time.Hour, broker.CodeBadRequest, 2},
 	}
@@ -634,5 +640,155 @@ func TestUnusableResponseStillKeepsTheRotatedRefreshToken(t *testing.T) {
 	}
 	if st := e.provider.Stats(); st.Rejected != 0 || st.ReuseDetected != 0 {
 		t.Fatalf("provider stats %+v", st)
+	}
+}
+
+// losableLocker wraps a real locker; the test decides when a lock is lost
+// and sees when it is released.
+type losableLocker struct {
+	broker.Locker
+	lost     chan struct{}
+	released chan struct{}
+}
+
+type losableLock struct {
+	broker.Lock
+	l *losableLocker
+}
+
+func (l *losableLocker) Lock(ctx context.Context, name string) (broker.Lock, error) {
+	lk, err := l.Locker.Lock(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return &losableLock{Lock: lk, l: l}, nil
+}
+
+func (k *losableLock) Lost() <-chan struct{} { return k.l.lost }
+
+func (k *losableLock) Release(ctx context.Context) error {
+	err := k.Lock.Release(ctx)
+	close(k.l.released)
+	return err
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func TestBackgroundWriterStopsWhenTheLockIsLost(t *testing.T) {
+	e := newEnv(t, testprovider.Config{Rotate: true})
+	c := e.conn("xero", broker.GrantRefreshToken)
+	e.seed(c)
+	ll := &losableLocker{Locker: e.locker, lost: make(chan struct{}), released: make(chan struct{})}
+	b := e.broker([]broker.Connection{c}, func(o *broker.Options) { o.Locker = ll })
+	old := e.storedRefreshToken(c)
+	e.store.failSets.Store(1 << 30)
+	if _, err := b.Token(context.Background(), "xero", 0); err != nil {
+		t.Fatal(err)
+	}
+	close(ll.lost)
+	select {
+	case <-ll.released:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the background writer did not stop after the lock was lost")
+	}
+	if n := e.store.sets.Load(); n > 20 {
+		t.Fatalf("%d store writes: the writer spun instead of stopping", n)
+	}
+	// Nothing stale was written, and the pending token is still this
+	// instance's current one: its next refresh uses it.
+	if got := e.storedRefreshToken(c); got != old {
+		t.Fatal("a write after the lock was lost")
+	}
+	st, _ := b.ConnectionStatus(context.Background(), "xero")
+	if !st.PersistPending {
+		t.Fatal("the pending refresh token was dropped")
+	}
+}
+
+func TestBackgroundWriterReleasesOnceTheRefreshTokenIsStored(t *testing.T) {
+	e := newEnv(t, testprovider.Config{Rotate: true})
+	c := e.conn("xero", broker.GrantRefreshToken)
+	e.seed(c)
+	ll := &losableLocker{Locker: e.locker, lost: make(chan struct{}), released: make(chan struct{})}
+	b := e.broker([]broker.Connection{c}, func(o *broker.Options) { o.Locker = ll })
+	// The refresh-token write fails through the in-request retries, then
+	// works; the access-token write keeps failing.
+	e.store.failSets.Store(3)
+	if _, err := b.Token(context.Background(), "xero", 0); err != nil {
+		t.Fatal(err)
+	}
+	at := c.Secrets.AccessToken
+	e.store.failOnly.Store(&at)
+	e.store.failSets.Store(1 << 30)
+	select {
+	case <-ll.released:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the lock is still held although the refresh token could be stored")
+	}
+	st, _ := b.ConnectionStatus(context.Background(), "xero")
+	if st.PersistPending {
+		t.Fatal("still pending after the refresh token was stored")
+	}
+	if live, ok := e.provider.CurrentRefreshToken(e.storedRefreshToken(c).Reveal()); !ok || live != e.storedRefreshToken(c).Reveal() {
+		t.Fatal("the stored refresh token is not the live one")
+	}
+}
+
+func TestRetryAfterIsHonouredAcrossCalls(t *testing.T) {
+	e := newEnv(t, testprovider.Config{})
+	c := e.conn("ilevel", broker.GrantClientCredentials)
+	e.seed(c)
+	b := e.broker([]broker.Connection{c})
+	ctx := context.Background()
+	// Longer than the grant's budget: it gives up at once and reports it.
+	e.provider.InjectFault(testprovider.Fault{Kind: testprovider.FaultRateLimited, RetryAfter: 2 * time.Minute})
+	for i := range 3 {
+		_, err := b.Token(ctx, "ilevel", 0)
+		var be *broker.Error
+		if !errors.As(err, &be) || be.Code != broker.CodeProviderFailed || be.RetryAfter <= 0 {
+			t.Fatalf("call %d: %v, want a provider failure with Retry-After", i, err)
+		}
+	}
+	if n := e.provider.Stats().TokenRequests; n != 1 {
+		t.Fatalf("%d token requests inside the provider's Retry-After, want 1", n)
+	}
+	e.clock.Advance(2*time.Minute + time.Second)
+	if _, err := b.Token(ctx, "ilevel", 0); err != nil {
+		t.Fatalf("after Retry-After: %v", err)
+	}
+}
+
+func TestCloseWaitsForTheRefreshUnderWay(t *testing.T) {
+	e := newEnv(t, testprovider.Config{Rotate: true})
+	c := e.conn("xero", broker.GrantRefreshToken)
+	e.seed(c)
+	b := e.broker([]broker.Connection{c})
+	old := e.storedRefreshToken(c)
+	e.provider.InjectFault(testprovider.Fault{Kind: testprovider.FaultSlow, Delay: 300 * time.Millisecond})
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.Token(context.Background(), "xero", 0)
+		done <- err
+	}()
+	waitFor(t, "the provider saw the request", func() bool { return e.provider.Stats().TokenRequests == 1 })
+	b.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("the refresh under way failed on Close: %v", err)
+	}
+	if e.storedRefreshToken(c) == old {
+		t.Fatal("Close returned before the rotated refresh token was stored")
+	}
+	e.clock.Advance(26 * time.Minute)
+	if _, err := b.Token(context.Background(), "xero", 0); code(err) != broker.CodeUnavailable {
+		t.Fatalf("a refresh after Close: %v, want unavailable", err)
 	}
 }
