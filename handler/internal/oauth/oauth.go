@@ -199,9 +199,18 @@ func (c *Client) Token(ctx context.Context, conn *broker.Connection, cred broker
 
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
+	// issued is a refresh token seen in an earlier, unusable answer. Once
+	// there is one, the redeemed token may be dead: no more attempts with
+	// it, and the new one goes back to the broker whatever comes next.
+	var issued broker.Secret
 	for attempt := 1; ; attempt++ {
 		began := time.Now()
 		tok, f := c.attempt(ctx, cfg, conn, cred, secrets)
+		if f != nil && !f.err.IssuedRefreshToken.IsZero() {
+			issued = f.err.IssuedRefreshToken
+		} else if f != nil && !issued.IsZero() {
+			f.err.IssuedRefreshToken = issued
+		}
 		elapsed := time.Since(began)
 		if f == nil {
 			log.LogAttrs(ctx, slog.LevelInfo, "token issued",
@@ -218,6 +227,8 @@ func (c *Client) Token(ctx context.Context, conn *broker.Connection, cred broker
 			reason = "not retryable"
 		case strict && !f.unprocessed:
 			reason = "rotating refresh token may have been redeemed"
+		case !issued.IsZero():
+			reason = "the provider issued a new refresh token in an unusable answer"
 		case attempt >= c.maxAttempts:
 			reason = "attempts exhausted"
 		case ctx.Err() != nil:

@@ -824,3 +824,35 @@ func TestNoSecretsInLogsOrErrors(t *testing.T) {
 		}
 	}
 }
+
+// A refresh token in an answer the client cannot use is the only live one
+// on a rotating provider: it must reach the broker, and no further attempt
+// may be made with the redeemed token.
+func TestRefreshTokenInUnusableAnswerIsKept(t *testing.T) {
+	tests := []struct {
+		name      string
+		replies   []reply
+		grace     time.Duration
+		wantCalls int64
+	}{
+		{"expires_in of the wrong type (x/oauth2 refuses the body)",
+			[]reply{jsonReply(200, `{"access_token":"at","refresh_token":"rt-new","expires_in":"3600s"}`)}, 0, 1},
+		{"expires_in zero, then the retries meet an outage",
+			[]reply{jsonReply(200, `{"access_token":"at","refresh_token":"rt-new","expires_in":0}`), jsonReply(503, `{"error":"temporarily_unavailable"}`)}, 30 * time.Minute, 1},
+		{"form-encoded with a bad expires_in",
+			[]reply{{status: 200, contentType: "application/x-www-form-urlencoded", body: "access_token=at&refresh_token=rt-new&expires_in=-4"}}, 0, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			url, n := scripted(t, tt.replies...)
+			_, err := newClient(oauth.Options{}).Token(context.Background(), refreshConn(url, broker.AuthBasic, true, tt.grace), creds("rt-old"))
+			pe := asProviderError(t, err)
+			if pe.IssuedRefreshToken.Reveal() != "rt-new" {
+				t.Fatalf("IssuedRefreshToken not kept: %v", pe)
+			}
+			if n.Load() != tt.wantCalls {
+				t.Fatalf("%d requests, want %d", n.Load(), tt.wantCalls)
+			}
+		})
+	}
+}

@@ -10,6 +10,8 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -138,11 +140,13 @@ func (c *Client) classify(ctx context.Context, err error, ex *exchange, secrets 
 
 	var re *oauth2.RetrieveError
 	if !errors.As(err, &re) {
-		// A success status whose body x/oauth2 could not use.
+		// A success status whose body x/oauth2 could not use. It may still
+		// carry the only live refresh token: keep it.
 		return &failure{retryable: true, err: &broker.ProviderError{
-			StatusCode:  ex.status,
-			Description: describeMalformed(ex),
-			Err:         ErrMalformedResponse,
+			StatusCode:         ex.status,
+			Description:        describeMalformed(ex),
+			Err:                ErrMalformedResponse,
+			IssuedRefreshToken: salvageRefreshToken(ex, secrets),
 		}}
 	}
 
@@ -326,4 +330,24 @@ func cleanCode(s string, secrets []string) string {
 		s = s[:64]
 	}
 	return s
+}
+
+// salvageRefreshToken reads a refresh_token out of a success body that
+// x/oauth2 refused (a field of the wrong type, say), JSON or form-encoded.
+// It returns "" when there is none, or when it is the one just sent.
+func salvageRefreshToken(ex *exchange, secrets []string) broker.Secret {
+	if ex.status < 200 || ex.status > 299 || len(ex.body) == 0 {
+		return ""
+	}
+	var rt string
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(ex.body, &fields) == nil {
+		_ = json.Unmarshal(fields["refresh_token"], &rt)
+	} else if vals, err := url.ParseQuery(string(ex.body)); err == nil {
+		rt = vals.Get("refresh_token")
+	}
+	if rt == "" || slices.Contains(secrets, rt) {
+		return ""
+	}
+	return broker.Secret(rt)
 }
