@@ -73,7 +73,7 @@ type Settings struct {
 	// a token response that is read (default 1 MiB).
 	ProviderMaxResponseBytes int64
 	// LockWait is LOCK_WAIT, how long a request waits for another
-	// refresh of the same connection (default 45s, below the 60 s default
+	// refresh of the same connection (default 30s, below the 60 s default
 	// timeout of an ADF Web activity).
 	LockWait time.Duration
 	// SweepInterval is SWEEP_INTERVAL, how often standalone mode sweeps
@@ -95,7 +95,7 @@ const (
 	DefaultProviderTimeout          = 20 * time.Second
 	DefaultProviderAttemptTimeout   = 10 * time.Second
 	DefaultProviderMaxResponseBytes = 1 << 20
-	DefaultLockWait                 = 45 * time.Second
+	DefaultLockWait                 = 30 * time.Second
 	DefaultSweepInterval            = 5 * time.Minute
 )
 
@@ -158,6 +158,10 @@ var (
 // LoadSettings reads the settings through getenv (os.Getenv, or a map in
 // tests). Values are trimmed; blank counts as unset. Every bad setting is
 // reported, in one *SettingsError.
+// callerBudget is what a token request may spend in waiting for the lock
+// and calling the provider: ADF's 60 s less room for the store writes.
+const callerBudget = 55 * time.Second
+
 func LoadSettings(getenv func(string) string) (Settings, error) {
 	l := loader{getenv: getenv}
 	s := Settings{
@@ -192,6 +196,15 @@ func LoadSettings(getenv func(string) string) (Settings, error) {
 	if s.ProviderAttemptTimeout > s.ProviderTimeout && l.ok("PROVIDER_TIMEOUT") && l.ok("PROVIDER_ATTEMPT_TIMEOUT") {
 		l.problem("PROVIDER_ATTEMPT_TIMEOUT", l.get("PROVIDER_ATTEMPT_TIMEOUT"),
 			fmt.Sprintf("must not exceed PROVIDER_TIMEOUT (%s), the budget of the whole request", formatDuration(s.ProviderTimeout)))
+	}
+
+	// A waiter that finally gets the lock may still have to call the
+	// provider itself (the holder failed): both budgets together must end
+	// before ADF gives up, with room for the store writes.
+	if s.LockWait+s.ProviderTimeout > callerBudget && l.ok("LOCK_WAIT") && l.ok("PROVIDER_TIMEOUT") {
+		l.problem("LOCK_WAIT", l.get("LOCK_WAIT"),
+			fmt.Sprintf("LOCK_WAIT (%s) plus PROVIDER_TIMEOUT (%s) must not exceed %s, so a caller that waited for the lock and then refreshes itself still answers before ADF's 60 s timeout",
+				formatDuration(s.LockWait), formatDuration(s.ProviderTimeout), formatDuration(callerBudget)))
 	}
 
 	if len(l.problems) > 0 {
