@@ -240,14 +240,40 @@ func (b *Broker) Token(ctx context.Context, name string, minValidity time.Durati
 			Remediation: "Pass minValidity in seconds, e.g. ?minValidity=600 for a token valid ten more minutes.",
 		}
 	}
+	return b.token(ctx, st, want{minValidity: minValidity})
+}
+
+// want is what a request needs of a token.
+type want struct {
+	minValidity time.Duration
+	// upToHalfLife is set by the sweep: its horizon may exceed what the
+	// provider's tokens live, and half the lifetime then serves as well.
+	upToHalfLife bool
+}
+
+// of returns the minValidity that applies to a token of the given lifetime.
+func (w want) of(lifetime time.Duration) time.Duration {
+	if w.upToHalfLife && lifetime > 0 {
+		return min(w.minValidity, lifetime/2)
+	}
+	return w.minValidity
+}
+
+// impossible reports whether no token of the given lifetime can satisfy w.
+func (w want) impossible(lifetime time.Duration) bool {
+	return !w.upToHalfLife && w.minValidity > maxMinValidityFor(lifetime)
+}
+
+func (b *Broker) token(ctx context.Context, st *connState, w want) (AccessToken, error) {
+	name := st.conn.Name
 	// Fast path: no allocation, no lock. An impossible minValidity is
 	// refused even when the cached token happens to satisfy it, so the
 	// answer does not depend on timing.
 	if ct := st.cached.Load(); ct != nil {
-		if minValidity > maxMinValidityFor(ct.lifetime) {
-			return AccessToken{}, lifetimeError(name, minValidity, ct.lifetime)
+		if w.impossible(ct.lifetime) {
+			return AccessToken{}, lifetimeError(name, w.minValidity, ct.lifetime)
 		}
-		if ct.validFor(b.now(), st.need(minValidity, ct.lifetime)) {
+		if ct.validFor(b.now(), st.need(w.of(ct.lifetime), ct.lifetime)) {
 			return ct.token, nil
 		}
 	}
@@ -263,7 +289,7 @@ func (b *Broker) Token(ctx context.Context, name string, minValidity time.Durati
 			}
 			b.inflight.Add(1)
 			defer b.inflight.Done()
-			return b.obtain(st, minValidity)
+			return b.obtain(st, w)
 		})
 		var r singleflight.Result
 		select {
@@ -282,16 +308,13 @@ func (b *Broker) Token(ctx context.Context, name string, minValidity time.Durati
 		}
 		ct := r.Val.(*cachedToken)
 		now := b.now()
-		if ct.validFor(now, st.need(minValidity, ct.lifetime)) {
+		if ct.validFor(now, st.need(w.of(ct.lifetime), ct.lifetime)) {
 			return ct.token, nil
 		}
-		if minValidity > maxMinValidityFor(ct.lifetime) {
-			return AccessToken{}, lifetimeError(name, minValidity, ct.lifetime)
-		}
-		if ct.lifetime > 0 && !ct.issuedBefore(start) {
+		if w.impossible(ct.lifetime) || (ct.lifetime > 0 && !ct.issuedBefore(start)) {
 			// Freshly issued and still not enough: the margin plus the
 			// caller's minValidity exceed what the provider grants.
-			return AccessToken{}, lifetimeError(name, minValidity, ct.lifetime)
+			return AccessToken{}, lifetimeError(name, w.minValidity, ct.lifetime)
 		}
 	}
 	return AccessToken{}, &Error{
@@ -347,7 +370,7 @@ func (ct *cachedToken) issuedBefore(t time.Time) bool {
 
 // obtain runs one flight: steps 3 to 8 of the protocol. It runs detached
 // from any caller's context, bounded by RefreshTimeout.
-func (b *Broker) obtain(st *connState, minValidity time.Duration) (v any, err error) {
+func (b *Broker) obtain(st *connState, w want) (v any, err error) {
 	defer func() {
 		// singleflight.DoChan re-panics in a goroutine of its own, which
 		// would take the process down with every caller.
@@ -372,7 +395,7 @@ func (b *Broker) obtain(st *connState, minValidity time.Duration) (v any, err er
 	}()
 
 	// Step 3.
-	if ct, ok, err := b.fromStore(ctx, st, minValidity); err != nil {
+	if ct, ok, err := b.fromStore(ctx, st, w); err != nil {
 		return nil, err
 	} else if ok {
 		return ct, nil
@@ -388,7 +411,7 @@ func (b *Broker) obtain(st *connState, minValidity time.Duration) (v any, err er
 	switch {
 	case errors.Is(err, ErrLockTimeout):
 		// A peer held the lock all along; it has probably refreshed.
-		if ct, ok, rerr := b.fromStore(ctx, st, minValidity); rerr == nil && ok {
+		if ct, ok, rerr := b.fromStore(ctx, st, w); rerr == nil && ok {
 			return ct, nil
 		}
 		b.log.Warn("lock wait timed out", "event", "lock.timeout", "connection", c.Name, "waited", b.lockWait.String())
@@ -425,7 +448,7 @@ func (b *Broker) obtain(st *connState, minValidity time.Duration) (v any, err er
 	}
 
 	// Step 5.
-	if ct, ok, err := b.fromStore(ctx, st, minValidity); err != nil {
+	if ct, ok, err := b.fromStore(ctx, st, w); err != nil {
 		return nil, err
 	} else if ok {
 		return ct, nil
@@ -477,8 +500,9 @@ func (b *Broker) obtain(st *connState, minValidity time.Duration) (v any, err er
 }
 
 // fromStore reads the access token from the store and caches it. ok is
-// false when the store has none valid for minValidity.
-func (b *Broker) fromStore(ctx context.Context, st *connState, minValidity time.Duration) (*cachedToken, bool, error) {
+// false when the store has none valid for w. A w that no token of this
+// provider can satisfy is an error here already, before any refresh.
+func (b *Broker) fromStore(ctx context.Context, st *connState, w want) (*cachedToken, bool, error) {
 	s, err := b.store.Get(ctx, st.conn.Secrets.AccessToken)
 	if errors.Is(err, ErrSecretNotFound) {
 		return nil, false, nil
@@ -494,7 +518,10 @@ func (b *Broker) fromStore(ctx context.Context, st *connState, minValidity time.
 		ct.lifetime = s.ExpiresOn.Sub(s.UpdatedOn)
 	}
 	st.remember(ct)
-	return ct, ct.validFor(b.now(), st.need(minValidity, ct.lifetime)), nil
+	if ct.lifetime > 0 && w.impossible(ct.lifetime) {
+		return nil, false, lifetimeError(st.conn.Name, w.minValidity, ct.lifetime)
+	}
+	return ct, ct.validFor(b.now(), st.need(w.of(ct.lifetime), ct.lifetime)), nil
 }
 
 // remember caches ct unless a token that lives longer is already cached.

@@ -792,3 +792,25 @@ func TestCloseWaitsForTheRefreshUnderWay(t *testing.T) {
 		t.Fatalf("a refresh after Close: %v, want unavailable", err)
 	}
 }
+
+// A new instance knows the lifetime from the store: it neither refreshes a
+// fresh token for its sweep nor spends a refresh on an impossible request.
+func TestNewInstanceJudgesByTheStoredLifetime(t *testing.T) {
+	e := newEnv(t, testprovider.Config{Rotate: true, AccessTokenLifetime: 8 * time.Minute})
+	c := e.conn("xero", broker.GrantRefreshToken)
+	e.seed(c)
+	ctx := context.Background()
+	if _, err := e.broker([]broker.Connection{c}).Token(ctx, "xero", 0); err != nil {
+		t.Fatal(err)
+	}
+	fresh := e.broker([]broker.Connection{c})
+	if _, err := fresh.Token(ctx, "xero", 10*time.Minute); code(err) != broker.CodeBadRequest {
+		t.Fatalf("got %v, want bad request", err)
+	}
+	if r := fresh.Sweep(ctx, 10*time.Minute); r[0].Action != broker.SweepFresh {
+		t.Fatalf("sweep: %s (%v), want fresh", r[0].Action, r[0].Err)
+	}
+	if n := e.provider.Stats().TokenRequests; n != 1 {
+		t.Fatalf("%d token requests, want 1", n)
+	}
+}

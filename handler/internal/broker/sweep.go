@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -52,20 +51,10 @@ func (b *Broker) Sweep(ctx context.Context, horizon time.Duration) []SweepResult
 
 func (b *Broker) sweepOne(ctx context.Context, st *connState, horizon time.Duration) SweepResult {
 	r := SweepResult{Connection: st.conn.Name}
-	mv := min(horizon, MaxMinValidity)
-	if ct := st.cached.Load(); ct != nil && ct.lifetime > 0 {
-		// A horizon past the token's lifetime would refresh on every
-		// sweep; half the lifetime still keeps callers served.
-		mv = min(mv, ct.lifetime/2)
-	}
 	st.mu.Lock()
 	before := st.refreshes
 	st.mu.Unlock()
-	tok, err := b.Token(ctx, st.conn.Name, mv)
-	var e *Error
-	if errors.As(err, &e) && e.Code == CodeBadRequest {
-		tok, err = b.Token(ctx, st.conn.Name, 0)
-	}
+	tok, err := b.token(ctx, st, want{minValidity: min(horizon, MaxMinValidity), upToHalfLife: true})
 	if err != nil {
 		r.Action = SweepFailed
 		r.Err = asError(st.conn.Name, err)
