@@ -93,7 +93,7 @@ func (s *countingStore) Set(ctx context.Context, name string, v broker.StoredSec
 // env is one test world: a strict provider, a store and lock in a temp
 // directory, and a clock.
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	clock    *clock
 	provider *testprovider.Provider
 	url      string
@@ -102,7 +102,7 @@ type env struct {
 	locker   broker.Locker
 }
 
-func newEnv(t *testing.T, pc testprovider.Config) *env {
+func newEnv(t testing.TB, pc testprovider.Config) *env {
 	t.Helper()
 	e := &env{t: t, clock: newClock(), dir: t.TempDir()}
 	pc.ClientID, pc.ClientSecret = clientID, clientSecret
