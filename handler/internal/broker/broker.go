@@ -73,6 +73,10 @@ type Options struct {
 	// doubles each time. Default 200ms.
 	StoreRetryDelay time.Duration
 
+	// Instance names this instance in the status kept beside each lock
+	// (the Functions host's WEBSITE_INSTANCE_ID, or host name and pid).
+	Instance string
+
 	Logger *slog.Logger
 	Now    func() time.Time
 }
@@ -86,14 +90,15 @@ type AccessToken struct {
 
 // Broker hands out access tokens. It is safe for concurrent use.
 type Broker struct {
-	conns   map[string]*connState
-	order   []string
-	store   SecretStore
-	locker  Locker
-	grant   Grant
-	flights singleflight.Group
-	log     *slog.Logger
-	now     func() time.Time
+	conns    map[string]*connState
+	order    []string
+	store    SecretStore
+	locker   Locker
+	grant    Grant
+	flights  singleflight.Group
+	log      *slog.Logger
+	now      func() time.Time
+	instance string
 
 	lockWait        time.Duration
 	failureCooldown time.Duration
@@ -126,6 +131,7 @@ type connState struct {
 	failure        *failureRecord
 	lastRefresh    time.Time
 	lastError      *Error
+	lastErrorAt    time.Time
 	refreshes      int
 }
 
@@ -161,6 +167,7 @@ func New(o Options) (*Broker, error) {
 		grant:           o.Grant,
 		log:             o.Logger,
 		now:             o.Now,
+		instance:        o.Instance,
 		lockWait:        o.LockWait,
 		failureCooldown: o.FailureCooldown,
 		refreshTimeout:  o.RefreshTimeout,
@@ -390,6 +397,7 @@ func (b *Broker) obtain(st *connState, w want) (v any, err error) {
 		if errors.As(err, &e) && e.Code == CodeUnavailable {
 			st.mu.Lock()
 			st.lastError = e
+			st.lastErrorAt = b.now()
 			st.mu.Unlock()
 		}
 	}()
@@ -486,11 +494,14 @@ func (b *Broker) obtain(st *connState, w want) (v any, err error) {
 				b.persistInBackground(st, lock, issued)
 			}
 		}
-		return nil, b.providerFailure(ctx, st, cred, err)
+		failure := b.providerFailure(ctx, st, cred, err)
+		b.recordShared(ctx, st, lock, err)
+		return nil, failure
 	}
 
 	// Step 7.
 	ct, pending := b.persist(ctx, st, cred, tok)
+	b.recordShared(ctx, st, lock, nil)
 	if pending && lock != nil {
 		held = true
 		b.persistInBackground(st, lock, tok)
@@ -750,6 +761,50 @@ func (b *Broker) persistInBackground(st *connState, lock Lock, tok *Token) {
 	}()
 }
 
+// recordShared writes the outcome of a refresh beside the lock, while it is
+// still held, so every instance's status shows it. A failure to record is
+// logged and otherwise ignored: the status is a report, not the protocol.
+func (b *Broker) recordShared(ctx context.Context, st *connState, lock Lock, failure error) {
+	rec, ok := lock.(StatusRecorder)
+	if !ok {
+		return
+	}
+	now := b.now()
+	s := SharedStatus{Instance: b.instance, RecordedOn: now, LastRefresh: now}
+	if failure != nil {
+		// Failures count across instances, so read what the last holder
+		// recorded; only failing refreshes pay for the read.
+		var prev SharedStatus
+		if r, ok := b.locker.(StatusReader); ok {
+			prev, _ = r.ReadStatus(ctx, st.conn.Name)
+		}
+		s.LastRefresh = prev.LastRefresh
+		s.Failures = prev.Failures + 1
+		s.LastError = failureCategory(failure)
+	}
+	if err := rec.RecordStatus(ctx, s); err != nil {
+		b.log.Warn("could not record the refresh status beside the lock", "event", "status.record_failed",
+			"connection", st.conn.Name, "error", err.Error())
+	}
+}
+
+// failureCategory names a failure in one word: the provider's RFC 6749
+// error code when it gave one, else the broker's own code.
+func failureCategory(err error) string {
+	var pe *ProviderError
+	if errors.As(err, &pe) && pe.Code != "" {
+		return pe.Code
+	}
+	if errors.As(err, &pe) {
+		return string(CodeProviderFailed)
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return string(e.Code)
+	}
+	return string(CodeInternal)
+}
+
 func (b *Broker) release(name string, lock Lock) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(b.base), 10*time.Second)
 	defer cancel()
@@ -884,6 +939,7 @@ func (b *Broker) providerFailure(ctx context.Context, st *connState, cred Creden
 	}
 	st.mu.Lock()
 	st.lastError = e
+	st.lastErrorAt = b.now()
 	st.mu.Unlock()
 	b.log.Error("token refresh failed", "event", "token.refresh_failed", "connection", c.Name,
 		"status", pe.StatusCode, "provider_error", pe.Code, "permanent", pe.Permanent, "description", pe.Description)

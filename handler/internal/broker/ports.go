@@ -66,3 +66,54 @@ type Grant interface {
 	// (ReuseGrace > 0). Failures are *ProviderError.
 	Token(ctx context.Context, c *Connection, cred Credentials) (*Token, error)
 }
+
+// SecretInfo describes a stored secret without its value.
+type SecretInfo struct {
+	Name string
+	// ExpiresOn is the secret's recorded expiry; zero when none is.
+	ExpiresOn time.Time
+	// UpdatedOn is when the current value was written; zero when unknown.
+	UpdatedOn time.Time
+}
+
+// SecretLister is implemented by a SecretStore that can describe every
+// secret in one call (Key Vault's paged list of secret properties). The
+// sweep uses it to pass over fresh connections without reading each token,
+// and to see when client secrets expire.
+type SecretLister interface {
+	// List describes every secret in the store. A store that could read
+	// only some returns those along with an error.
+	List(ctx context.Context) ([]SecretInfo, error)
+}
+
+// SharedStatus is the non-secret outcome of a connection's latest refresh,
+// kept beside its lock (the lock blob's metadata) so that every instance
+// reports the same, not only the one that refreshed.
+type SharedStatus struct {
+	// LastRefresh is when a refresh last succeeded.
+	LastRefresh time.Time
+	// LastError is the category of the latest failure ("" after a success):
+	// a word such as an Error code or an RFC 6749 error code, never a
+	// message a provider wrote.
+	LastError string
+	// Failures counts failed refreshes since the last success.
+	Failures int
+	// Instance identifies the instance that recorded this.
+	Instance string
+	// RecordedOn is when this was recorded.
+	RecordedOn time.Time
+}
+
+// StatusRecorder is implemented by a Lock whose backend can keep a
+// SharedStatus beside the lock. The broker records each refresh's outcome
+// while it still holds the lock.
+type StatusRecorder interface {
+	RecordStatus(ctx context.Context, s SharedStatus) error
+}
+
+// StatusReader is implemented by a Locker that can read the status recorded
+// beside a lock without taking it. A lock never recorded yields a zero
+// SharedStatus and no error.
+type StatusReader interface {
+	ReadStatus(ctx context.Context, name string) (SharedStatus, error)
+}

@@ -27,6 +27,7 @@ type Store struct {
 }
 
 var _ broker.SecretStore = (*Store)(nil)
+var _ broker.SecretLister = (*Store)(nil)
 
 // secretFile is the on-disk form. The value is a plain JSON string rather
 // than base64: the file is already 0600 in a 0700 directory, base64 would
@@ -49,15 +50,8 @@ type secretFileIn struct {
 }
 
 // SecretInfo is what List tells about a secret: everything but the value.
-type SecretInfo struct {
-	// Name is the secret's name in lower case (names are case-insensitive,
-	// as in Key Vault).
-	Name string
-	// ExpiresOn is zero when no expiry is recorded.
-	ExpiresOn time.Time
-	// UpdatedOn is when the value was written.
-	UpdatedOn time.Time
-}
+// Names are in lower case (names are case-insensitive, as in Key Vault).
+type SecretInfo = broker.SecretInfo
 
 // CorruptFileError reports a secret file that exists but cannot be decoded:
 // not JSON, cut short, or with a missing or mistyped field. It names the
