@@ -76,6 +76,10 @@ type Settings struct {
 	// refresh of the same connection (default 30s, below the 60 s default
 	// timeout of an ADF Web activity).
 	LockWait time.Duration
+	// LeaseDuration is LOCK_LEASE_DURATION, the blob lease's duration
+	// (15s-60s, Azure's bounds; default 30s). The lease is renewed while
+	// held, so this only bounds how long a crashed instance blocks others.
+	LeaseDuration time.Duration
 	// SweepInterval is SWEEP_INTERVAL, how often standalone mode sweeps
 	// (default 5m). In Functions mode the timer's schedule applies.
 	SweepInterval time.Duration
@@ -96,6 +100,7 @@ const (
 	DefaultProviderAttemptTimeout   = 10 * time.Second
 	DefaultProviderMaxResponseBytes = 1 << 20
 	DefaultLockWait                 = 30 * time.Second
+	DefaultLeaseDuration            = 30 * time.Second
 	DefaultSweepInterval            = 5 * time.Minute
 )
 
@@ -155,13 +160,13 @@ var (
 	containerPattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9]|-[a-z0-9]){2,62}$`)
 )
 
-// LoadSettings reads the settings through getenv (os.Getenv, or a map in
-// tests). Values are trimmed; blank counts as unset. Every bad setting is
-// reported, in one *SettingsError.
 // callerBudget is what a token request may spend in waiting for the lock
 // and calling the provider: ADF's 60 s less room for the store writes.
 const callerBudget = 55 * time.Second
 
+// LoadSettings reads the settings through getenv (os.Getenv, or a map in
+// tests). Values are trimmed; blank counts as unset. Every bad setting is
+// reported, in one *SettingsError.
 func LoadSettings(getenv func(string) string) (Settings, error) {
 	l := loader{getenv: getenv}
 	s := Settings{
@@ -181,6 +186,7 @@ func LoadSettings(getenv func(string) string) (Settings, error) {
 		ProviderAttemptTimeout:   l.duration("PROVIDER_ATTEMPT_TIMEOUT", DefaultProviderAttemptTimeout, minTimeout, callerTimeout-time.Second, ""),
 		ProviderMaxResponseBytes: l.bytes("PROVIDER_MAX_RESPONSE_BYTES", DefaultProviderMaxResponseBytes, minProviderResponseBytes, maxProviderResponseBytes),
 		LockWait:                 l.duration("LOCK_WAIT", DefaultLockWait, minTimeout, callerTimeout-time.Second, "a waiting caller must get an answer before ADF's 60 s default timeout"),
+		LeaseDuration:            l.duration("LOCK_LEASE_DURATION", DefaultLeaseDuration, 15*time.Second, 60*time.Second, "Azure blob leases last 15 to 60 seconds"),
 		SweepInterval:            l.duration("SWEEP_INTERVAL", DefaultSweepInterval, minSweepInterval, maxSweepInterval, ""),
 
 		AuthEnabled: l.boolean("WEBSITE_AUTH_ENABLED"),
@@ -325,6 +331,7 @@ func (s Settings) attrs() []slog.Attr {
 		slog.Duration("providerAttemptTimeout", s.ProviderAttemptTimeout),
 		slog.Int64("providerMaxResponseBytes", s.ProviderMaxResponseBytes),
 		slog.Duration("lockWait", s.LockWait),
+		slog.Duration("leaseDuration", s.LeaseDuration),
 		slog.Duration("sweepInterval", s.SweepInterval),
 		slog.Bool("authEnabled", s.AuthEnabled),
 		slog.String("logLevel", s.LogLevel.String()),
