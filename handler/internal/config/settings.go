@@ -204,6 +204,10 @@ func LoadSettings(getenv func(string) string) (Settings, error) {
 			fmt.Sprintf("must not exceed PROVIDER_TIMEOUT (%s), the budget of the whole request", formatDuration(s.ProviderTimeout)))
 	}
 
+	if s.LeaseDuration%time.Second != 0 && l.ok("LOCK_LEASE_DURATION") {
+		l.problem("LOCK_LEASE_DURATION", l.get("LOCK_LEASE_DURATION"), "must be whole seconds: blob leases are granted in seconds")
+	}
+
 	// A waiter that finally gets the lock may still have to call the
 	// provider itself (the holder failed): both budgets together must end
 	// before ADF gives up, with room for the store writes.

@@ -157,6 +157,7 @@ func TestLoadSettingsProblems(t *testing.T) {
 		{"lock wait plus provider timeout past ADF's timeout", map[string]string{"LOCK_WAIT": "40s"}, "LOCK_WAIT", "40s", []string{"plus PROVIDER_TIMEOUT (20s)", "55s", "ADF"}, ""},
 		{"lock wait zero", map[string]string{"LOCK_WAIT": "0"}, "LOCK_WAIT", "0", []string{"between 1s and 59s"}, ""},
 		{"lease shorter than Azure allows", map[string]string{"LOCK_LEASE_DURATION": "10s"}, "LOCK_LEASE_DURATION", "10s", []string{"between 15s and 1m", "15 to 60 seconds"}, ""},
+		{"lease in fractions of a second", map[string]string{"LOCK_LEASE_DURATION": "15500ms"}, "LOCK_LEASE_DURATION", "15500ms", []string{"whole seconds"}, ""},
 		{"lease longer than Azure allows", map[string]string{"LOCK_LEASE_DURATION": "2m"}, "LOCK_LEASE_DURATION", "2m", []string{"between 15s and 1m"}, ""},
 		{"sweep too often", map[string]string{"SWEEP_INTERVAL": "1s"}, "SWEEP_INTERVAL", "1s", []string{"between 10s and 24h"}, ""},
 		{"sweep too rare", map[string]string{"SWEEP_INTERVAL": "48h"}, "SWEEP_INTERVAL", "48h", []string{"between 10s and 24h"}, ""},
