@@ -1,6 +1,6 @@
 # tokenrefresher: the two commands a newcomer needs are `make demo` and `make test`.
-# Everything the tests need is installed from the Go module proxy (and, for the
-# Azure issues, from npm) by these targets; nothing else is assumed but Go and Node.
+# Everything the tests need is installed by these targets, from the Go module
+# proxy and npm, into .tools/; nothing else is assumed but Go and Node.
 
 SHELL := bash
 GO ?= go
@@ -9,6 +9,16 @@ DIST := dist
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 PKGS := ./...
+
+# Test tools from npm, pinned, installed under .tools/ (git-ignored). No
+# package-lock: it would pin registry hosts, and the version is pinned here.
+TOOLS := $(CURDIR)/.tools
+AZURITE_VERSION := 3.37.0
+AZURITE_BIN := $(TOOLS)/azurite/node_modules/.bin/azurite-blob
+# Bicep has no compiler on npm; the tree-sitter grammar checks the syntax.
+BICEP_TOOLS := $(TOOLS)/bicep
+BICEP_GRAMMAR := $(BICEP_TOOLS)/node_modules/tree-sitter-bicep/tree-sitter-bicep.wasm
+NPM_INSTALL := npm install --no-save --no-package-lock --no-audit --no-fund --loglevel=error
 
 .PHONY: all build test vet lint unit demo package clean
 
@@ -24,15 +34,26 @@ test: vet lint unit
 vet:
 	@echo '== go vet'
 	$(GO) vet $(PKGS)
-	@test -z "$$(gofmt -l handler)" || { echo 'gofmt would change:'; gofmt -l handler; exit 1; }
+	@test -z "$$(gofmt -l handler infra)" || { echo 'gofmt would change:'; gofmt -l handler infra; exit 1; }
 
 lint:
 	@echo '== staticcheck'
 	$(GO) tool staticcheck $(PKGS)
 
-unit:
+# AZURITE_BIN and BICEP_TOOLS_DIR tell the tests where their tools are; with
+# them set, a test that cannot use its tool fails instead of skipping.
+unit: $(AZURITE_BIN) $(BICEP_GRAMMAR)
 	@echo '== go test -race'
-	$(GO) test -race -count=1 -timeout 10m $(PKGS)
+	AZURITE_BIN=$(AZURITE_BIN) BICEP_TOOLS_DIR=$(BICEP_TOOLS) $(GO) test -race -count=1 -timeout 10m $(PKGS)
+
+$(AZURITE_BIN):
+	@echo '== installing azurite $(AZURITE_VERSION) into .tools/azurite'
+	$(NPM_INSTALL) --prefix $(TOOLS)/azurite azurite@$(AZURITE_VERSION)
+
+# Only the grammar's wasm is used, so no install scripts need to run.
+$(BICEP_GRAMMAR):
+	@echo '== installing the Bicep grammar into .tools/bicep'
+	$(NPM_INSTALL) --ignore-scripts --prefix $(BICEP_TOOLS) tree-sitter-bicep@1.1.0 web-tree-sitter@0.24.7
 
 ## demo: run the handler on the embedded defaults against the strict test provider
 demo: build
@@ -50,4 +71,4 @@ package:
 	@echo "dist/app is the function app; dist/tokenrefresher.zip is what you deploy"
 
 clean:
-	rm -rf $(BIN) $(DIST)
+	rm -rf $(BIN) $(DIST) $(TOOLS)

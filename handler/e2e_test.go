@@ -33,6 +33,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/azurite"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/local"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/testprovider"
@@ -91,6 +92,19 @@ func goTool() (string, error) {
 // in all) must get the same new token from exactly one token-endpoint call,
 // with no refresh token ever redeemed twice.
 func TestThreeProcessesFiveExpiries(t *testing.T) {
+	t.Parallel()
+	threeProcessesFiveExpiries(t, "local", nil)
+}
+
+// TestThreeProcessesFiveExpiriesBlobLease keeps the same promise with the
+// lock the instances of a function app share: a blob lease, on Azurite.
+func TestThreeProcessesFiveExpiriesBlobLease(t *testing.T) {
+	t.Parallel()
+	az := azurite.Start(t)
+	threeProcessesFiveExpiries(t, "bloblease", []string{"AzureWebJobsStorage=" + az.ConnectionString()})
+}
+
+func threeProcessesFiveExpiries(t *testing.T, lock string, extraEnv []string) {
 	const (
 		conn     = "e2e"
 		clientID = "e2e-client"
@@ -133,6 +147,7 @@ func TestThreeProcessesFiveExpiries(t *testing.T) {
 	// SWEEP_INTERVAL is long so that only callers cause refreshes; debug
 	// logging puts every request in the output that is checked for leaks.
 	env = append(env, "LISTEN_ADDR=127.0.0.1:0", "SWEEP_INTERVAL=24h", "LOG_LEVEL=debug")
+	env = append(env, extraEnv...)
 	procs := make([]*handlerProcess, processes)
 	for i := range procs {
 		procs[i] = startHandler(t, fmt.Sprintf("handler %d", i+1), env, dir)
@@ -141,6 +156,9 @@ func TestThreeProcessesFiveExpiries(t *testing.T) {
 	for _, p := range procs {
 		p.waitListening(t, 30*time.Second)
 		waitReady(t, client, p, 30*time.Second)
+		if got := p.waitEvent(t, "handler.start", time.Second)["lock"]; got != lock {
+			t.Fatalf("%s uses lock %v, want %s", p.name, got, lock)
+		}
 	}
 
 	store, err := local.NewStore(state)

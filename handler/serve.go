@@ -8,11 +8,17 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"sync"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/bloblease"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/config"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/functions"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/keyvault"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/local"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/oauth"
 )
@@ -31,7 +37,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		fmt.Fprintf(stderr, "handler: bad connections:\n%v\n", err)
 		return 2
 	}
-	store, locker, err := backends(settings)
+	store, locker, err := backends(settings, getenv, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "handler: %v\n", err)
 		return 2
@@ -41,6 +47,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		Locker:      locker,
 		Connections: conns,
 		LockWait:    settings.LockWait,
+		Instance:    instanceName(getenv),
 		Logger:      log,
 		Grant: oauth.New(oauth.Options{
 			Timeout:          settings.ProviderTimeout,
@@ -97,23 +104,62 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 	return 0
 }
 
-// backends chooses the store and the lock; each independently (DESIGN.md).
-func backends(s config.Settings) (broker.SecretStore, broker.Locker, error) {
-	if s.KeyVaultURL != "" {
-		return nil, nil, errors.New("KEY_VAULT_URL is set, but this build has no Key Vault store yet; unset it to use the local store")
+// backends chooses the store and the lock, each independently (DESIGN.md):
+// Key Vault or the local store, a blob lease or the local lock. One Azure
+// credential serves both, made only when one of them needs it.
+func backends(s config.Settings, getenv func(string) string, log *slog.Logger) (broker.SecretStore, broker.Locker, error) {
+	cred := sync.OnceValues(func() (azcore.TokenCredential, error) { return credential(s, getenv) })
+	var store broker.SecretStore
+	if s.UsesKeyVault() {
+		tc, err := cred()
+		if err != nil {
+			return nil, nil, err
+		}
+		client, err := keyvault.NewClient(s.KeyVaultURL, tc, nil)
+		if err != nil {
+			return nil, nil, fmt.Errorf("KEY_VAULT_URL: %w", err)
+		}
+		store = keyvault.New(client, keyvault.Options{VaultURL: s.KeyVaultURL})
+	} else {
+		ls, err := local.NewStore(s.LocalStateDir)
+		if err != nil {
+			return nil, nil, err
+		}
+		store = ls
 	}
-	if s.UsesBlobLock() {
-		return nil, nil, errors.New("AzureWebJobsStorage is set, but this build has no blob-lease lock yet; unset it to use the local lock")
+	if !s.UsesBlobLock() {
+		locker, err := local.NewLocker(s.LocalStateDir, local.LockerOptions{})
+		if err != nil {
+			return nil, nil, err
+		}
+		return store, locker, nil
 	}
-	store, err := local.NewStore(s.LocalStateDir)
+	client, err := blobClient(s, cred)
 	if err != nil {
 		return nil, nil, err
 	}
-	locker, err := local.NewLocker(s.LocalStateDir, local.LockerOptions{})
+	locker, err := bloblease.New(client, bloblease.Options{
+		Container:     s.LockContainer,
+		LeaseDuration: s.LeaseDuration,
+		Instance:      instanceName(getenv),
+		Logger:        log,
+	})
 	if err != nil {
 		return nil, nil, err
 	}
 	return store, locker, nil
+}
+
+// instanceName identifies this process in the status kept beside each
+// lock: the Functions host's instance id when there is one.
+func instanceName(getenv func(string) string) string {
+	for _, k := range []string{"WEBSITE_INSTANCE_ID", "CONTAINER_NAME", "COMPUTERNAME"} {
+		if v := getenv(k); v != "" {
+			return v
+		}
+	}
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s-%d", host, os.Getpid())
 }
 
 func storeKind(s config.Settings) string {

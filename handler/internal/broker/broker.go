@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -843,8 +844,12 @@ func jitter(d time.Duration) time.Duration {
 	return d*3/4 + rand.N(d/2+1)
 }
 
+// remediator is implemented by store errors that know the fix (a Key
+// Vault role to grant, a deleted secret to recover).
+type remediator interface{ Remediation() string }
+
 func storeError(connection, op, secret string, err error) *Error {
-	return &Error{
+	e := &Error{
 		Code:        CodeUnavailable,
 		Connection:  connection,
 		Message:     fmt.Sprintf("could not %s secret %q in the secret store", op, secret),
@@ -852,6 +857,11 @@ func storeError(connection, op, secret string, err error) *Error {
 		RetryAfter:  10 * time.Second,
 		Err:         err,
 	}
+	var r remediator
+	if errors.As(err, &r) && r.Remediation() != "" {
+		e.Remediation = strings.TrimSuffix(r.Remediation(), ".") + "."
+	}
+	return e
 }
 
 // fingerprint identifies the credentials a failure was seen with, without

@@ -1,0 +1,217 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
+
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/azurite"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/bloblease"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/config"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/keyvault"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/keyvault/kvtest"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/oauth"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/testprovider"
+)
+
+// fakeClock is the time of the provider, the vault and the brokers, so a
+// token can be made to expire without waiting. Leases keep real time.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// TestThreeInstancesOnKeyVaultAndBlobLeases is the promise on the Azure
+// backends, through the real clients: three brokers, as three instances of
+// the function app would be, share a Key Vault (the kvtest double, through
+// azsecrets) and blob leases (on Azurite, through azblob). 100 callers per
+// instance across 5 expiries cause exactly 5 token-endpoint calls, and
+// each refresh writes the rotated refresh token to the vault before the
+// access token.
+func TestThreeInstancesOnKeyVaultAndBlobLeases(t *testing.T) {
+	t.Parallel()
+	const (
+		instances = 3
+		callers   = 100
+		expiries  = 5
+		lifetime  = time.Hour
+		name      = "xero"
+	)
+	clock := &fakeClock{t: time.Date(2026, 11, 23, 3, 0, 0, 0, time.UTC)}
+	clientSecret := "cs_" + rand.Text()
+	provider := testprovider.New(testprovider.Config{
+		ClientID: "client", ClientSecret: clientSecret, AuthStyle: broker.AuthBasic,
+		Rotate: true, AccessTokenLifetime: lifetime, Now: clock.Now,
+	})
+	ps := httptest.NewServer(provider)
+	t.Cleanup(ps.Close)
+
+	vault := kvtest.New(t, &kvtest.Options{Now: clock.Now})
+	secrets := broker.DefaultSecretNames(name)
+	firstRT := provider.IssueRefreshToken()
+	vault.Put(secrets.ClientSecret, clientSecret, time.Time{})
+	vault.Put(secrets.RefreshToken, firstRT, time.Time{})
+	az := azurite.Start(t)
+
+	conn := broker.Connection{
+		Name: name, Provider: "test", Grant: broker.GrantRefreshToken, TokenURL: ps.URL + "/token",
+		AuthStyle: broker.AuthBasic, ClientID: "client", Secrets: secrets, Rotating: true,
+		RefreshBefore: 5 * time.Minute, DefaultLifetime: lifetime,
+	}
+	brokers := make([]*broker.Broker, instances)
+	for i := range brokers {
+		bc, err := azblob.NewClientFromConnectionString(az.ConnectionString(), bloblease.ClientOptions())
+		if err != nil {
+			t.Fatal(err)
+		}
+		locker, err := bloblease.New(bc, bloblease.Options{PollInterval: 20 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := broker.New(broker.Options{
+			Store:       keyvault.New(vault.Client, keyvault.Options{VaultURL: vault.URL}),
+			Locker:      locker,
+			Grant:       oauth.New(oauth.Options{Now: clock.Now}),
+			Connections: []broker.Connection{conn},
+			Instance:    fmt.Sprintf("instance-%d", i),
+			Now:         clock.Now,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(b.Close)
+		brokers[i] = b
+	}
+
+	ctx := context.Background()
+	for round := 1; round <= expiries; round++ {
+		before := provider.Stats().TokenRequests
+		writes := len(vault.Writes())
+		var wg sync.WaitGroup
+		got := make([]string, instances*callers)
+		errs := make([]error, instances*callers)
+		for i, b := range brokers {
+			for j := range callers {
+				wg.Go(func() {
+					tok, err := b.Token(ctx, name, 0)
+					got[i*callers+j], errs[i*callers+j] = tok.Value.Reveal(), err
+				})
+			}
+		}
+		wg.Wait()
+		for k, err := range errs {
+			if err != nil {
+				t.Fatalf("round %d, caller %d: %v", round, k, err)
+			}
+			if got[k] != got[0] {
+				t.Fatalf("round %d: callers got different tokens", round)
+			}
+		}
+		if !provider.ValidAccessToken(got[0]) {
+			t.Fatalf("round %d: the token served is not valid at the provider", round)
+		}
+		if calls := provider.Stats().TokenRequests - before; calls != 1 {
+			t.Errorf("round %d: %d token-endpoint calls for %d callers on %d instances, want 1", round, calls, instances*callers, instances)
+		}
+		// The refresh token first, then the access token, and nothing else.
+		var order []string
+		for _, w := range vault.Writes()[writes:] {
+			order = append(order, w.Name)
+		}
+		if len(order) != 2 || order[0] != secrets.RefreshToken || order[1] != secrets.AccessToken {
+			t.Errorf("round %d: vault writes %v, want [%s %s]", round, order, secrets.RefreshToken, secrets.AccessToken)
+		}
+		if cur, _ := provider.CurrentRefreshToken(firstRT); cur != mustValue(t, vault, secrets.RefreshToken) {
+			t.Errorf("round %d: the vault's refresh token is not the provider's current one", round)
+		}
+		clock.Advance(lifetime)
+	}
+	st := provider.Stats()
+	if st.TokenRequests != expiries || st.Rejected != 0 || st.ReuseDetected != 0 {
+		t.Errorf("provider: %d token requests, %d rejected, %d reuses; want %d, 0, 0", st.TokenRequests, st.Rejected, st.ReuseDetected, expiries)
+	}
+
+	// Whichever instance refreshed last, every instance's status says so:
+	// the lock blob's metadata carries it.
+	var by []string
+	for _, b := range brokers {
+		cs, _ := b.ConnectionStatus(ctx, name)
+		by = append(by, cs.LastRefreshBy)
+		if cs.LastRefreshBy == "" || cs.Failures != 0 {
+			t.Errorf("status %+v: want the refreshing instance named and no failures", cs)
+		}
+	}
+	if by[0] != by[1] || by[1] != by[2] {
+		t.Errorf("instances disagree on who refreshed last: %v", by)
+	}
+}
+
+func mustValue(t *testing.T, v *kvtest.Vault, name string) string {
+	t.Helper()
+	s, ok := v.Value(name)
+	if !ok {
+		t.Fatalf("secret %s is not in the vault", name)
+	}
+	return s
+}
+
+// TestBackendsChooseTheBlobLease: the storage settings the Functions host
+// uses select the blob lease, on the account they name.
+func TestBackendsChooseTheBlobLease(t *testing.T) {
+	t.Parallel()
+	az := azurite.Start(t)
+	dir := t.TempDir()
+	s, err := config.LoadSettings(func(k string) string {
+		return map[string]string{
+			"CONNECTIONS":         `{"connections": []}`,
+			"LOCAL_STATE_DIR":     dir,
+			"AzureWebJobsStorage": az.ConnectionString(),
+			"LOCK_CONTAINER":      "locks-under-test",
+		}[k]
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, locker, err := backends(s, func(string) string { return "" }, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := locker.(*bloblease.Locker); !ok {
+		t.Fatalf("locker is %T, want *bloblease.Locker", locker)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	lock, err := locker.Lock(ctx, "probe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lock.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	bc, err := azblob.NewClientFromConnectionString(az.ConnectionString(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bc.ServiceClient().NewContainerClient("locks-under-test").GetProperties(ctx, nil); err != nil {
+		t.Fatalf("the lock container from LOCK_CONTAINER was not created: %v", err)
+	}
+}
