@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"net/http/httptest"
 	"sync"
@@ -213,5 +214,61 @@ func TestBackendsChooseTheBlobLease(t *testing.T) {
 	}
 	if _, err := bc.ServiceClient().NewContainerClient("locks-under-test").GetProperties(ctx, nil); err != nil {
 		t.Fatalf("the lock container from LOCK_CONTAINER was not created: %v", err)
+	}
+}
+
+// TestStorageDown: with the lock's storage gone, a rotating refresh token
+// is not redeemed (503, no provider call), while a client-credentials
+// connection, which risks nothing without the lock, is still served.
+func TestStorageDown(t *testing.T) {
+	t.Parallel()
+	clientSecret := "cs_" + rand.Text()
+	provider := testprovider.New(testprovider.Config{ClientID: "client", ClientSecret: clientSecret, AuthStyle: broker.AuthBasic, Rotate: true})
+	ps := httptest.NewServer(provider)
+	t.Cleanup(ps.Close)
+	vault := kvtest.New(t, nil)
+	conn := func(name string, g broker.GrantType) broker.Connection {
+		return broker.Connection{Name: name, Provider: "test", Grant: g, TokenURL: ps.URL + "/token", AuthStyle: broker.AuthBasic,
+			ClientID: "client", Secrets: broker.DefaultSecretNames(name), Rotating: g == broker.GrantRefreshToken,
+			RefreshBefore: time.Minute, DefaultLifetime: time.Hour}
+	}
+	rt, cc := conn("rt", broker.GrantRefreshToken), conn("cc", broker.GrantClientCredentials)
+	for _, c := range []broker.Connection{rt, cc} {
+		vault.Put(c.Secrets.ClientSecret, clientSecret, time.Time{})
+	}
+	vault.Put(rt.Secrets.RefreshToken, provider.IssueRefreshToken(), time.Time{})
+
+	az := azurite.Start(t)
+	bc, err := azblob.NewClientFromConnectionString(az.ConnectionString(), bloblease.ClientOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	locker, err := bloblease.New(bc, bloblease.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := broker.New(broker.Options{
+		Store: keyvault.New(vault.Client, keyvault.Options{}), Locker: locker,
+		Grant: oauth.New(oauth.Options{}), Connections: []broker.Connection{rt, cc}, LockWait: 10 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	if err := az.Stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx := context.Background()
+	_, err = b.Token(ctx, "rt", 0)
+	var be *broker.Error
+	if !errors.As(err, &be) || be.Code != broker.CodeUnavailable || be.RetryAfter <= 0 {
+		t.Fatalf("refresh-token connection with storage down: %v; want 503 temporarily_unavailable with Retry-After", err)
+	}
+	if n := provider.Stats().TokenRequests; n != 0 {
+		t.Fatalf("%d token-endpoint calls without the lock, want 0", n)
+	}
+	if _, err := b.Token(ctx, "cc", 0); err != nil {
+		t.Fatalf("client-credentials connection with storage down: %v; want a token", err)
 	}
 }
