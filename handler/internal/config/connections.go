@@ -403,6 +403,12 @@ func (c *connParser) resolveTokenURL(preset Preset, presetKnown bool) {
 		return // reported by str
 	}
 
+	if hasUserinfo(template) {
+		// Whatever is in the userinfo is likely a credential: reported
+		// before any message that would repeat the URL.
+		c.problem("tokenUrl", "contains a user name or password (not shown); client credentials belong in the secret store, not in the URL")
+		return
+	}
 	switch {
 	case template == "":
 		if urlPresent {
@@ -435,9 +441,34 @@ func (c *connParser) resolveTokenURL(preset Preset, presetKnown bool) {
 	c.conn.TokenURL = template
 }
 
+// hasUserinfo reports whether s has an authority with a user name or
+// password (https://user:pw@host), lexically, so that URLs net/url refuses
+// are caught too.
+func hasUserinfo(s string) bool {
+	i := strings.Index(s, "//")
+	if i < 0 || strings.ContainsAny(s[:i], "/?#") {
+		return false
+	}
+	authority := s[i+2:]
+	if j := strings.IndexAny(authority, "/?#"); j >= 0 {
+		authority = authority[:j]
+	}
+	return strings.Contains(authority, "@")
+}
+
+// withoutQuery is s for messages: a query may carry a credential someone
+// put there (?client_secret=...), so it is not repeated.
+func withoutQuery(s string) string {
+	if i := strings.IndexByte(s, '?'); i >= 0 {
+		return s[:i] + "?(query not shown)"
+	}
+	return s
+}
+
 // checkTokenURL returns what is wrong with a token endpoint URL, or "".
-func checkTokenURL(s string) string {
-	u, err := url.Parse(s)
+func checkTokenURL(raw string) string {
+	s := withoutQuery(raw)
+	u, err := url.Parse(raw)
 	if err != nil || !u.IsAbs() || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
 		return fmt.Sprintf("found %q; must be an absolute https URL such as \"https://login.example.com/oauth2/token\"", s)
 	}
@@ -459,7 +490,7 @@ func isLoopbackHost(host string) bool {
 		return true
 	}
 	addr, err := netip.ParseAddr(host)
-	return err == nil && addr.IsLoopback()
+	return err == nil && addr.Zone() == "" && addr.IsLoopback() // oauth.CheckTokenURL refuses zoned addresses
 }
 
 // isTenant accepts what Entra accepts in place of {tenant}.
