@@ -290,10 +290,16 @@ func (c *Client) attempt(ctx context.Context, cfg *clientcredentials.Config, con
 	}
 	issued := c.now()
 	life, lerr := lifetime(ot.Extra("expires_in"), conn.DefaultLifetime)
+	if lerr == nil && !isVSCHAR(ot.AccessToken) {
+		// Invalid UTF-8 was decoded to U+FFFD, and control characters
+		// would break the caller's Authorization header: either way it is
+		// not the token the provider meant.
+		lerr = errors.New("access_token has characters outside printable ASCII (RFC 6749 A.12)")
+	}
 	if lerr != nil {
 		pe := &broker.ProviderError{
 			StatusCode:  ex.status,
-			Description: "token endpoint answered with an unusable expires_in: " + lerr.Error(),
+			Description: "token endpoint answered with an unusable token: " + lerr.Error(),
 			Err:         ErrMalformedResponse,
 		}
 		if ot.RefreshToken != cred.RefreshToken.Reveal() {
@@ -316,6 +322,12 @@ func (c *Client) attempt(ctx context.Context, cfg *clientcredentials.Config, con
 		tok.RefreshToken = broker.Secret(ot.RefreshToken)
 	}
 	return tok, nil
+}
+
+// isVSCHAR reports whether s is made of RFC 6749's VSCHAR (%x20-7E), the
+// characters of an access token.
+func isVSCHAR(s string) bool {
+	return !strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r > 0x7e })
 }
 
 // requestConfig checks conn and cred and builds the request, before anything

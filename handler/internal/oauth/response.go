@@ -150,6 +150,8 @@ func (c *Client) classify(ctx context.Context, err error, ex *exchange, secrets 
 		}}
 	}
 
+	// A provider may quote a token it issued in the same answer.
+	secrets = append(slices.Clip(secrets), issuedTokens(ex.body)...)
 	pe := &broker.ProviderError{
 		StatusCode:  ex.status,
 		Code:        cleanCode(re.ErrorCode, secrets),
@@ -265,8 +267,10 @@ func lifetime(v any, def time.Duration) (time.Duration, error) {
 	default:
 		return 0, errors.New("expires_in is not a number")
 	}
-	if !(secs > 0) {
-		return 0, errors.New("expires_in is not positive")
+	// Less than a second (form-encoded 0.5) is no lifetime: the broker would
+	// refresh on every call.
+	if !(secs >= 1) {
+		return 0, errors.New("expires_in is less than one second")
 	}
 	if secs > maxLifetime.Seconds() {
 		return 0, fmt.Errorf("expires_in is longer than %v", maxLifetime)
@@ -330,6 +334,32 @@ func cleanCode(s string, secrets []string) string {
 		s = s[:64]
 	}
 	return s
+}
+
+// tokenFields are the response fields that carry tokens.
+var tokenFields = []string{"access_token", "refresh_token", "id_token"}
+
+// issuedTokens returns the tokens a response body carries, JSON or
+// form-encoded, so that text quoting them can be redacted. Very short
+// values are left out: redacting them would garble the text, and no
+// provider issues them.
+func issuedTokens(body []byte) []string {
+	var found []string
+	var fields map[string]any
+	if json.Unmarshal(body, &fields) == nil {
+		for _, k := range tokenFields {
+			if s, ok := fields[k].(string); ok {
+				found = append(found, s)
+			}
+		}
+	}
+	// x/oauth2 picks the format by Content-Type, so try both.
+	if vals, err := url.ParseQuery(string(body)); err == nil {
+		for _, k := range tokenFields {
+			found = append(found, vals[k]...)
+		}
+	}
+	return slices.DeleteFunc(found, func(s string) bool { return len(s) < 8 })
 }
 
 // salvageRefreshToken reads a refresh_token out of a success body that
