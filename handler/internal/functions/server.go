@@ -12,6 +12,8 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"path"
+	"strings"
 	"time"
 
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
@@ -58,7 +60,29 @@ func NewServer(b Broker, o Options) http.Handler {
 	}
 	mux := http.NewServeMux()
 	addRoutes(mux, b, o)
-	return logRequests(o.Logger, mux)
+	return logRequests(o.Logger, rejectUncleanPaths(mux))
+}
+
+// rejectUncleanPaths answers a path with ".", ".." or empty segments with a
+// JSON 400. The mux would redirect it to the clean path with an HTML body,
+// which a pipeline cannot read, and no caller means such a path.
+func rejectUncleanPaths(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		clean := path.Clean(p)
+		if strings.HasSuffix(p, "/") && clean != "/" {
+			clean += "/"
+		}
+		if p != "" && clean != p {
+			encode(w, http.StatusBadRequest, errorBody{
+				Error:       string(broker.CodeBadRequest),
+				Message:     "the path has \".\", \"..\" or empty segments",
+				Remediation: "Call /api/token/{connection} with the connection's name as it is in the connections file.",
+			})
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // addRoutes is the whole HTTP surface in one place.

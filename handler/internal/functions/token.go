@@ -167,6 +167,12 @@ func decodeBody(w http.ResponseWriter, r *http.Request, maxBody int64) (*int64, 
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) && typeErr.Field == "" {
+			// Its text names our Go type, which means nothing to a caller.
+			return nil, badRequest("the request body is a JSON "+typeErr.Value+", not an object",
+				`Send an empty body, {} or {"minValidity": 600}.`)
+		}
 		return nil, badRequest("the request body is not valid JSON of the form {\"minValidity\": <seconds>}: "+truncate(err.Error(), 160),
 			`Send an empty body, {} or {"minValidity": 600}.`)
 	}
