@@ -272,3 +272,71 @@ func TestStorageDown(t *testing.T) {
 		t.Fatalf("client-credentials connection with storage down: %v; want a token", err)
 	}
 }
+
+// TestProviderSlowerThanTheLease: a provider that takes longer than the
+// lease lasts does not let a second instance in; the holder's renewals keep
+// the lease, and the waiting instance is then served the holder's token.
+func TestProviderSlowerThanTheLease(t *testing.T) {
+	t.Parallel()
+	const lease = 15 * time.Second
+	clientSecret := "cs_" + rand.Text()
+	provider := testprovider.New(testprovider.Config{ClientID: "client", ClientSecret: clientSecret, AuthStyle: broker.AuthBasic, Rotate: true})
+	ps := httptest.NewServer(provider)
+	t.Cleanup(ps.Close)
+	vault := kvtest.New(t, nil)
+	conn := broker.Connection{Name: "slow", Provider: "test", Grant: broker.GrantRefreshToken, TokenURL: ps.URL + "/token",
+		AuthStyle: broker.AuthBasic, ClientID: "client", Secrets: broker.DefaultSecretNames("slow"), Rotating: true,
+		RefreshBefore: time.Minute, DefaultLifetime: time.Hour}
+	vault.Put(conn.Secrets.ClientSecret, clientSecret, time.Time{})
+	vault.Put(conn.Secrets.RefreshToken, provider.IssueRefreshToken(), time.Time{})
+	az := azurite.Start(t)
+	provider.InjectFault(testprovider.Fault{Kind: testprovider.FaultSlow, Delay: lease + 3*time.Second})
+
+	newBroker := func() *broker.Broker {
+		bc, err := azblob.NewClientFromConnectionString(az.ConnectionString(), bloblease.ClientOptions())
+		if err != nil {
+			t.Fatal(err)
+		}
+		locker, err := bloblease.New(bc, bloblease.Options{LeaseDuration: lease, PollInterval: 100 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := broker.New(broker.Options{
+			Store: keyvault.New(vault.Client, keyvault.Options{}), Locker: locker,
+			Grant:       oauth.New(oauth.Options{Timeout: 40 * time.Second, AttemptTimeout: 30 * time.Second}),
+			Connections: []broker.Connection{conn}, LockWait: 40 * time.Second,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(b.Close)
+		return b
+	}
+	holder, waiter := newBroker(), newBroker()
+	ctx := context.Background()
+	type result struct {
+		tok broker.AccessToken
+		err error
+	}
+	first := make(chan result, 1)
+	go func() {
+		tok, err := holder.Token(ctx, "slow", 0)
+		first <- result{tok, err}
+	}()
+	// The waiter asks once the holder's request is at the provider.
+	waitUntil(t, 30*time.Second, "the holder to call the provider", func() bool { return provider.Stats().TokenRequests == 1 })
+	tok, err := waiter.Token(ctx, "slow", 0)
+	if err != nil {
+		t.Fatalf("waiter: %v", err)
+	}
+	r := <-first
+	if r.err != nil {
+		t.Fatalf("holder: %v", r.err)
+	}
+	if tok.Value != r.tok.Value {
+		t.Error("the waiter was not served the holder's token")
+	}
+	if st := provider.Stats(); st.TokenRequests != 1 || st.ReuseDetected != 0 {
+		t.Errorf("provider: %d token requests, %d reuses; want 1 and 0 (the lease held through the slow call)", st.TokenRequests, st.ReuseDetected)
+	}
+}

@@ -47,6 +47,9 @@ func TestMain(m *testing.M) {
 }
 
 func runTests(m *testing.M) int {
+	if os.Getenv(crashEnv) != "" {
+		return crashChild()
+	}
 	dir, err := os.MkdirTemp("", "handler-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)

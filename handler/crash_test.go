@@ -1,0 +1,248 @@
+package main
+
+// Crash tests: an instance killed at each point of a refresh, and what the
+// next caller on another instance gets. The instance that dies is a child
+// process (this test binary, re-run in crashChild mode) so that SIGKILL
+// lands at an exact point of the protocol: a wrapper around the grant or
+// the store kills the process there. Everything else is real: the local
+// store on disk, blob leases on Azurite, the oauth client, the strict
+// provider.
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
+
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/azurite"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/bloblease"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/local"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/oauth"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/testprovider"
+)
+
+// Where the child kills itself.
+const (
+	crashBeforeProvider = "before-provider" // lock held, provider not called
+	crashAfterProvider  = "after-provider"  // provider answered, nothing persisted
+	crashAfterPersist   = "after-persist"   // both tokens stored, lock not released
+)
+
+// crashEnv is the environment variable that turns the test binary into a
+// crashing child; its value is the crash point.
+const crashEnv = "TOKENREFRESHER_CRASH_CHILD"
+
+// crashLease is the lease of the crash tests: the shortest Azure allows, so
+// the next caller's wait for a dead holder's lease is short.
+const crashLease = 15 * time.Second
+
+// crashConnection is the connection both sides use.
+func crashConnection(tokenURL string, grace time.Duration) broker.Connection {
+	return broker.Connection{
+		Name: "xero", Provider: "test", Grant: broker.GrantRefreshToken, TokenURL: tokenURL,
+		AuthStyle: broker.AuthBasic, ClientID: "client", Secrets: broker.DefaultSecretNames("xero"),
+		Rotating: true, ReuseGrace: grace, RefreshBefore: time.Minute, DefaultLifetime: time.Hour,
+	}
+}
+
+// crashBroker builds an instance on the shared state directory and Azurite.
+func crashBroker(stateDir, storage, container, tokenURL string, grace time.Duration, wrap func(broker.SecretStore, broker.Grant) (broker.SecretStore, broker.Grant)) (*broker.Broker, error) {
+	store, err := local.NewStore(stateDir)
+	if err != nil {
+		return nil, err
+	}
+	bc, err := azblob.NewClientFromConnectionString(storage, bloblease.ClientOptions())
+	if err != nil {
+		return nil, err
+	}
+	locker, err := bloblease.New(bc, bloblease.Options{Container: container, LeaseDuration: crashLease, PollInterval: 100 * time.Millisecond})
+	if err != nil {
+		return nil, err
+	}
+	var s broker.SecretStore = store
+	var g broker.Grant = oauth.New(oauth.Options{})
+	if wrap != nil {
+		s, g = wrap(s, g)
+	}
+	return broker.New(broker.Options{
+		Store: s, Locker: locker, Grant: g,
+		Connections: []broker.Connection{crashConnection(tokenURL, grace)},
+		// Long enough to outwait a dead holder's lease.
+		LockWait: crashLease + 10*time.Second,
+	})
+}
+
+// killSelf ends the process the way SIGKILL does: no deferred function, no
+// lease release, no flush.
+func killSelf() {
+	p, _ := os.FindProcess(os.Getpid())
+	_ = p.Kill()
+	select {} // the signal is asynchronous
+}
+
+type killingGrant struct {
+	broker.Grant
+	point string
+}
+
+func (g killingGrant) Token(ctx context.Context, c *broker.Connection, cred broker.Credentials) (*broker.Token, error) {
+	if g.point == crashBeforeProvider {
+		killSelf()
+	}
+	tok, err := g.Grant.Token(ctx, c, cred)
+	if g.point == crashAfterProvider {
+		killSelf()
+	}
+	return tok, err
+}
+
+type killingStore struct {
+	broker.SecretStore
+	point       string
+	accessToken string
+}
+
+func (s killingStore) Set(ctx context.Context, name string, v broker.StoredSecret) error {
+	err := s.SecretStore.Set(ctx, name, v)
+	if s.point == crashAfterPersist && name == s.accessToken {
+		killSelf()
+	}
+	return err
+}
+
+// crashChild is the child's main: one Token call that dies at the point
+// named by crashEnv. It returns only if the crash did not happen.
+func crashChild() int {
+	point := os.Getenv(crashEnv)
+	grace, _ := time.ParseDuration(os.Getenv("CRASH_GRACE"))
+	b, err := crashBroker(os.Getenv("CRASH_STATE_DIR"), os.Getenv("CRASH_STORAGE"), os.Getenv("CRASH_CONTAINER"), os.Getenv("CRASH_TOKEN_URL"), grace,
+		func(s broker.SecretStore, g broker.Grant) (broker.SecretStore, broker.Grant) {
+			return killingStore{SecretStore: s, point: point, accessToken: "xero-access-token"}, killingGrant{Grant: g, point: point}
+		})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "crash child:", err)
+		return 3
+	}
+	_, err = b.Token(context.Background(), "xero", 0)
+	fmt.Fprintf(os.Stderr, "crash child: survived the %s point (Token: %v)\n", point, err)
+	return 4
+}
+
+// TestKilledInstance kills an instance at each point of a refresh and
+// checks what the next caller, on another instance, gets and how long it
+// waits. The one loss window is crashAfterProvider without a reuse grace:
+// the provider rotated the refresh token, the new one died with the
+// process, and the old one is spent; the connection needs re-authorization,
+// and the next caller is told so.
+func TestKilledInstance(t *testing.T) {
+	t.Parallel()
+	az := azurite.Start(t)
+	tests := []struct {
+		point string
+		grace time.Duration
+		// wantOK: the next caller gets a token; otherwise a 424.
+		wantOK bool
+		// wantCalls is the provider's token requests in all, the dead
+		// instance's included.
+		wantCalls int
+		// waitsForLease: the next caller must wait for the dead holder's
+		// lease to expire (it cannot be served from the store).
+		waitsForLease bool
+	}{
+		{point: crashBeforeProvider, wantOK: true, wantCalls: 1, waitsForLease: true},
+		{point: crashAfterProvider, grace: 30 * time.Minute, wantOK: true, wantCalls: 2, waitsForLease: true},
+		{point: crashAfterProvider, wantOK: false, wantCalls: 2, waitsForLease: true},
+		{point: crashAfterPersist, wantOK: true, wantCalls: 1},
+	}
+	for i, tt := range tests {
+		name := tt.point
+		if tt.grace > 0 {
+			name += "/reuse-grace"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			clientSecret := "cs_" + rand.Text()
+			provider := testprovider.New(testprovider.Config{ClientID: "client", ClientSecret: clientSecret,
+				AuthStyle: broker.AuthBasic, Rotate: true, ReuseGrace: tt.grace})
+			ps := httptest.NewServer(provider)
+			t.Cleanup(ps.Close)
+			state := t.TempDir()
+			store, err := local.NewStore(state)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+			firstRT := provider.IssueRefreshToken()
+			for n, v := range map[string]string{"xero-client-secret": clientSecret, "xero-refresh-token": firstRT} {
+				if err := store.Set(ctx, n, broker.StoredSecret{Value: broker.Secret(v)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Each subtest has its own lock: Azurite is shared, the
+			// container is not.
+			storage, container := az.ConnectionString(), fmt.Sprintf("crash-%d", i)
+
+			child := exec.Command(os.Args[0], "-test.run=^$")
+			child.Env = append(os.Environ(), crashEnv+"="+tt.point, "CRASH_GRACE="+tt.grace.String(),
+				"CRASH_STATE_DIR="+state, "CRASH_STORAGE="+storage, "CRASH_CONTAINER="+container, "CRASH_TOKEN_URL="+ps.URL+"/token")
+			out, err := child.CombinedOutput()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != -1 {
+				t.Fatalf("the child was not killed: %v\n%s", err, out)
+			}
+			killedAt := time.Now()
+
+			next, err := crashBroker(state, storage, container, ps.URL+"/token", tt.grace, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(next.Close)
+			tok, err := next.Token(ctx, "xero", 0)
+			waited := time.Since(killedAt)
+
+			st := provider.Stats()
+			if st.TokenRequests != tt.wantCalls {
+				t.Errorf("%d token requests in all, want %d", st.TokenRequests, tt.wantCalls)
+			}
+			if !tt.wantOK {
+				var be *broker.Error
+				if !errors.As(err, &be) || be.Code != broker.CodeRejected || !strings.Contains(be.Remediation, "xero-refresh-token") {
+					t.Fatalf("next caller: %v; want 424 provider_rejected naming the refresh-token secret to replace", err)
+				}
+				t.Logf("the loss window: %s (remediation: %s)", be.Message, be.Remediation)
+				return
+			}
+			if err != nil {
+				t.Fatalf("next caller after %v: %v", waited.Round(time.Millisecond), err)
+			}
+			if !provider.ValidAccessToken(tok.Value.Reveal()) {
+				t.Error("the next caller's token is not valid at the provider")
+			}
+			if st.ReuseDetected != 0 || st.ChainsRevoked != 0 {
+				t.Errorf("provider: %d reuses, %d chains revoked; want none", st.ReuseDetected, st.ChainsRevoked)
+			}
+			// The store ends up with the chain's current refresh token.
+			cur, _ := provider.CurrentRefreshToken(firstRT)
+			if rt, err := store.Get(ctx, "xero-refresh-token"); err != nil || rt.Value.Reveal() != cur {
+				t.Errorf("the store's refresh token is not the provider's current one (err %v)", err)
+			}
+			// A dead holder blocks others for at most its lease.
+			if limit := crashLease + 5*time.Second; waited > limit {
+				t.Errorf("the next caller waited %v, more than the lease (%v) plus a margin", waited.Round(time.Millisecond), crashLease)
+			}
+			if !tt.waitsForLease && waited > 5*time.Second {
+				t.Errorf("the next caller waited %v for a token the dead instance had stored", waited.Round(time.Millisecond))
+			}
+			t.Logf("next caller served %v after the kill", waited.Round(time.Millisecond))
+		})
+	}
+}
