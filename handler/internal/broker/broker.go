@@ -73,6 +73,9 @@ type Options struct {
 	// StoreRetryDelay is the first delay between store write attempts; it
 	// doubles each time. Default 200ms.
 	StoreRetryDelay time.Duration
+	// ForceRefreshInterval is how often ForceRefresh may run per
+	// connection (DefaultForceRefreshInterval when zero).
+	ForceRefreshInterval time.Duration
 
 	// Instance names this instance in the status kept beside each lock
 	// (the Functions host's WEBSITE_INSTANCE_ID, or host name and pid).
@@ -106,6 +109,7 @@ type Broker struct {
 	refreshTimeout  time.Duration
 	storeRetries    int
 	storeRetryDelay time.Duration
+	forceInterval   time.Duration
 
 	// base is cancelled by Close after every flight has finished; only
 	// background persisters watch it.
@@ -133,7 +137,12 @@ type connState struct {
 	lastRefresh    time.Time
 	lastError      *Error
 	lastErrorAt    time.Time
-	refreshes      int
+	lastForced     time.Time
+	// secretWarned is one more than the client-secret expiry threshold
+	// (30, 14, 7 or 0 days) last logged, zero when none was: each
+	// threshold is logged once, not on every sweep.
+	secretWarned int
+	refreshes    int
 }
 
 type cachedToken struct {
@@ -174,6 +183,10 @@ func New(o Options) (*Broker, error) {
 		refreshTimeout:  o.RefreshTimeout,
 		storeRetries:    o.StoreRetries,
 		storeRetryDelay: o.StoreRetryDelay,
+		forceInterval:   o.ForceRefreshInterval,
+	}
+	if b.forceInterval <= 0 {
+		b.forceInterval = DefaultForceRefreshInterval
 	}
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
@@ -251,12 +264,77 @@ func (b *Broker) Token(ctx context.Context, name string, minValidity time.Durati
 	return b.token(ctx, st, want{minValidity: minValidity})
 }
 
+// DefaultForceRefreshInterval is how often an operator may force a
+// connection's refresh: often enough to retry after fixing a credential,
+// rarely enough that a script in a loop cannot lock the account at the
+// provider (AADSTS50053).
+const DefaultForceRefreshInterval = time.Minute
+
+// ForceRefresh refreshes the named connection now, however valid its token,
+// after clearing any recorded failure: what an operator does after storing
+// a new refresh token or client secret. It is rate-limited per connection
+// (CodeTooManyRequests). It returns the connection's status afterwards.
+func (b *Broker) ForceRefresh(ctx context.Context, name string) (ConnectionStatus, error) {
+	st, ok := b.conns[name]
+	if !ok {
+		return ConnectionStatus{}, &Error{Code: CodeNotFound, Connection: name, Message: fmt.Sprintf("no connection is named %q", name),
+			Remediation: "GET /api/connections lists the configured connections."}
+	}
+	now := b.now()
+	st.mu.Lock()
+	if wait := st.lastForced.Add(b.forceInterval).Sub(now); !st.lastForced.IsZero() && wait > 0 {
+		st.mu.Unlock()
+		return ConnectionStatus{}, &Error{Code: CodeTooManyRequests, Connection: name, RetryAfter: wait,
+			Message:     fmt.Sprintf("a refresh of %q was forced less than %s ago", name, b.forceInterval),
+			Remediation: fmt.Sprintf("Wait %d seconds; repeated attempts with bad credentials can lock the account at the provider.", int(wait.Seconds()+0.999))}
+	}
+	st.lastForced = now
+	st.failure = nil
+	st.mu.Unlock()
+	b.log.Info("refresh forced by an operator", "event", "token.force_refresh", "connection", name)
+	_, err := b.refreshNow(ctx, st, now)
+	cs := b.status(ctx, st)
+	if err != nil {
+		return cs, asError(name, err)
+	}
+	return cs, nil
+}
+
+// refreshNow runs a flight that refreshes st unless some instance has
+// refreshed it at or after since.
+func (b *Broker) refreshNow(ctx context.Context, st *connState, since time.Time) (AccessToken, error) {
+	ch := b.flights.DoChan(st.conn.Name+"\x00force", func() (any, error) {
+		if b.closing.Load() {
+			return nil, &Error{Code: CodeUnavailable, Connection: st.conn.Name, Message: "the handler is shutting down", RetryAfter: 5 * time.Second}
+		}
+		b.inflight.Add(1)
+		defer b.inflight.Done()
+		return b.obtain(st, want{refreshedSince: since})
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return AccessToken{}, asError(st.conn.Name, r.Err)
+		}
+		return r.Val.(*cachedToken).token, nil
+	case <-ctx.Done():
+		return AccessToken{}, &Error{Code: CodeUnavailable, Connection: st.conn.Name, RetryAfter: 5 * time.Second,
+			Message:     "gave up waiting for the refresh: " + ctx.Err().Error(),
+			Remediation: "The refresh goes on; check the connection's status in a minute."}
+	}
+}
+
 // want is what a request needs of a token.
 type want struct {
 	minValidity time.Duration
 	// upToHalfLife is set by the sweep: its horizon may exceed what the
 	// provider's tokens live, and half the lifetime then serves as well.
 	upToHalfLife bool
+	// refreshedSince, when set, asks for a token refreshed at or after it,
+	// however valid the current one: an operator's force-refresh, or the
+	// sweep keeping an idle refresh token alive. A refresh by another
+	// instance since then counts.
+	refreshedSince time.Time
 }
 
 // of returns the minValidity that applies to a token of the given lifetime.
@@ -530,6 +608,15 @@ func (b *Broker) fromStore(ctx context.Context, st *connState, w want) (*cachedT
 		ct.lifetime = s.ExpiresOn.Sub(s.UpdatedOn)
 	}
 	st.remember(ct)
+	if since := w.refreshedSince; !since.IsZero() {
+		// Every refresh writes the access token, so its write time is
+		// when the connection was last refreshed, by any instance. Key
+		// Vault keeps whole seconds; compare at the store's precision.
+		if s.UpdatedOn.Nanosecond() == 0 {
+			since = since.Truncate(time.Second)
+		}
+		return ct, !s.UpdatedOn.IsZero() && !s.UpdatedOn.Before(since), nil
+	}
 	if ct.lifetime > 0 && w.impossible(ct.lifetime) {
 		return nil, false, lifetimeError(st.conn.Name, w.minValidity, ct.lifetime)
 	}
@@ -789,10 +876,13 @@ func (b *Broker) recordShared(ctx context.Context, st *connState, lock Lock, fai
 	}
 }
 
-// failureCategory names a failure in one word: the provider's RFC 6749
-// error code when it gave one, else the broker's own code.
+// failureCategory names a failure in one word: its diagnosed category,
+// else the provider's RFC 6749 error code, else the broker's own code.
 func failureCategory(err error) string {
 	var pe *ProviderError
+	if errors.As(err, &pe) && pe.Category != "" {
+		return pe.Category
+	}
 	if errors.As(err, &pe) && pe.Code != "" {
 		return pe.Code
 	}
@@ -924,6 +1014,7 @@ func (b *Broker) providerFailure(ctx context.Context, st *connState, cred Creden
 			Connection:  c.Name,
 			Message:     fmt.Sprintf("the provider (%s) rejected the request: %s", c.Provider, describe(pe)),
 			Remediation: remediation(c, pe),
+			Category:    pe.Category,
 			Err:         err,
 		}
 		fp := fingerprint(cred)
@@ -938,7 +1029,11 @@ func (b *Broker) providerFailure(ctx context.Context, st *connState, cred Creden
 			Message:     fmt.Sprintf("the provider (%s) failed: %s", c.Provider, describe(pe)),
 			Remediation: "Retry later; this is the provider's side. If it lasts, check the provider's status page.",
 			RetryAfter:  max(pe.RetryAfter, 30*time.Second),
+			Category:    pe.Category,
 			Err:         err,
+		}
+		if pe.Remediation != "" {
+			e.Remediation = pe.Remediation
 		}
 		if pe.RetryAfter > 0 {
 			now := b.now()
@@ -952,7 +1047,8 @@ func (b *Broker) providerFailure(ctx context.Context, st *connState, cred Creden
 	st.lastErrorAt = b.now()
 	st.mu.Unlock()
 	b.log.Error("token refresh failed", "event", "token.refresh_failed", "connection", c.Name,
-		"status", pe.StatusCode, "provider_error", pe.Code, "permanent", pe.Permanent, "description", pe.Description)
+		"status", pe.StatusCode, "provider_error", pe.Code, "aadsts", pe.AADSTS, "category", pe.Category,
+		"permanent", pe.Permanent, "description", pe.Description, "remediation", e.Remediation)
 	return e
 }
 
@@ -978,6 +1074,9 @@ func describe(pe *ProviderError) string {
 }
 
 func remediation(c *Connection, pe *ProviderError) string {
+	if pe.Remediation != "" {
+		return pe.Remediation
+	}
 	switch pe.Code {
 	case "invalid_grant":
 		if c.Grant == GrantRefreshToken {

@@ -139,6 +139,7 @@ func (e *env) conn(name string, grant broker.GrantType) broker.Connection {
 		Rotating:        grant == broker.GrantRefreshToken,
 		RefreshBefore:   5 * time.Minute,
 		DefaultLifetime: time.Hour,
+		KeepWarm:        true,
 	}
 }
 

@@ -87,8 +87,14 @@ type Connection struct {
 	// DefaultLifetime is assumed when the provider omits expires_in.
 	DefaultLifetime time.Duration
 	// IdleExpiry is how long the provider keeps an unused refresh token
-	// alive (Xero 60 days, Entra 90); zero when unknown or unlimited.
+	// alive (Xero 60 days, Entra 90); zero when unknown or unlimited. The
+	// sweep redeems a refresh token idle for half of it.
 	IdleExpiry time.Duration
+	// KeepWarm makes the sweep refresh the access token before it expires,
+	// so that callers never wait for a refresh and a dead grant shows in
+	// status hours before a pipeline needs it. Off, the sweep only keeps
+	// the refresh token alive, and callers refresh on demand.
+	KeepWarm bool
 
 	// AllowedCallers lists the object ids that may fetch this connection's
 	// token; empty allows every caller the platform let through.

@@ -27,6 +27,9 @@ const (
 	// CodeUnavailable: the lock or the store could not be had in time.
 	// HTTP 503 with Retry-After.
 	CodeUnavailable ErrorCode = "temporarily_unavailable"
+	// CodeTooManyRequests: an operator action came too soon after the
+	// last one. HTTP 429 with Retry-After.
+	CodeTooManyRequests ErrorCode = "too_many_requests"
 	// CodeInternal: a bug or an unexpected state. HTTP 500.
 	CodeInternal ErrorCode = "internal_error"
 )
@@ -41,6 +44,10 @@ type Error struct {
 	Remediation string
 	// RetryAfter is a hint for CodeUnavailable and CodeProviderFailed.
 	RetryAfter time.Duration
+	// Category is the diagnosed category of a provider failure
+	// ("reauthorize", "rotate_client_secret", ...), for status and logs;
+	// empty for other failures.
+	Category string
 	// Err is the underlying cause, for logs. It is never shown to callers.
 	Err error
 }
@@ -75,6 +82,16 @@ type ProviderError struct {
 	Permanent bool
 	// RetryAfter is the provider's Retry-After, when it sent one.
 	RetryAfter time.Duration
+	// Category is the failure's category ("reauthorize",
+	// "rotate_client_secret", "transient", ...), as package diagnose names
+	// them; empty when the grant did not diagnose it.
+	Category string
+	// Remediation says what to do, naming the connection and the secret or
+	// setting to fix; empty when the grant did not diagnose the failure.
+	Remediation string
+	// AADSTS is the Microsoft Entra error code the diagnosis rests on
+	// ("AADSTS700082"), when there was one.
+	AADSTS string
 	// IssuedRefreshToken is a new refresh token found in a response that was
 	// otherwise unusable (a bad expires_in, say). On a rotating provider the
 	// redeemed one is already dead, so the broker persists this one even

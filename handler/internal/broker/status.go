@@ -47,22 +47,39 @@ type ConnectionStatus struct {
 	Refreshes int `json:"refreshes"`
 	// PersistPending is true while a rotated refresh token is held in
 	// memory because the store refused it.
-	PersistPending bool         `json:"persistPending"`
-	LastError      *StatusError `json:"lastError,omitempty"`
+	PersistPending bool `json:"persistPending"`
+	// RefreshTokenUpdatedOn is when the refresh token was last written
+	// (rotated by a refresh, or stored by an operator); zero when unknown.
+	RefreshTokenUpdatedOn time.Time `json:"refreshTokenUpdatedOn,omitzero"`
+	// RefreshTokenIdleExpiresOn is when the provider drops the refresh
+	// token if nothing redeems it (Connection.IdleExpiry after its last
+	// use); zero when the provider has no such limit.
+	RefreshTokenIdleExpiresOn time.Time `json:"refreshTokenIdleExpiresOn,omitzero"`
+	// ClientSecretExpiresOn is the client secret's expiry as recorded in
+	// the store (Key Vault's expiry attribute); zero when none is.
+	ClientSecretExpiresOn time.Time    `json:"clientSecretExpiresOn,omitzero"`
+	LastError             *StatusError `json:"lastError,omitempty"`
+	// NextAction says what happens next, or what someone must do.
+	NextAction string `json:"nextAction"`
 }
 
 // StatusError is the last failure of a connection, as callers saw it.
 type StatusError struct {
-	Code        ErrorCode `json:"code"`
-	Message     string    `json:"message"`
-	Remediation string    `json:"remediation"`
+	Code ErrorCode `json:"code"`
+	// Category is the diagnosed category of a provider failure
+	// ("reauthorize", "rotate_client_secret", ...), when there is one.
+	Category    string `json:"category,omitempty"`
+	Message     string `json:"message"`
+	Remediation string `json:"remediation"`
 }
 
-// Status reports every connection, in configuration order.
+// Status reports every connection, in configuration order. With a
+// SecretLister store, one list call describes every connection's secrets.
 func (b *Broker) Status(ctx context.Context) []ConnectionStatus {
+	listed := b.listSecrets(ctx)
 	out := make([]ConnectionStatus, 0, len(b.order))
 	for _, name := range b.order {
-		out = append(out, b.status(ctx, b.conns[name]))
+		out = append(out, b.statusFrom(ctx, b.conns[name], listed))
 	}
 	return out
 }
@@ -103,40 +120,73 @@ func (b *Broker) mergeShared(cs *ConnectionStatus, st *connState, sh SharedStatu
 		return lastErr
 	}
 	code := CodeProviderFailed
-	if permanentCategory(sh.LastError) {
+	remedy := sharedRemediation(&st.conn, sh.LastError)
+	if remedy != "" {
 		code = CodeRejected
+	} else {
+		remedy = "Retried on the next call or sweep; if it lasts, see that instance's logs (event token.refresh_failed)."
 	}
 	e := &Error{
 		Code:       code,
+		Category:   sh.LastError,
 		Connection: st.conn.Name,
 		Message: fmt.Sprintf("the last refresh, by instance %s at %s, failed (%s); %d failures since the last success",
 			sh.Instance, sh.RecordedOn.UTC().Format(time.RFC3339), sh.LastError, sh.Failures),
-		Remediation: "See that instance's logs (event token.refresh_failed) for the provider's answer and what to do.",
+		Remediation: remedy,
 	}
-	cs.LastError = &StatusError{Code: e.Code, Message: e.Message, Remediation: e.Remediation}
+	cs.LastError = &StatusError{Code: e.Code, Category: e.Category, Message: e.Message, Remediation: e.Remediation}
 	return e
 }
 
-// permanentCategory reports whether a recorded failure category needs
-// someone to act before a refresh can succeed.
-func permanentCategory(c string) bool {
-	switch c {
-	case "invalid_grant", "invalid_client", "unauthorized_client", "invalid_scope", "unsupported_grant_type", string(CodeRejected):
-		return true
+// sharedRemediation says what to do about a failure another instance
+// recorded by category alone (the lock keeps one word, not the provider's
+// answer); "" when the category needs nobody to act.
+func sharedRemediation(c *Connection, category string) string {
+	switch category {
+	case "reauthorize", "user_interaction_required", "account_locked", "invalid_grant":
+		return fmt.Sprintf("Re-authorize connection %q and store the new refresh token in secret %q; the failing instance's logs (event token.refresh_failed) have the provider's reason.", c.Name, c.Secrets.RefreshToken)
+	case "rotate_client_secret", "invalid_client", "unauthorized_client":
+		return fmt.Sprintf("Check the client credentials of connection %q: create a new client secret at the provider and store it in secret %q, with its expiry date.", c.Name, c.Secrets.ClientSecret)
+	case "fix_configuration", "invalid_scope", "unsupported_grant_type", "invalid_request", string(CodeRejected):
+		return fmt.Sprintf("Fix the configuration of connection %q; the failing instance's logs (event token.refresh_failed) say what the provider refused.", c.Name)
 	}
-	return false
+	return ""
 }
 
 func (b *Broker) status(ctx context.Context, st *connState) ConnectionStatus {
-	cs := ConnectionStatus{Name: st.conn.Name, Provider: st.conn.Provider, Grant: st.conn.Grant}
+	return b.statusFrom(ctx, st, nil)
+}
+
+// statusFrom reports one connection, describing its secrets from listed
+// when given, else by reading them.
+func (b *Broker) statusFrom(ctx context.Context, st *connState, listed map[string]SecretInfo) ConnectionStatus {
+	c := &st.conn
+	cs := ConnectionStatus{Name: c.Name, Provider: c.Provider, Grant: c.Grant}
 	if ct := st.cached.Load(); ct != nil {
 		cs.AccessTokenExpiresOn = ct.token.Expiry
 	}
 	// Another instance may have refreshed: the store knows best.
-	if s, err := b.store.Get(ctx, st.conn.Secrets.AccessToken); err == nil && s.ExpiresOn.After(cs.AccessTokenExpiresOn) {
-		cs.AccessTokenExpiresOn = s.ExpiresOn
-	} else if err != nil && !errors.Is(err, ErrSecretNotFound) {
+	var access SecretInfo
+	if listed != nil {
+		access = listed[c.Secrets.AccessToken]
+	} else if s, err := b.store.Get(ctx, c.Secrets.AccessToken); err == nil {
+		access = SecretInfo{ExpiresOn: s.ExpiresOn, UpdatedOn: s.UpdatedOn}
+	} else if !errors.Is(err, ErrSecretNotFound) {
 		cs.LastError = &StatusError{Code: CodeUnavailable, Message: "the secret store could not be read", Remediation: "Check that the store is reachable and this app may read its secrets."}
+	}
+	if access.ExpiresOn.After(cs.AccessTokenExpiresOn) {
+		cs.AccessTokenExpiresOn = access.ExpiresOn
+	}
+	cs.ClientSecretExpiresOn = b.secretInfo(ctx, listed, c.Secrets.ClientSecret).ExpiresOn
+	if c.Grant == GrantRefreshToken {
+		cs.RefreshTokenUpdatedOn = b.secretInfo(ctx, listed, c.Secrets.RefreshToken).UpdatedOn
+		lastUsed := access.UpdatedOn
+		if cs.RefreshTokenUpdatedOn.After(lastUsed) {
+			lastUsed = cs.RefreshTokenUpdatedOn
+		}
+		if c.IdleExpiry > 0 && !lastUsed.IsZero() {
+			cs.RefreshTokenIdleExpiresOn = lastUsed.Add(c.IdleExpiry)
+		}
 	}
 	st.mu.Lock()
 	cs.LastRefresh = st.lastRefresh
@@ -145,7 +195,7 @@ func (b *Broker) status(ctx context.Context, st *connState) ConnectionStatus {
 	lastErr, lastErrAt := st.lastError, st.lastErrorAt
 	st.mu.Unlock()
 	if lastErr != nil {
-		cs.LastError = &StatusError{Code: lastErr.Code, Message: lastErr.Message, Remediation: lastErr.Remediation}
+		cs.LastError = &StatusError{Code: lastErr.Code, Category: lastErr.Category, Message: lastErr.Message, Remediation: lastErr.Remediation}
 		cs.Failures = max(cs.Failures, 1)
 	}
 	if r, ok := b.locker.(StatusReader); ok {
@@ -153,15 +203,34 @@ func (b *Broker) status(ctx context.Context, st *connState) ConnectionStatus {
 			lastErr = b.mergeShared(&cs, st, sh, lastErr, lastErrAt)
 		}
 	}
+	now := b.now()
 	switch {
 	case lastErr != nil && lastErr.Code == CodeRejected:
 		cs.State = StateNeedsReauthorization
-	case lastErr != nil || cs.PersistPending:
+		cs.NextAction = lastErr.Remediation
+	case cs.PersistPending:
 		cs.State = StateFailing
-	case cs.AccessTokenExpiresOn.After(b.now()):
+		cs.NextAction = fmt.Sprintf("Restore the store's reachability: the rotated refresh token of %q is held in memory only, and is lost if this instance stops.", c.Name)
+	case lastErr != nil:
+		cs.State = StateFailing
+		cs.NextAction = "Retried on the next call or sweep. " + lastErr.Remediation
+	case cs.AccessTokenExpiresOn.After(now):
 		cs.State = StateHealthy
+		cs.NextAction = "None: served from cache until " + cs.AccessTokenExpiresOn.Add(-st.need(0, 0)).UTC().Format(time.RFC3339) + ", then refreshed."
 	default:
 		cs.State = StateExpiring
+		cs.NextAction = "None: refreshed by the next call or sweep."
+	}
+	// A coming deadline outranks "none".
+	if cs.State == StateHealthy || cs.State == StateExpiring {
+		switch {
+		case !cs.ClientSecretExpiresOn.IsZero() && cs.ClientSecretExpiresOn.Sub(now) < 30*24*time.Hour:
+			cs.NextAction = fmt.Sprintf("Rotate the client secret before %s: create a new one at the provider and store it in %q with its expiry date.",
+				cs.ClientSecretExpiresOn.UTC().Format(time.DateOnly), c.Secrets.ClientSecret)
+		case !cs.RefreshTokenIdleExpiresOn.IsZero() && !c.KeepWarm:
+			cs.NextAction = fmt.Sprintf("None: the sweep redeems the refresh token before %s, when %s would drop it unused.",
+				cs.RefreshTokenIdleExpiresOn.UTC().Format(time.DateOnly), c.Provider)
+		}
 	}
 	return cs
 }

@@ -84,7 +84,7 @@ var (
 	connectionFields = []string{
 		"name", "provider", "grant", "tokenUrl", "tenant", "clientAuth", "scopes", "params",
 		"clientId", "secrets", "rotating", "reuseGrace", "refreshBefore", "defaultLifetime",
-		"idleExpiry", "allowedCallers", commentField,
+		"idleExpiry", "keepWarm", "allowedCallers", commentField,
 	}
 	secretFields = []string{"clientId", "clientSecret", "refreshToken", "accessToken"}
 )
@@ -382,6 +382,11 @@ func (c *connParser) resolve(preset Preset, presetKnown bool) {
 		}
 	} else if refreshGrant {
 		conn.IdleExpiry = preset.IdleExpiry
+	}
+
+	conn.KeepWarm = true
+	if w, ok := c.boolean("keepWarm"); ok {
+		conn.KeepWarm = w
 	}
 
 	conn.AllowedCallers = c.allowedCallers()

@@ -57,7 +57,7 @@ func TestExampleFile(t *testing.T) {
 			TokenURL: "https://identity.xero.com/connect/token", AuthStyle: broker.AuthBasic,
 			Secrets:  broker.DefaultSecretNames("xero"),
 			Rotating: true, ReuseGrace: 30 * time.Minute,
-			RefreshBefore: 5 * time.Minute, DefaultLifetime: 30 * time.Minute, IdleExpiry: 60 * day,
+			RefreshBefore: 5 * time.Minute, DefaultLifetime: 30 * time.Minute, IdleExpiry: 60 * day, KeepWarm: true,
 			AllowedCallers: []string{"11111111-2222-3333-4444-555555555555"},
 		},
 		{
@@ -68,7 +68,7 @@ func TestExampleFile(t *testing.T) {
 			ClientID:  "00000000-0000-0000-0000-000000000001",
 			Secrets:   broker.DefaultSecretNames("graph"),
 			Rotating:  true, ReuseGrace: 24 * time.Hour,
-			RefreshBefore: 5 * time.Minute, DefaultLifetime: time.Hour, IdleExpiry: 90 * day,
+			RefreshBefore: 5 * time.Minute, DefaultLifetime: time.Hour, IdleExpiry: 90 * day, KeepWarm: true,
 		},
 		{
 			Name: "salesforce", Provider: "salesforce", Grant: broker.GrantRefreshToken,
@@ -76,7 +76,7 @@ func TestExampleFile(t *testing.T) {
 			AuthStyle:     broker.AuthBody,
 			Secrets:       broker.DefaultSecretNames("salesforce"),
 			Rotating:      true,
-			RefreshBefore: 5 * time.Minute, DefaultLifetime: 30 * time.Minute, IdleExpiry: 30 * day,
+			RefreshBefore: 5 * time.Minute, DefaultLifetime: 30 * time.Minute, IdleExpiry: 30 * day, KeepWarm: true,
 		},
 		{
 			Name: "ilevel", Provider: "generic", Grant: broker.GrantClientCredentials,
@@ -114,7 +114,7 @@ func TestEveryPresetResolves(t *testing.T) {
 				Name: "c", Provider: p.Name, Grant: p.Grant, TokenURL: wantURL, AuthStyle: p.AuthStyle,
 				Scopes: p.Scopes, Secrets: broker.DefaultSecretNames("c"),
 				Rotating: p.Rotating, ReuseGrace: p.ReuseGrace, RefreshBefore: p.RefreshBefore,
-				DefaultLifetime: p.DefaultLifetime, IdleExpiry: p.IdleExpiry,
+				DefaultLifetime: p.DefaultLifetime, IdleExpiry: p.IdleExpiry, KeepWarm: true,
 			}
 			if want.AuthStyle == "" {
 				want.AuthStyle = broker.AuthBasic
@@ -139,7 +139,7 @@ func TestResolution(t *testing.T) {
 				Name: "g", Provider: "generic", Grant: broker.GrantRefreshToken,
 				TokenURL: "https://id.example.com/token", AuthStyle: broker.AuthBody,
 				Secrets:       broker.DefaultSecretNames("g"),
-				RefreshBefore: 5 * time.Minute, DefaultLifetime: time.Hour,
+				RefreshBefore: 5 * time.Minute, DefaultLifetime: time.Hour, KeepWarm: true,
 			}
 			if !reflect.DeepEqual(c, want) {
 				t.Errorf("got %#v, want %#v", c, want)

@@ -19,6 +19,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/diagnose"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/oauth"
 )
 
@@ -252,8 +253,13 @@ func checkProviderError(t *testing.T, status int, err error) []string {
 	}
 	permanentCodes := map[string]bool{"invalid_request": true, "invalid_client": true, "invalid_grant": true,
 		"unauthorized_client": true, "unsupported_grant_type": true, "invalid_scope": true}
-	if pe.Permanent && (!permanentCodes[pe.Code] || !(status/100 == 2 || status == 400 || status == 401 || status == 403)) {
-		t.Errorf("HTTP %d %q reported permanent", status, pe.Code)
+	rfcPermanent := permanentCodes[pe.Code] && (status/100 == 2 || status == 400 || status == 401 || status == 403)
+	diagnosedPermanent := status/100 == 4 && status != 408 && status != 429 && diagnose.Category(pe.Category).Permanent()
+	if pe.Permanent && !rfcPermanent && !diagnosedPermanent {
+		t.Errorf("HTTP %d %q (category %q) reported permanent", status, pe.Code, pe.Category)
+	}
+	if pe.Category == "" || pe.Remediation == "" {
+		t.Errorf("failure without a diagnosis: category %q, remediation %q", pe.Category, pe.Remediation)
 	}
 	if pe.RetryAfter < 0 {
 		t.Errorf("RetryAfter %v", pe.RetryAfter)
@@ -261,7 +267,7 @@ func checkProviderError(t *testing.T, status int, err error) []string {
 	if rt := pe.IssuedRefreshToken.Reveal(); rt == fuzzRefreshToken || rt == fuzzClientSecret {
 		t.Error("IssuedRefreshToken is a secret that was sent, not one the provider issued")
 	}
-	return []string{err.Error(), pe.Description, pe.Code}
+	return []string{err.Error(), pe.Description, pe.Code, pe.Remediation, pe.AADSTS}
 }
 
 // bodyTokens returns the marked tokens a response body carries, JSON or

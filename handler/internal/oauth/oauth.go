@@ -16,8 +16,12 @@
 // Every failure is a *broker.ProviderError. It is Permanent when the provider
 // answered 400, 401 or 403 (or 200, as some do) with one of the RFC 6749
 // §5.2 codes invalid_request, invalid_client, invalid_grant,
-// unauthorized_client, unsupported_grant_type or invalid_scope, and when the
-// connection itself is unusable (ErrInvalidConnection). 429, 408, 5xx, the
+// unauthorized_client, unsupported_grant_type or invalid_scope; when it
+// answered another 4xx (but 408 and 429) with a failure package diagnose
+// recognises as needing a person (an AADSTS code such as 700082, OIDC's
+// interaction_required, access_denied, a HubSpot status); and when the
+// connection itself is unusable (ErrInvalidConnection). Every failure
+// carries diagnose's Category and Remediation. 429, 408, 5xx, the
 // codes temporarily_unavailable and server_error, network failures, timeouts
 // and malformed success bodies (ErrMalformedResponse, ErrResponseTooLarge)
 // are transient. Anything else (a redirect, a 404, a 400 with another code)
@@ -286,7 +290,9 @@ func (c *Client) attempt(ctx context.Context, cfg *clientcredentials.Config, con
 	defer cancel()
 	ot, err := cfg.Token(context.WithValue(actx, oauth2.HTTPClient, hc))
 	if err != nil {
-		return nil, c.classify(ctx, err, ex, secrets)
+		f := c.classify(ctx, err, ex, secrets)
+		diagnoseFailure(conn, f, ex, err)
+		return nil, f
 	}
 	issued := c.now()
 	life, lerr := lifetime(ot.Extra("expires_in"), conn.DefaultLifetime)
@@ -305,7 +311,9 @@ func (c *Client) attempt(ctx context.Context, cfg *clientcredentials.Config, con
 		if ot.RefreshToken != cred.RefreshToken.Reveal() {
 			pe.IssuedRefreshToken = broker.Secret(ot.RefreshToken)
 		}
-		return nil, &failure{retryable: true, err: pe}
+		f := &failure{retryable: true, err: pe}
+		diagnoseFailure(conn, f, ex, pe.Err)
+		return nil, f
 	}
 	tok := &broker.Token{
 		AccessToken: broker.Secret(ot.AccessToken),
