@@ -3,6 +3,7 @@
 //
 //	handler                      serve (Functions host or standalone)
 //	handler secret set NAME      store a secret (value on stdin) in the local store
+//	handler status [CONNECTION]  each connection's health, from the store and the lock
 //	handler version
 //
 // main only wires: settings -> backends -> broker -> server.
@@ -33,6 +34,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	switch args[0] {
 	case "secret":
 		return secretCommand(ctx, args[1:], getenv, stdin, stdout, stderr)
+	case "status":
+		return statusCommand(ctx, args[1:], getenv, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "tokenrefresher handler", version)
 		return 0
@@ -47,6 +50,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 const usage = `Usage:
   handler                                serve tokens (Functions host or standalone)
   handler secret set NAME [-expires T]   store a secret in the local store; the value is read from stdin
+  handler status [-json] [CONNECTION]    each connection's health and next action; exit 1 if any needs attention
   handler version                        print the version
 
 Settings are environment variables; see the README.

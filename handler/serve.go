@@ -37,25 +37,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		fmt.Fprintf(stderr, "handler: bad connections:\n%v\n", err)
 		return 2
 	}
-	store, locker, err := backends(settings, getenv, log)
-	if err != nil {
-		fmt.Fprintf(stderr, "handler: %v\n", err)
-		return 2
-	}
-	b, err := broker.New(broker.Options{
-		Store:       store,
-		Locker:      locker,
-		Connections: conns,
-		LockWait:    settings.LockWait,
-		Instance:    instanceName(getenv),
-		Logger:      log,
-		Grant: oauth.New(oauth.Options{
-			Timeout:          settings.ProviderTimeout,
-			AttemptTimeout:   settings.ProviderAttemptTimeout,
-			MaxResponseBytes: settings.ProviderMaxResponseBytes,
-			Logger:           log,
-		}),
-	})
+	b, err := newBroker(settings, conns, getenv, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "handler: %v\n", err)
 		return 2
@@ -102,6 +84,28 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 	}
 	log.Info("stopped", "event", "handler.stop")
 	return 0
+}
+
+// newBroker wires the backends the settings choose to a broker.
+func newBroker(settings config.Settings, conns []broker.Connection, getenv func(string) string, log *slog.Logger) (*broker.Broker, error) {
+	store, locker, err := backends(settings, getenv, log)
+	if err != nil {
+		return nil, err
+	}
+	return broker.New(broker.Options{
+		Store:       store,
+		Locker:      locker,
+		Connections: conns,
+		LockWait:    settings.LockWait,
+		Instance:    instanceName(getenv),
+		Logger:      log,
+		Grant: oauth.New(oauth.Options{
+			Timeout:          settings.ProviderTimeout,
+			AttemptTimeout:   settings.ProviderAttemptTimeout,
+			MaxResponseBytes: settings.ProviderMaxResponseBytes,
+			Logger:           log,
+		}),
+	})
 }
 
 // backends chooses the store and the lock, each independently (DESIGN.md):

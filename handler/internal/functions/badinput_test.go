@@ -79,7 +79,7 @@ func TestBadTimerEnvelopes(t *testing.T) {
 		{"an array", `[]`, 400, "not valid JSON"},
 		{"Data null", `{"Data": null}`, 400, "no Data.timer"},
 		{"Data an array", `{"Data": [1]}`, 400, "not valid JSON"},
-		{"ScheduleStatus not a time", `{"Data": {"timer": {"ScheduleStatus": {"Last": "yesterday"}}}}`, 400, "Data.timer"},
+		{"IsPastDue not a boolean", `{"Data": {"timer": {"IsPastDue": "yes"}}}`, 400, "Data.timer"},
 		{"trailing data", `{"Data": {"timer": {}}} x`, 400, "not valid JSON"},
 		{"truncated", `{"Data": {"timer": {"IsPastDue": true}`, 400, "not valid JSON"},
 		{"byte order mark", "\uFEFF" + `{"Data": {"timer": {}}}`, 400, "not valid JSON"},
@@ -102,5 +102,24 @@ func TestBadTimerEnvelopes(t *testing.T) {
 				t.Errorf("%d sweeps after a bad envelope", b.sweeps)
 			}
 		})
+	}
+}
+
+// TestTimerScheduleStatusIsNotJudged: the host's ScheduleStatus dates may
+// come without a zone (or be anything); the sweep runs regardless.
+func TestTimerScheduleStatusIsNotJudged(t *testing.T) {
+	for _, status := range []string{
+		`{"Last":"2026-11-23T03:00:00","Next":"2026-11-23T03:05:00","LastUpdated":"2026-11-23T03:00:00"}`,
+		`{"Last":"yesterday"}`,
+		`null`,
+	} {
+		b, h := newFuzzServer(false)
+		rec := serve(h, http.MethodPost, "/refresh", []byte(`{"Data":{"timer":{"ScheduleStatus":`+status+`,"IsPastDue":false}},"Metadata":{}}`), nil)
+		b.mu.Lock()
+		sweeps := b.sweeps
+		b.mu.Unlock()
+		if rec.Code != http.StatusOK || sweeps != 1 {
+			t.Errorf("ScheduleStatus %s: status %d, %d sweeps; want 200 and 1", status, rec.Code, sweeps)
+		}
 	}
 }

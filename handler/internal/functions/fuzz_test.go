@@ -93,6 +93,10 @@ func (b *fakeBroker) Sweep(context.Context, time.Duration) []broker.SweepResult 
 	}
 }
 
+func (b *fakeBroker) ForceRefresh(_ context.Context, name string) (broker.ConnectionStatus, error) {
+	return broker.ConnectionStatus{Name: name, State: broker.StateHealthy}, nil
+}
+
 var _ functions.Broker = (*fakeBroker)(nil)
 
 const fuzzMaxBody = 1024

@@ -26,6 +26,7 @@ type Broker interface {
 	Status(ctx context.Context) []broker.ConnectionStatus
 	ConnectionStatus(ctx context.Context, name string) (broker.ConnectionStatus, bool)
 	Sweep(ctx context.Context, horizon time.Duration) []broker.SweepResult
+	ForceRefresh(ctx context.Context, name string) (broker.ConnectionStatus, error)
 }
 
 // Options configure the server.
@@ -91,6 +92,7 @@ func addRoutes(mux *http.ServeMux, b Broker, o Options) {
 	mux.Handle("/api/token/{connection}", methods(handleToken(b, o), http.MethodGet, http.MethodPost))
 	mux.Handle("/api/connections", methods(handleConnections(b), http.MethodGet))
 	mux.Handle("/api/connections/{connection}", methods(handleConnection(b), http.MethodGet))
+	mux.Handle("/api/connections/{connection}/refresh", methods(handleForceRefresh(b), http.MethodPost))
 	mux.Handle("/refresh", methods(handleTimer(b, o), http.MethodPost))
 	mux.Handle("/", handleNotFound())
 }

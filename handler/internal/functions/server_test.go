@@ -54,7 +54,7 @@ func newWorld(t *testing.T, authEnabled bool) *world {
 	mk := func(name string, grant broker.GrantType, allowed ...string) broker.Connection {
 		c := broker.Connection{Name: name, Provider: "test", Grant: grant, TokenURL: psrv.URL + "/token", AuthStyle: broker.AuthBasic,
 			ClientID: clientID, Secrets: broker.DefaultSecretNames(name), Rotating: grant == broker.GrantRefreshToken,
-			RefreshBefore: 5 * time.Minute, DefaultLifetime: time.Hour, AllowedCallers: allowed}
+			RefreshBefore: 5 * time.Minute, DefaultLifetime: time.Hour, AllowedCallers: allowed, KeepWarm: true}
 		w.conns[name] = c
 		return c
 	}
@@ -348,5 +348,42 @@ func TestReadiness(t *testing.T) {
 	w := newWorld(t, false)
 	if r := w.do("GET", "/", "", nil); r.status != 200 {
 		t.Fatalf("GET / = %d", r.status)
+	}
+}
+
+// TestForceRefreshRoute: POST /api/connections/{c}/refresh refreshes and
+// answers the status; a second one within the minute is a 429 with
+// Retry-After; other methods and unknown connections get JSON errors.
+func TestForceRefreshRoute(t *testing.T) {
+	w := newWorld(t, false)
+	first := w.do(http.MethodGet, "/api/token/xero", "", nil)
+	if first.status != http.StatusOK {
+		t.Fatalf("token: %d %s", first.status, first.raw)
+	}
+	r := w.do(http.MethodPost, "/api/connections/xero/refresh", "", nil)
+	if r.status != http.StatusOK || r.body["state"] != "healthy" || r.body["name"] != "xero" {
+		t.Fatalf("force refresh: %d %s", r.status, r.raw)
+	}
+	if n := w.provider.Stats().TokenRequests; n != 2 {
+		t.Fatalf("%d token requests, want 2 (the forced one refreshed a valid token)", n)
+	}
+	if strings.Contains(r.raw, first.body["access_token"].(string)) {
+		t.Fatal("the status answer contains a token")
+	}
+	again := w.do(http.MethodPost, "/api/connections/xero/refresh", "", nil)
+	if again.status != http.StatusTooManyRequests || again.header.Get("Retry-After") == "" || again.body["error"] != "too_many_requests" {
+		t.Fatalf("second force refresh: %d %v %s", again.status, again.header, again.raw)
+	}
+	tests := []struct {
+		method, path string
+		want         int
+	}{
+		{http.MethodGet, "/api/connections/xero/refresh", http.StatusMethodNotAllowed},
+		{http.MethodPost, "/api/connections/nope/refresh", http.StatusNotFound},
+	}
+	for _, tt := range tests {
+		if r := w.do(tt.method, tt.path, "", nil); r.status != tt.want {
+			t.Errorf("%s %s: %d %s, want %d", tt.method, tt.path, r.status, r.raw, tt.want)
+		}
 	}
 }

@@ -35,3 +35,29 @@ func handleConnection(b Broker) http.Handler {
 		encode(w, http.StatusOK, st)
 	})
 }
+
+// handleForceRefresh is the operators' force-refresh: after storing a new
+// refresh token or client secret, refresh now instead of waiting out a
+// failure's cool-down. Its function (functions/force-refresh) takes the
+// admin (master) key, not a function key: a pipeline has no business here.
+func handleForceRefresh(b Broker) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("connection")
+		if _, ok := b.Connection(name); !ok {
+			encodeError(w, &broker.Error{
+				Code:        broker.CodeNotFound,
+				Connection:  truncate(name, 63),
+				Message:     "no connection is named " + truncate(name, 63),
+				Remediation: "GET /api/connections lists the configured connections.",
+			})
+			return
+		}
+		st, err := b.ForceRefresh(r.Context(), name)
+		if err != nil {
+			encodeError(w, err)
+			return
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		encode(w, http.StatusOK, st)
+	})
+}

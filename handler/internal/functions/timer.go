@@ -22,11 +22,11 @@ type invocationRequest struct {
 // timerInfo is the host's TimerInfo. ScheduleStatus is null when schedule
 // monitoring is off.
 type timerInfo struct {
-	IsPastDue      bool `json:"IsPastDue"`
-	ScheduleStatus *struct {
-		Last time.Time `json:"Last"`
-		Next time.Time `json:"Next"`
-	} `json:"ScheduleStatus"`
+	IsPastDue bool `json:"IsPastDue"`
+	// ScheduleStatus (Last, Next, LastUpdated) is not used; its dates may
+	// come without a zone, which time.Time would refuse, so it is left
+	// undecoded rather than fail the sweep over it.
+	ScheduleStatus json.RawMessage `json:"ScheduleStatus"`
 }
 
 // invocationResponse is what the host expects back. Any non-2xx answer
@@ -55,17 +55,22 @@ func handleTimer(b Broker, o Options) http.Handler {
 		start := time.Now()
 		results := b.Sweep(r.Context(), o.SweepHorizon)
 		failed := 0
+		warnings := 0
 		for _, res := range results {
 			line := sweepLine(res)
 			logs = append(logs, line)
 			if res.Action == broker.SweepFailed {
 				failed++
-				o.Logger.Error(line, "event", "sweep.failed", "connection", res.Connection, "code", string(res.Err.Code))
+				o.Logger.Error(line, "event", "sweep.failed", "connection", res.Connection, "code", string(res.Err.Code), "category", res.Err.Category)
 			} else {
 				o.Logger.Info(line, "event", "sweep."+string(res.Action), "connection", res.Connection)
 			}
+			for _, w := range res.Warnings {
+				logs = append(logs, res.Connection+": warning: "+w)
+				warnings++
+			}
 		}
-		logs = append(logs, fmt.Sprintf("sweep done: %d connections, %d failed, %s", len(results), failed, time.Since(start).Round(time.Millisecond)))
+		logs = append(logs, fmt.Sprintf("sweep done: %d connections, %d failed, %d warnings, %s", len(results), failed, warnings, time.Since(start).Round(time.Millisecond)))
 		encode(w, http.StatusOK, invocationResponse{Outputs: map[string]any{}, Logs: logs})
 	})
 }
@@ -75,9 +80,16 @@ func sweepLine(r broker.SweepResult) string {
 	case broker.SweepFailed:
 		return fmt.Sprintf("%s: refresh failed: %s %s", r.Connection, r.Err.Message, r.Err.Remediation)
 	case broker.SweepRefreshed:
-		return fmt.Sprintf("%s: refreshed; valid until %s", r.Connection, r.ExpiresOn.UTC().Format(time.RFC3339))
-	default:
+		return fmt.Sprintf("%s: refreshed (%s); valid until %s", r.Connection, r.Reason, r.ExpiresOn.UTC().Format(time.RFC3339))
+	case broker.SweepKeptAlive:
+		return fmt.Sprintf("%s: refresh token kept alive (%s); valid until %s", r.Connection, r.Reason, r.ExpiresOn.UTC().Format(time.RFC3339))
+	case broker.SweepFresh:
+		if r.ExpiresOn.IsZero() {
+			return fmt.Sprintf("%s: nothing to do; no access token is stored, callers will fetch one", r.Connection)
+		}
 		return fmt.Sprintf("%s: fresh; valid until %s", r.Connection, r.ExpiresOn.UTC().Format(time.RFC3339))
+	default:
+		return fmt.Sprintf("%s: %s", r.Connection, r.Action)
 	}
 }
 

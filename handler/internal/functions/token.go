@@ -229,6 +229,8 @@ func statusOf(code broker.ErrorCode) int {
 		return http.StatusBadGateway
 	case broker.CodeUnavailable:
 		return http.StatusServiceUnavailable
+	case broker.CodeTooManyRequests:
+		return http.StatusTooManyRequests
 	case codeTooLarge:
 		return http.StatusRequestEntityTooLarge
 	default:
@@ -244,7 +246,7 @@ func encodeError(w http.ResponseWriter, err error) {
 		e = &broker.Error{Code: broker.CodeInternal, Message: "unexpected failure", Remediation: "Check the function app's logs."}
 	}
 	status := statusOf(e.Code)
-	if e.RetryAfter > 0 && (status == http.StatusServiceUnavailable || status == http.StatusBadGateway) {
+	if e.RetryAfter > 0 && (status == http.StatusServiceUnavailable || status == http.StatusBadGateway || status == http.StatusTooManyRequests) {
 		w.Header().Set("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))
 	}
 	w.Header().Set("Cache-Control", "no-store")

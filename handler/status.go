@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"text/tabwriter"
+	"time"
+
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/config"
+)
+
+// statusCommand is `handler status [-json] [CONNECTION]`: the status the
+// HTTP surface reports, read straight from the store and the lock (with
+// the same settings as the app), so an operator can check a deployment
+// from a workstation without a function key. It never refreshes and never
+// prints a secret. The exit code is 0 when every connection is healthy or
+// merely expiring, 1 when any is failing or needs reauthorization, and 2
+// for bad settings.
+func statusCommand(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	asJSON := fs.Bool("json", false, "print JSON, as GET /api/connections does")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 1 {
+		fmt.Fprintln(stderr, "usage: handler status [-json] [CONNECTION]")
+		return 2
+	}
+	settings, err := config.LoadSettings(getenv)
+	if err != nil {
+		fmt.Fprintf(stderr, "handler status: bad settings:\n%v\n", err)
+		return 2
+	}
+	conns, err := settings.ReadConnections()
+	if err != nil {
+		fmt.Fprintf(stderr, "handler status: bad connections:\n%v\n", err)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	b, err := newBroker(settings, conns, getenv, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "handler status: %v\n", err)
+		return 2
+	}
+	defer b.Close()
+
+	var sts []broker.ConnectionStatus
+	if fs.NArg() == 1 {
+		st, ok := b.ConnectionStatus(ctx, fs.Arg(0))
+		if !ok {
+			fmt.Fprintf(stderr, "handler status: no connection is named %q\n", fs.Arg(0))
+			return 2
+		}
+		sts = []broker.ConnectionStatus{st}
+	} else {
+		sts = b.Status(ctx)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(map[string]any{"connections": sts}); err != nil {
+			return 1
+		}
+	} else {
+		printStatus(stdout, sts, time.Now())
+	}
+	for _, st := range sts {
+		if st.State == broker.StateFailing || st.State == broker.StateNeedsReauthorization {
+			return 1
+		}
+	}
+	return 0
+}
+
+func printStatus(w io.Writer, sts []broker.ConnectionStatus, now time.Time) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CONNECTION\tSTATE\tTOKEN EXPIRES\tLAST REFRESH\tREFRESH TOKEN IDLE EXPIRY\tCLIENT SECRET EXPIRES")
+	for _, st := range sts {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", st.Name, st.State, when(st.AccessTokenExpiresOn, now),
+			when(st.LastRefresh, now), when(st.RefreshTokenIdleExpiresOn, now), when(st.ClientSecretExpiresOn, now))
+	}
+	tw.Flush()
+	for _, st := range sts {
+		fmt.Fprintf(w, "\n%s: %s\n", st.Name, st.NextAction)
+		if st.LastError != nil {
+			fmt.Fprintf(w, "  last error (%s): %s\n", st.LastError.Code, st.LastError.Message)
+		}
+	}
+}
+
+// when renders t with how far it is from now, "-" when zero.
+func when(t, now time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	d := t.Sub(now).Round(time.Minute)
+	if d == 0 {
+		return t.UTC().Format("2006-01-02 15:04Z") + " (now)"
+	}
+	rel := "in " + d.String()
+	if d < 0 {
+		rel = (-d).String() + " ago"
+	}
+	if d.Abs() >= 48*time.Hour {
+		days := int(d.Abs() / (24 * time.Hour))
+		rel = fmt.Sprintf("in %d days", days)
+		if d < 0 {
+			rel = fmt.Sprintf("%d days ago", days)
+		}
+	}
+	return t.UTC().Format("2006-01-02 15:04Z") + " (" + rel + ")"
+}
