@@ -653,7 +653,7 @@ func TestFunctionsMode(t *testing.T) {
 	if calls := provider.Stats().TokenRequests; calls != 1 {
 		t.Errorf("the first timer made %d token-endpoint calls, want 1 (nothing in the store yet)", calls)
 	}
-	if !containsLine(inv.Logs, conn+": refreshed; valid until") {
+	if !containsLine(inv.Logs, conn+": refreshed (no access token was stored); valid until") {
 		t.Errorf("timer logs %q, want %q: refreshed", inv.Logs, conn)
 	}
 

@@ -132,7 +132,7 @@ func (b *Broker) sweepOne(ctx context.Context, st *connState, horizon time.Durat
 		refreshed := st.refreshes > before
 		st.mu.Unlock()
 		if refreshed {
-			r.Action, r.Reason = SweepRefreshed, "the access token was about to expire"
+			r.Action, r.Reason = SweepRefreshed, refreshReason(access, b.now())
 			return r
 		}
 	}
@@ -215,4 +215,15 @@ func (b *Broker) freshInListing(st *connState, info SecretInfo, horizon time.Dur
 	}
 	w := want{minValidity: min(horizon, MaxMinValidity), upToHalfLife: true}
 	return ct.validFor(b.now(), st.need(w.of(ct.lifetime), ct.lifetime))
+}
+
+// refreshReason says why the sweep refreshed a warm connection.
+func refreshReason(access SecretInfo, now time.Time) string {
+	switch {
+	case access.ExpiresOn.IsZero():
+		return "no access token was stored"
+	case !access.ExpiresOn.After(now):
+		return "the access token had expired"
+	}
+	return "the access token was about to expire"
 }
