@@ -115,6 +115,9 @@ var (
 	secretNamePattern = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9-]{0,126}$`)
 	guidPattern       = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 	domainPattern     = regexp.MustCompile(`^(?i)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$`)
+	// hostPartPattern is one DNS label or more: an account id, an instance
+	// name, a subdomain, a whole host.
+	hostPartPattern = regexp.MustCompile(`^(?i)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
 )
 
 // ParseConnections reads a connections file:
@@ -393,15 +396,23 @@ func (c *connParser) resolve(preset Preset, presetKnown bool) {
 }
 
 func (c *connParser) resolveTokenURL(preset Preset, presetKnown bool) {
-	tenant, tenantGiven := c.str("tenant", "a directory (tenant)")
-	_, tenantPresent := c.fields["tenant"]
-	tenantOK := tenantGiven && isTenant(tenant)
-	if tenantGiven && !tenantOK {
-		c.problem("tenant", "found %q; must be a directory (tenant) id (a GUID), a domain such as contoso.onmicrosoft.com, or one of organizations, common, consumers", tenant)
-	}
-
+	// What a tenant may be depends on where the token URL puts it, so the
+	// URL is looked at first; its own problems are reported further down.
 	_, urlPresent := c.fields["tokenUrl"]
 	template := preset.TokenURL
+	if raw, ok := c.fields["tokenUrl"]; ok && isString(raw) {
+		_ = json.Unmarshal(raw, &template)
+	}
+	hint := tenantHint(preset, template)
+
+	tenant, tenantGiven := c.str("tenant", hint)
+	_, tenantPresent := c.fields["tenant"]
+	tenantOK := tenantGiven && isTenant(tenant, template)
+	if tenantGiven && !tenantOK {
+		c.problem("tenant", "found %q; must be %s", tenant, hint)
+	}
+
+	template = preset.TokenURL
 	if u, ok := c.str("tokenUrl", "an https URL"); ok {
 		template = u
 	} else if urlPresent {
@@ -424,7 +435,7 @@ func (c *connParser) resolveTokenURL(preset Preset, presetKnown bool) {
 		return
 	case strings.Contains(template, tenantPlaceholder):
 		if !tenantPresent {
-			c.problem("tenant", "missing; the token URL %s needs the directory (tenant): its id (a GUID), a domain such as contoso.onmicrosoft.com, or organizations, common or consumers", template)
+			c.problem("tenant", "missing; the token URL %s needs \"tenant\": %s", template, hint)
 			return
 		}
 		if !tenantOK {
@@ -498,8 +509,47 @@ func isLoopbackHost(host string) bool {
 	return err == nil && addr.Zone() == "" && addr.IsLoopback() // oauth.CheckTokenURL refuses zoned addresses
 }
 
-// isTenant accepts what Entra accepts in place of {tenant}.
-func isTenant(s string) bool {
+// Descriptions of a tenant, for messages: where the token URL puts
+// {tenant} decides which applies, unless the preset says better.
+const (
+	entraTenantHint = "the directory (tenant): its id (a GUID), a domain such as contoso.onmicrosoft.com, or one of organizations, common, consumers"
+	hostTenantHint  = "the part of the host name the token URL leaves to the connection: letters, digits and hyphens, in dot-separated labels (such as mycompany)"
+)
+
+// tenantHint says what a tenant must be for template: the preset's own
+// description when the template is the preset's.
+func tenantHint(preset Preset, template string) string {
+	switch {
+	case preset.TenantHint != "" && template == preset.TokenURL:
+		return preset.TenantHint
+	case tenantInHost(template):
+		return hostTenantHint
+	}
+	return entraTenantHint
+}
+
+// tenantInHost reports whether template puts {tenant} in its authority
+// (the host) rather than in its path.
+func tenantInHost(template string) bool {
+	i := strings.Index(template, "//")
+	if i < 0 {
+		return false
+	}
+	authority := template[i+2:]
+	if j := strings.IndexAny(authority, "/?#"); j >= 0 {
+		authority = authority[:j]
+	}
+	return strings.Contains(authority, tenantPlaceholder)
+}
+
+// isTenant reports whether s may replace {tenant} in template. In a host
+// it must be DNS labels, which keeps the host a host: no '/', '@' or ':'
+// can move the request elsewhere. In a path it must be what Entra accepts
+// there.
+func isTenant(s, template string) bool {
+	if tenantInHost(template) {
+		return len(s) <= 253 && hostPartPattern.MatchString(s)
+	}
 	switch s {
 	case "organizations", "common", "consumers":
 		return true
