@@ -929,12 +929,20 @@ func (p *parser) checkSecretNames(conns []*connParser) {
 			uses = append(uses, u)
 		}
 	}
+	// Secret names are case-insensitive; grouping by the folded name keeps
+	// a file of thousands of connections quick to check.
+	same := make(map[string][]int, len(uses))
+	for i, u := range uses {
+		k := strings.ToLower(u.name)
+		same[k] = append(same[k], i)
+	}
 	for i, u := range uses {
 		if !u.write {
 			continue
 		}
-		for j, other := range uses {
-			if i == j || !strings.EqualFold(u.name, other.name) {
+		for _, j := range same[strings.ToLower(u.name)] {
+			other := uses[j]
+			if i == j {
 				continue
 			}
 			if other.conn == u.conn && other.write && j < i {
