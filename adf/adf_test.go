@@ -1,0 +1,1366 @@
+package adf
+
+// These tests hold the ADF kit to the handler. The kit is JSON that Data
+// Factory reads and the handler never sees, so nothing else would notice
+// when a route, a response field, a status or a secret name changes on one
+// side only. The handler's side is read from its source with go/ast (adf/
+// cannot import handler/internal/...), and from host.json and function.json.
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/printer"
+	"go/token"
+	"net/http"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+	"unicode"
+)
+
+// repoRoot is the module root; go test runs in adf/.
+const repoRoot = ".."
+
+// kitFolders are the folders of a factory's Git repository the kit uses,
+// named as Data Factory names them, so they can be copied in as they are.
+var kitFolders = []string{"pipeline", "dataset", "linkedService"}
+
+// ---------------------------------------------------------------------------
+// The kit's files.
+
+func TestKitFiles(t *testing.T) {
+	t.Parallel()
+	kit := loadKit(t)
+	if len(kit.pipelines) == 0 {
+		t.Fatal("the kit has no pipeline")
+	}
+	// JSON anywhere else would not be found by a factory's Git integration.
+	err := filepath.WalkDir(".", func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || filepath.Ext(path) != ".json" {
+			return err
+		}
+		if !slices.Contains(kitFolders, filepath.Dir(path)) {
+			t.Errorf("%s: Data Factory reads only %s/*.json from a factory's repository", path, strings.Join(kitFolders, "/*.json, "))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range kit.files {
+		if want := strings.TrimSuffix(filepath.Base(f.path), ".json"); f.Name != want {
+			t.Errorf("%s: name %q, want %q: Data Factory keeps each resource in <name>.json", f.path, f.Name, want)
+		}
+	}
+}
+
+func TestPipelineShape(t *testing.T) {
+	t.Parallel()
+	kit := loadKit(t)
+	for _, p := range kit.pipelines {
+		t.Run(p.Name, func(t *testing.T) {
+			if len(p.Activities) == 0 {
+				t.Fatalf("%s: properties.activities is empty", p.path)
+			}
+			byName := map[string]*activity{}
+			for _, a := range p.Activities {
+				if a.Name == "" || a.Type == "" {
+					t.Errorf("%s: an activity lacks name or type", p.path)
+				}
+				if byName[a.Name] != nil {
+					t.Errorf("%s: two activities are named %q", p.path, a.Name)
+				}
+				byName[a.Name] = a
+				if a.Policy == nil {
+					t.Errorf("%s: activity %q has no policy (timeout, retry, secure input and output)", p.path, a.Name)
+				}
+			}
+			for _, a := range p.Activities {
+				for _, d := range a.DependsOn {
+					if byName[d.Activity] == nil {
+						t.Errorf("%s: %q depends on %q, which does not exist", p.path, a.Name, d.Activity)
+					}
+				}
+				refs := scanExpressions(a.raw)
+				for _, r := range refs.activities {
+					if !p.dependsOn(a.Name, r.name) {
+						t.Errorf("%s: %q reads activity(%q), but does not depend on it: the value would not exist yet", p.path, a.Name, r.name)
+					}
+				}
+				for _, name := range refs.pipelineParams {
+					if _, ok := p.Parameters[name]; !ok {
+						t.Errorf("%s: %q reads pipeline().parameters.%s, which is not declared", p.path, a.Name, name)
+					}
+				}
+			}
+			for name, prm := range p.Parameters {
+				if !slices.Contains([]string{"string", "int", "float", "bool", "array", "object", "securestring"}, strings.ToLower(prm.Type)) {
+					t.Errorf("%s: parameter %s has type %q, which Data Factory does not know", p.path, name, prm.Type)
+				}
+			}
+		})
+	}
+}
+
+// ---------------------------------------------------------------------------
+// The token activity against the handler.
+
+// TestHandlerServesTheHostRoute: with forwarding on, the host passes the
+// original path to the handler, so the route the host exposes (what the
+// kit calls) must be a pattern the handler's mux serves.
+func TestHandlerServesTheHostRoute(t *testing.T) {
+	t.Parallel()
+	h := loadHandler(t)
+	if !slices.Contains(h.muxPatterns, h.tokenRoute()) {
+		t.Errorf("the host exposes %s (host.json routePrefix + functions/token route), but the handler's mux serves %v", h.tokenRoute(), h.muxPatterns)
+	}
+}
+
+func TestTokenActivityCallsTheHandler(t *testing.T) {
+	t.Parallel()
+	kit := loadKit(t)
+	h := loadHandler(t)
+	for _, p := range kit.pipelines {
+		t.Run(p.Name, func(t *testing.T) {
+			a := p.tokenActivity(t, h)
+			web := a.web(t)
+			if !slices.Contains(h.methods, strings.ToLower(web.Method)) {
+				t.Errorf("%s: %q uses method %s; functions/token/function.json allows %v", p.path, a.Name, web.Method, h.methods)
+			}
+			u := parseURL(web.URL.text)
+			if u.scheme != "https" {
+				t.Errorf("%s: %q calls %s; the function app is HTTPS only", p.path, a.Name, web.URL.text)
+			}
+			if err := h.matchTokenPath(u.path); err != nil {
+				t.Errorf("%s: %q: %v", p.path, a.Name, err)
+			}
+			if err := h.checkMinValidity(u.query); err != nil {
+				t.Errorf("%s: %q: %v", p.path, a.Name, err)
+			}
+			if strings.Contains(strings.ToLower(u.query), "code=") {
+				t.Errorf("%s: %q sends the function key in the URL (?code=); send it in the x-functions-key header, URLs are logged", p.path, a.Name)
+			}
+
+			// Authentication: the function key whenever the function asks
+			// for one, and the factory's managed identity when given.
+			key, hasKey := headerValue(web.Headers, "x-functions-key")
+			if h.authLevel != "anonymous" && !hasKey {
+				t.Errorf("%s: %q sends no x-functions-key header, but functions/token/function.json has authLevel %q", p.path, a.Name, h.authLevel)
+			}
+			if hasKey && !key.expression {
+				t.Errorf("%s: %q has a literal x-functions-key; read it from Key Vault at run time", p.path, a.Name)
+			}
+			if web.Authentication != nil {
+				if web.Authentication.Type != "MSI" || web.Authentication.Resource.text == "" {
+					t.Errorf("%s: %q authenticates with %q, resource %q; the kit documents MSI with the app registration's Application ID URI as resource",
+						p.path, a.Name, web.Authentication.Type, web.Authentication.Resource.text)
+				}
+			}
+
+			// The policy: the token stays out of run history, and a retry
+			// is as safe as the first call.
+			pol := a.Policy
+			if pol == nil {
+				t.Fatalf("%s: %q has no policy", p.path, a.Name)
+			}
+			if !pol.SecureOutput {
+				t.Errorf("%s: %q lacks policy.secureOutput: true; its output is the access token, which would be logged to run history", p.path, a.Name)
+			}
+			if !pol.SecureInput {
+				t.Errorf("%s: %q lacks policy.secureInput: true; its input carries the function key", p.path, a.Name)
+			}
+			// 503 and 502 are retryable. ADF ignores Retry-After, so the
+			// interval stands in for it: the handler asks for 5-15 s on a
+			// 503 and at least 30 s on a 502 (broker.go).
+			if pol.Retry < 1 || pol.RetryIntervalInSeconds < 30 {
+				t.Errorf("%s: %q retries %d times every %d s; want at least 1 retry, at least 30 s apart (503 and 502 are retryable; ADF ignores Retry-After)", p.path, a.Name, pol.Retry, pol.RetryIntervalInSeconds)
+			}
+			// The handler keeps every answer, a 503 included, inside ADF's
+			// default 1-minute request timeout; a shorter one would cut it.
+			reqTimeout := time.Minute
+			if web.HTTPRequestTimeout != "" {
+				reqTimeout = parseTimeSpan(t, web.HTTPRequestTimeout)
+			}
+			if reqTimeout < h.callerTimeout || reqTimeout > 10*time.Minute {
+				t.Errorf("%s: %q has httpRequestTimeout %s; want from %s (what the handler's timeouts are sized for) to 10m (ADF's maximum)", p.path, a.Name, reqTimeout, h.callerTimeout)
+			}
+			if pol.Timeout == "" || parseTimeSpan(t, pol.Timeout) < reqTimeout {
+				t.Errorf("%s: %q has policy.timeout %q, shorter than its request timeout %s", p.path, a.Name, pol.Timeout, reqTimeout)
+			}
+		})
+	}
+}
+
+func TestConsumersReadTheTokenSecurely(t *testing.T) {
+	t.Parallel()
+	kit := loadKit(t)
+	h := loadHandler(t)
+	for _, p := range kit.pipelines {
+		t.Run(p.Name, func(t *testing.T) {
+			token := p.tokenActivity(t, h)
+			readsAccessToken := false
+			for _, a := range p.Activities {
+				for _, r := range scanExpressions(a.raw).activities {
+					if r.name != token.Name || !r.output {
+						continue
+					}
+					if !slices.Contains(h.tokenFields, r.field) {
+						t.Errorf("%s: %q reads activity(%q).output.%s; the handler answers with %v (tokenResponse in handler/internal/functions)", p.path, a.Name, token.Name, r.field, h.tokenFields)
+					}
+					if r.field == h.accessTokenField {
+						readsAccessToken = true
+					}
+				}
+			}
+			if !readsAccessToken {
+				t.Errorf("%s: no activity reads activity(%q).output.%s", p.path, token.Name, h.accessTokenField)
+			}
+			// Whatever a secure output holds must not reach run history
+			// through the input of the activity that uses it.
+			for _, a := range p.Activities {
+				for _, r := range scanExpressions(a.raw).activities {
+					src := p.activity(r.name)
+					if src == nil || src.Policy == nil || !src.Policy.SecureOutput || !r.output {
+						continue
+					}
+					if a.Policy == nil || !a.Policy.SecureInput {
+						t.Errorf("%s: %q uses the secure output of %q but lacks policy.secureInput: true, so the value is logged to run history", p.path, a.Name, r.name)
+					}
+				}
+			}
+			// A Key Vault read is a secret in the output.
+			for _, a := range p.Activities {
+				if a.Type != "WebActivity" {
+					continue
+				}
+				web := a.web(t)
+				if web.Authentication != nil && strings.TrimSuffix(web.Authentication.Resource.text, "/") == "https://vault.azure.net" {
+					if a.Policy == nil || !a.Policy.SecureOutput {
+						t.Errorf("%s: %q reads Key Vault but lacks policy.secureOutput: true", p.path, a.Name)
+					}
+				}
+			}
+		})
+	}
+}
+
+// ---------------------------------------------------------------------------
+// No secret in the kit.
+
+// credentialHeader names headers whose values are credentials.
+var credentialHeader = regexp.MustCompile(`(?i)^(authorization|x-functions-key|.*(key|token|secret|password).*)$`)
+
+var (
+	jwtLiteral    = regexp.MustCompile(`^eyJ[A-Za-z0-9_-]{10,}\.`)
+	base64Literal = regexp.MustCompile(`^[A-Za-z0-9+/_-]{32,}={0,2}$`)
+)
+
+// credentialLike reports whether s looks like a credential rather than a
+// name, a URL or prose: a JWT, or a long unbroken run of base64 with digits
+// in it (function keys are 56 characters of it; long identifiers have no
+// digits).
+func credentialLike(s string) bool {
+	return jwtLiteral.MatchString(s) || (base64Literal.MatchString(s) && strings.ContainsAny(s, "0123456789"))
+}
+
+func TestNoSecretInTheKit(t *testing.T) {
+	t.Parallel()
+	kit := loadKit(t)
+	for _, f := range kit.files {
+		for _, problem := range secretProblems(f.doc) {
+			t.Errorf("%s: %s", f.path, problem)
+		}
+	}
+}
+
+// TestSecretProblems shows that secretProblems finds what it is for, so
+// that TestNoSecretInTheKit passing means something.
+func TestSecretProblems(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		json string
+		want int
+	}{
+		{"key from an activity", `{"headers": {"x-functions-key": {"value": "@activity('Get function key').output.value", "type": "Expression"}}}`, 0},
+		{"bearer interpolated", `{"headers": {"Authorization": {"value": "Bearer @{activity('Get token').output.access_token}", "type": "Expression"}}}`, 0},
+		{"header that is not a credential", `{"headers": {"Accept": "application/json"}}`, 0},
+		{"literal function key", `{"headers": {"x-functions-key": "not-an-expression"}}`, 1},
+		{"literal bearer", `{"additionalHeaders": {"Authorization": "Bearer abc"}}`, 1},
+		{"expression type with a literal", `{"authHeaders": {"x-api-key": {"value": "abc", "type": "Expression"}}}`, 1},
+		{"secure string", `{"password": {"type": "SecureString", "value": "x"}}`, 1},
+		{"key in the URL", `{"url": "https://app.azurewebsites.net/api/token/xero?code=abc"}`, 1},
+		{"key-like string", `{"description": "Q2hhbmdlTWVDaGFuZ2VNZUNoYW5nZU1lQ2hhbmdlTWU="}`, 1},
+		{"JWT", `{"value": "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"}`, 1},
+		{"prose", `{"description": "Reads the function key from the factory's Key Vault."}`, 0},
+		{"long identifier", `{"type": "AzureBlobFSWriteSettingsWithAVeryLongName"}`, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var doc any
+			if err := json.Unmarshal([]byte(tt.json), &doc); err != nil {
+				t.Fatal(err)
+			}
+			if got := secretProblems(doc); len(got) != tt.want {
+				t.Errorf("secretProblems(%s) = %q, want %d problem(s)", tt.json, got, tt.want)
+			}
+		})
+	}
+}
+
+func secretProblems(doc any) []string {
+	var problems []string
+	var walk func(v any, at string)
+	walk = func(v any, at string) {
+		switch v := v.(type) {
+		case map[string]any:
+			if typ, _ := v["type"].(string); strings.EqualFold(typ, "SecureString") {
+				problems = append(problems, at+": a SecureString stores the secret in the factory (and its Git repository); reference Key Vault instead")
+				return
+			}
+			for k, sub := range v {
+				if slices.Contains([]string{"headers", "additionalHeaders", "authHeaders", "authHeader"}, k) {
+					if hs, ok := sub.(map[string]any); ok {
+						for name, hv := range hs {
+							if credentialHeader.MatchString(name) && !isExpression(hv) {
+								problems = append(problems, fmt.Sprintf("%s.%s.%s is a literal; a credential must come from an expression (Key Vault, or the token activity's output)", at, k, name))
+							}
+						}
+					}
+				}
+				walk(sub, at+"."+k)
+			}
+		case []any:
+			for i, sub := range v {
+				walk(sub, fmt.Sprintf("%s[%d]", at, i))
+			}
+		case string:
+			if strings.Contains(v, "?code=") || strings.Contains(v, "&code=") {
+				problems = append(problems, at+": a function key in a URL (code=) is logged with the URL; send the x-functions-key header")
+			}
+			if credentialLike(v) {
+				problems = append(problems, at+": looks like a credential (a long base64 run or a JWT)")
+			}
+		}
+	}
+	walk(doc, "$")
+	return problems
+}
+
+// isExpression reports whether Data Factory evaluates v at run time rather
+// than sending it as it is, and whether it does more than spell a constant.
+func isExpression(v any) bool {
+	var val value
+	data, _ := json.Marshal(v)
+	if json.Unmarshal(data, &val) != nil {
+		return false
+	}
+	return val.expression && (strings.Contains(val.text, "activity(") || strings.Contains(val.text, "parameters."))
+}
+
+// ---------------------------------------------------------------------------
+// References between the kit's files.
+
+func TestReferencesResolve(t *testing.T) {
+	t.Parallel()
+	kit := loadKit(t)
+	for _, f := range kit.files {
+		for _, ref := range references(f.doc) {
+			target := kit.find(ref.kind, ref.name)
+			if target == nil {
+				t.Errorf("%s: references %s %q, which is not in the kit (%s/%s.json)", f.path, ref.kind, ref.name, ref.kind, ref.name)
+				continue
+			}
+			for name := range ref.params {
+				if _, ok := target.params[name]; !ok {
+					t.Errorf("%s: passes parameter %q to %s, which does not declare it", f.path, name, target.path)
+				}
+			}
+			for name, prm := range target.params {
+				if _, passed := ref.params[name]; !passed && prm.DefaultValue == nil {
+					t.Errorf("%s: does not pass parameter %q, which %s requires", f.path, name, target.path)
+				}
+			}
+		}
+		// Inside a dataset or linked service, dataset()/linkedService()
+		// name its own parameters.
+		refs := scanExpressions(f.raw)
+		for kind, names := range map[string][]string{"dataset": refs.datasetParams, "linkedService": refs.linkedServiceParams} {
+			for _, name := range names {
+				if f.kind != kind {
+					t.Errorf("%s: reads %s().%s outside a %s", f.path, kind, name, kind)
+				} else if _, ok := f.params[name]; !ok {
+					t.Errorf("%s: reads %s().%s, which is not declared", f.path, kind, name)
+				}
+			}
+		}
+	}
+}
+
+type reference struct {
+	kind, name string
+	params     map[string]any
+}
+
+func references(doc any) []reference {
+	var refs []reference
+	var walk func(v any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			name, _ := v["referenceName"].(string)
+			typ, _ := v["type"].(string)
+			kind := map[string]string{"DatasetReference": "dataset", "LinkedServiceReference": "linkedService"}[typ]
+			if name != "" && kind != "" {
+				params, _ := v["parameters"].(map[string]any)
+				refs = append(refs, reference{kind: kind, name: name, params: params})
+			}
+			for _, sub := range v {
+				walk(sub)
+			}
+		case []any:
+			for _, sub := range v {
+				walk(sub)
+			}
+		}
+	}
+	walk(doc)
+	return refs
+}
+
+// ---------------------------------------------------------------------------
+// The guides against the handler.
+
+func TestREADMEDocumentsEveryAnswer(t *testing.T) {
+	t.Parallel()
+	h := loadHandler(t)
+	readme := readText(t, "README.md")
+	rows := tableRows(readme)
+	for _, field := range h.errorFields {
+		if !slices.ContainsFunc(rows, func(cells []string) bool { return cells[0] == "`"+field+"`" }) {
+			t.Errorf("README.md has no table row | `%s` | …; it is a field of every error body (errorBody in handler/internal/functions)", field)
+		}
+	}
+	for status, code := range h.statuses {
+		found := slices.ContainsFunc(rows, func(cells []string) bool {
+			return len(cells) >= 2 && cells[0] == strconv.Itoa(status) && strings.Contains(cells[1], "`"+code+"`")
+		})
+		if !found {
+			t.Errorf("README.md has no table row | %d | `%s` | …; the handler answers with it (statusOf in handler/internal/functions)", status, code)
+		}
+	}
+	for _, p := range loadKit(t).pipelines {
+		if !strings.Contains(readme, "("+p.path+")") {
+			t.Errorf("README.md does not link %s", p.path)
+		}
+	}
+}
+
+func TestMigrationNamesTheSecrets(t *testing.T) {
+	t.Parallel()
+	h := loadHandler(t)
+	guide := readText(t, "MIGRATION.md")
+	for _, suffix := range h.secretSuffixes {
+		if !strings.Contains(guide, "`<name>"+suffix+"`") {
+			t.Errorf("MIGRATION.md does not name the default secret `<name>%s` (DefaultSecretNames in handler/internal/broker)", suffix)
+		}
+	}
+	for _, field := range h.secretFields {
+		if !strings.Contains(guide, "`"+field+"`") {
+			t.Errorf("MIGRATION.md does not show the connections file's secrets.%s override (secretFields in handler/internal/config)", field)
+		}
+	}
+}
+
+// TestGuideLinksResolve checks the relative links of the guides, and of the
+// deployment guide that leads to them, down to the heading a link names.
+func TestGuideLinksResolve(t *testing.T) {
+	t.Parallel()
+	link := regexp.MustCompile(`\]\(([^)#\s]*)(?:#([^)\s]*))?\)`)
+	for _, doc := range []string{"README.md", "MIGRATION.md", filepath.Join(repoRoot, "infra", "README.md")} {
+		for _, m := range link.FindAllStringSubmatch(readText(t, doc), -1) {
+			target, fragment := m[1], m[2]
+			if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
+				continue
+			}
+			path := doc // a bare #fragment is in the same file
+			if target != "" {
+				path = filepath.Join(filepath.Dir(doc), filepath.FromSlash(target))
+			}
+			if _, err := os.Stat(path); err != nil {
+				t.Errorf("%s links %s, which does not exist", doc, target)
+				continue
+			}
+			if fragment != "" && !slices.Contains(headingAnchors(readText(t, path)), fragment) {
+				t.Errorf("%s links %s#%s, but %s has no such heading", doc, target, fragment, path)
+			}
+		}
+	}
+}
+
+// headingAnchors are the anchors GitHub gives a Markdown file's headings:
+// lower case, punctuation dropped, spaces to hyphens.
+func headingAnchors(md string) []string {
+	var out []string
+	for line := range strings.Lines(md) {
+		text, ok := strings.CutPrefix(strings.TrimLeft(line, "#"), " ")
+		if !ok || !strings.HasPrefix(line, "#") {
+			continue
+		}
+		out = append(out, strings.Map(func(r rune) rune {
+			switch {
+			case unicode.IsLetter(r) || unicode.IsDigit(r) || r == '-' || r == '_':
+				return unicode.ToLower(r)
+			case r == ' ':
+				return '-'
+			}
+			return -1
+		}, strings.TrimSpace(text)))
+	}
+	return out
+}
+
+// ---------------------------------------------------------------------------
+// The kit, decoded.
+
+type kit struct {
+	files     []*kitFile
+	pipelines []*pipeline
+}
+
+type kitFile struct {
+	path, kind string
+	Name       string `json:"name"`
+	Properties struct {
+		Parameters map[string]parameter `json:"parameters"`
+	} `json:"properties"`
+	params map[string]parameter
+	doc    any
+	raw    []byte
+}
+
+type parameter struct {
+	Type         string `json:"type"`
+	DefaultValue any    `json:"defaultValue"`
+}
+
+type pipeline struct {
+	*kitFile
+	Activities []*activity
+	Parameters map[string]parameter
+}
+
+type activity struct {
+	Name      string `json:"name"`
+	Type      string `json:"type"`
+	DependsOn []struct {
+		Activity             string   `json:"activity"`
+		DependencyConditions []string `json:"dependencyConditions"`
+	} `json:"dependsOn"`
+	Policy *struct {
+		Timeout                string `json:"timeout"`
+		Retry                  int    `json:"retry"`
+		RetryIntervalInSeconds int    `json:"retryIntervalInSeconds"`
+		SecureOutput           bool   `json:"secureOutput"`
+		SecureInput            bool   `json:"secureInput"`
+	} `json:"policy"`
+	TypeProperties json.RawMessage `json:"typeProperties"`
+	raw            json.RawMessage
+}
+
+// webActivity is a Web activity's typeProperties.
+type webActivity struct {
+	Method             string           `json:"method"`
+	URL                value            `json:"url"`
+	Headers            map[string]value `json:"headers"`
+	HTTPRequestTimeout string           `json:"httpRequestTimeout"`
+	Authentication     *struct {
+		Type     string `json:"type"`
+		Resource value  `json:"resource"`
+	} `json:"authentication"`
+}
+
+// value is a property that may hold dynamic content: a string, or
+// {"value": "...", "type": "Expression"} as Data Factory Studio writes it.
+type value struct {
+	text       string
+	expression bool
+}
+
+func (v *value) UnmarshalJSON(data []byte) error {
+	var s string
+	if err := json.Unmarshal(data, &s); err == nil {
+		// A leading @ makes the whole string an expression (@@ escapes it);
+		// @{...} interpolates one into a string.
+		v.text, v.expression = s, (strings.HasPrefix(s, "@") && !strings.HasPrefix(s, "@@")) || strings.Contains(s, "@{")
+		return nil
+	}
+	var e struct {
+		Value string `json:"value"`
+		Type  string `json:"type"`
+	}
+	if err := json.Unmarshal(data, &e); err != nil {
+		return err
+	}
+	v.text, v.expression = e.Value, e.Type == "Expression"
+	return nil
+}
+
+var (
+	kitOnce sync.Once
+	kitData *kit
+	kitErr  error
+)
+
+// loadKit reads and decodes the kit once per test binary.
+func loadKit(t *testing.T) *kit {
+	t.Helper()
+	kitOnce.Do(func() { kitData, kitErr = readKit() })
+	if kitErr != nil {
+		t.Fatal(kitErr)
+	}
+	return kitData
+}
+
+func readKit() (*kit, error) {
+	k := &kit{}
+	for _, kind := range kitFolders {
+		paths, err := filepath.Glob(filepath.Join(kind, "*.json"))
+		if err != nil {
+			return nil, err
+		}
+		for _, path := range paths {
+			data, err := os.ReadFile(path)
+			if err != nil {
+				return nil, err
+			}
+			f := &kitFile{path: filepath.ToSlash(path), kind: kind, raw: data}
+			if err := json.Unmarshal(data, f); err != nil {
+				return nil, fmt.Errorf("%s: %v", path, err)
+			}
+			if err := json.Unmarshal(data, &f.doc); err != nil {
+				return nil, fmt.Errorf("%s: %v", path, err)
+			}
+			f.params = f.Properties.Parameters
+			k.files = append(k.files, f)
+			if kind == "pipeline" {
+				p, err := decodePipeline(f)
+				if err != nil {
+					return nil, fmt.Errorf("%s: %v", path, err)
+				}
+				k.pipelines = append(k.pipelines, p)
+			}
+		}
+	}
+	return k, nil
+}
+
+func decodePipeline(f *kitFile) (*pipeline, error) {
+	var doc struct {
+		Properties struct {
+			Activities []json.RawMessage `json:"activities"`
+		} `json:"properties"`
+	}
+	if err := json.Unmarshal(f.raw, &doc); err != nil {
+		return nil, err
+	}
+	p := &pipeline{kitFile: f, Parameters: f.params}
+	for _, raw := range doc.Properties.Activities {
+		a := &activity{raw: raw}
+		if err := json.Unmarshal(raw, a); err != nil {
+			return nil, err
+		}
+		p.Activities = append(p.Activities, a)
+	}
+	return p, nil
+}
+
+func (k *kit) find(kind, name string) *kitFile {
+	for _, f := range k.files {
+		if f.kind == kind && f.Name == name {
+			return f
+		}
+	}
+	return nil
+}
+
+func (p *pipeline) activity(name string) *activity {
+	for _, a := range p.Activities {
+		if a.Name == name {
+			return a
+		}
+	}
+	return nil
+}
+
+// dependsOn reports whether activity from runs after activity on.
+func (p *pipeline) dependsOn(from, on string) bool {
+	seen := map[string]bool{}
+	var walk func(name string) bool
+	walk = func(name string) bool {
+		a := p.activity(name)
+		if a == nil || seen[name] {
+			return false
+		}
+		seen[name] = true
+		for _, d := range a.DependsOn {
+			if d.Activity == on || walk(d.Activity) {
+				return true
+			}
+		}
+		return false
+	}
+	return walk(from)
+}
+
+// tokenActivity is the one activity calling the handler's token route.
+func (p *pipeline) tokenActivity(t *testing.T, h *handlerSurface) *activity {
+	t.Helper()
+	var found []*activity
+	for _, a := range p.Activities {
+		if a.Type != "WebActivity" {
+			continue
+		}
+		if h.matchTokenPath(parseURL(a.web(t).URL.text).path) == nil {
+			found = append(found, a)
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("%s: want exactly one Web activity calling %s, found %d", p.path, h.tokenRoute(), len(found))
+	}
+	return found[0]
+}
+
+func (a *activity) web(t *testing.T) webActivity {
+	t.Helper()
+	var w webActivity
+	if err := json.Unmarshal(a.TypeProperties, &w); err != nil {
+		t.Fatalf("activity %q: typeProperties: %v", a.Name, err)
+	}
+	return w
+}
+
+func headerValue(headers map[string]value, name string) (value, bool) {
+	for k, v := range headers {
+		if strings.EqualFold(k, name) {
+			return v, true
+		}
+	}
+	return value{}, false
+}
+
+// expressionRefs is what the expressions in a piece of JSON refer to.
+type expressionRefs struct {
+	activities          []activityRef
+	pipelineParams      []string
+	datasetParams       []string
+	linkedServiceParams []string
+}
+
+type activityRef struct {
+	name   string
+	output bool   // activity('x').output...
+	field  string // activity('x').output.<field>
+}
+
+var (
+	activityRefPattern = regexp.MustCompile(`activity\('([^']*)'\)(\.output(?:\.([A-Za-z_][A-Za-z0-9_]*))?)?`)
+	pipelineParamRef   = regexp.MustCompile(`pipeline\(\)\.parameters\.([A-Za-z_][A-Za-z0-9_]*)`)
+	datasetParamRef    = regexp.MustCompile(`dataset\(\)\.([A-Za-z_][A-Za-z0-9_]*)`)
+	linkedServiceRef   = regexp.MustCompile(`linkedService\(\)\.([A-Za-z_][A-Za-z0-9_]*)`)
+)
+
+// scanExpressions finds the references in every string of raw. Descriptions
+// are prose and skipped.
+func scanExpressions(raw []byte) expressionRefs {
+	var refs expressionRefs
+	var doc any
+	if json.Unmarshal(raw, &doc) != nil {
+		return refs
+	}
+	var walk func(v any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			for k, sub := range v {
+				if k != "description" {
+					walk(sub)
+				}
+			}
+		case []any:
+			for _, sub := range v {
+				walk(sub)
+			}
+		case string:
+			for _, m := range activityRefPattern.FindAllStringSubmatch(v, -1) {
+				refs.activities = append(refs.activities, activityRef{name: m[1], output: m[2] != "", field: m[3]})
+			}
+			for _, m := range pipelineParamRef.FindAllStringSubmatch(v, -1) {
+				refs.pipelineParams = append(refs.pipelineParams, m[1])
+			}
+			for _, m := range datasetParamRef.FindAllStringSubmatch(v, -1) {
+				refs.datasetParams = append(refs.datasetParams, m[1])
+			}
+			for _, m := range linkedServiceRef.FindAllStringSubmatch(v, -1) {
+				refs.linkedServiceParams = append(refs.linkedServiceParams, m[1])
+			}
+		}
+	}
+	walk(doc)
+	return refs
+}
+
+// interpolation is one @{...} in a string; the kit's expressions hold no
+// braces of their own.
+var interpolation = regexp.MustCompile(`@\{[^{}]*\}`)
+
+type splitURL struct{ scheme, path, query string }
+
+// parseURL splits a URL that may hold @{...} interpolations, which
+// url.Parse would reject in the host.
+func parseURL(s string) splitURL {
+	var u splitURL
+	if scheme, rest, ok := strings.Cut(s, "://"); ok {
+		u.scheme, s = scheme, rest
+	}
+	s, u.query, _ = strings.Cut(s, "?")
+	_, path, _ := strings.Cut(s, "/") // the host may be an expression
+	u.path = "/" + path
+	return u
+}
+
+// parseTimeSpan reads a .NET TimeSpan as Data Factory writes it:
+// [d.]hh:mm:ss.
+func parseTimeSpan(t *testing.T, s string) time.Duration {
+	t.Helper()
+	m := regexp.MustCompile(`^(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})$`).FindStringSubmatch(s)
+	if m == nil {
+		t.Fatalf("%q is not a [d.]hh:mm:ss time span", s)
+	}
+	var parts [4]int
+	for i := range parts {
+		parts[i], _ = strconv.Atoi(m[i+1]) // an absent day is ""
+	}
+	return time.Duration(parts[0])*24*time.Hour + time.Duration(parts[1])*time.Hour +
+		time.Duration(parts[2])*time.Minute + time.Duration(parts[3])*time.Second
+}
+
+func readText(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
+// tableRows returns the cells of every Markdown table row, trimmed.
+func tableRows(md string) [][]string {
+	var rows [][]string
+	for line := range strings.Lines(md) {
+		line = strings.TrimSpace(line)
+		if !strings.HasPrefix(line, "|") {
+			continue
+		}
+		var cells []string
+		for c := range strings.SplitSeq(strings.Trim(line, "|"), "|") {
+			cells = append(cells, strings.TrimSpace(c))
+		}
+		rows = append(rows, cells)
+	}
+	return rows
+}
+
+// ---------------------------------------------------------------------------
+// The handler's surface, read from host.json, function.json and the source.
+
+type handlerSurface struct {
+	routePrefix, route string   // host.json extensions.http.routePrefix; functions/token route
+	methods            []string // functions/token methods, lower case
+	authLevel          string
+	muxPatterns        []string       // what the handler's mux serves
+	connectionName     *regexp.Regexp // the handler's rule for {connection}
+	maxMinValidity     time.Duration
+	callerTimeout      time.Duration // the caller timeout the handler's timeouts are sized for
+	tokenFields        []string      // tokenResponse's JSON fields
+	accessTokenField   string
+	errorFields        []string       // errorBody's JSON fields
+	statuses           map[int]string // HTTP status -> error code, from statusOf
+	secretSuffixes     []string       // DefaultSecretNames: "-client-id", ...
+	secretFields       []string       // the connections file's "secrets" keys
+}
+
+var (
+	handlerOnce sync.Once
+	handlerData *handlerSurface
+	handlerErr  error
+)
+
+func loadHandler(t *testing.T) *handlerSurface {
+	t.Helper()
+	handlerOnce.Do(func() { handlerData, handlerErr = readHandler() })
+	if handlerErr != nil {
+		t.Fatal(handlerErr)
+	}
+	return handlerData
+}
+
+func readHandler() (*handlerSurface, error) {
+	h := &handlerSurface{routePrefix: "api"} // the host's default
+	var host struct {
+		Extensions struct {
+			HTTP struct {
+				RoutePrefix *string `json:"routePrefix"`
+			} `json:"http"`
+		} `json:"extensions"`
+	}
+	if err := readJSON(filepath.Join(repoRoot, "host.json"), &host); err != nil {
+		return nil, err
+	}
+	if p := host.Extensions.HTTP.RoutePrefix; p != nil {
+		h.routePrefix = *p
+	}
+	var fn struct {
+		Bindings []struct {
+			Type      string   `json:"type"`
+			Route     string   `json:"route"`
+			Methods   []string `json:"methods"`
+			AuthLevel string   `json:"authLevel"`
+		} `json:"bindings"`
+	}
+	if err := readJSON(filepath.Join(repoRoot, "functions", "token", "function.json"), &fn); err != nil {
+		return nil, err
+	}
+	for _, b := range fn.Bindings {
+		if b.Type == "httpTrigger" {
+			// The host's defaults: the function's name, and a function key.
+			h.route, h.authLevel = cmp.Or(b.Route, "token"), strings.ToLower(cmp.Or(b.AuthLevel, "function"))
+			for _, m := range b.Methods {
+				h.methods = append(h.methods, strings.ToLower(m))
+			}
+		}
+	}
+	if h.route == "" {
+		return nil, fmt.Errorf("functions/token/function.json has no httpTrigger")
+	}
+
+	functions, err := parsePackage("functions")
+	if err != nil {
+		return nil, err
+	}
+	broker, err := parsePackage("broker")
+	if err != nil {
+		return nil, err
+	}
+	config, err := parsePackage("config")
+	if err != nil {
+		return nil, err
+	}
+	h.muxPatterns = functions.muxPatterns()
+	if h.tokenFields, err = functions.jsonFields("tokenResponse"); err != nil {
+		return nil, err
+	}
+	if h.errorFields, err = functions.jsonFields("errorBody"); err != nil {
+		return nil, err
+	}
+	if h.accessTokenField, err = functions.jsonTagOf("tokenResponse", "AccessToken"); err != nil {
+		return nil, err
+	}
+	pattern, err := functions.stringValue("connectionName")
+	if err != nil {
+		return nil, err
+	}
+	if h.connectionName, err = regexp.Compile(pattern); err != nil {
+		return nil, err
+	}
+	if h.maxMinValidity, err = broker.durationValue("MaxMinValidity"); err != nil {
+		return nil, err
+	}
+	if h.callerTimeout, err = config.durationValue("callerTimeout"); err != nil {
+		return nil, err
+	}
+	if h.statuses, err = functions.statusTable(broker); err != nil {
+		return nil, err
+	}
+	if h.secretSuffixes, err = broker.secretSuffixes(); err != nil {
+		return nil, err
+	}
+	if h.secretFields, err = config.stringSlice("secretFields"); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+func readJSON(path string, v any) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("%s: %v", path, err)
+	}
+	return nil
+}
+
+// tokenRoute is the path the Functions host exposes for the token function.
+func (h *handlerSurface) tokenRoute() string { return "/" + h.routePrefix + "/" + h.route }
+
+// matchTokenPath checks a path against the token route, whose wildcard
+// takes a connection name.
+func (h *handlerSurface) matchTokenPath(path string) error {
+	want := h.tokenRoute()
+	got, exp := strings.Split(strings.Trim(path, "/"), "/"), strings.Split(strings.Trim(want, "/"), "/")
+	if len(got) != len(exp) {
+		return fmt.Errorf("path %s does not match %s", path, want)
+	}
+	for i, seg := range exp {
+		switch {
+		case strings.HasPrefix(seg, "{"):
+			// A wildcard takes a connection name, given or computed.
+			if !interpolation.MatchString(got[i]) && !h.connectionName.MatchString(got[i]) {
+				return fmt.Errorf("path %s: %q is neither an expression nor a connection name", path, got[i])
+			}
+		case got[i] != seg:
+			return fmt.Errorf("path %s does not match %s", path, want)
+		}
+	}
+	return nil
+}
+
+// checkMinValidity wants minValidity in the query: an expression, or whole
+// seconds the handler accepts.
+func (h *handlerSurface) checkMinValidity(query string) error {
+	for kv := range strings.SplitSeq(query, "&") {
+		k, v, _ := strings.Cut(kv, "=")
+		if k != "minValidity" {
+			continue
+		}
+		if interpolation.MatchString(v) {
+			return nil
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || time.Duration(n)*time.Second > h.maxMinValidity {
+			return fmt.Errorf("minValidity=%s is not whole seconds from 0 to %d", v, int(h.maxMinValidity/time.Second))
+		}
+		return nil
+	}
+	return fmt.Errorf("the URL has no minValidity: without it a token may expire while the pipeline still uses it")
+}
+
+// goPackage is the non-test source of one handler/internal package.
+type goPackage struct {
+	name  string
+	files []*ast.File
+}
+
+func parsePackage(name string) (*goPackage, error) {
+	dir := filepath.Join(repoRoot, "handler", "internal", name)
+	paths, err := filepath.Glob(filepath.Join(dir, "*.go"))
+	if err != nil {
+		return nil, err
+	}
+	p := &goPackage{name: name}
+	fset := token.NewFileSet()
+	for _, path := range paths {
+		if strings.HasSuffix(path, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, path, nil, parser.SkipObjectResolution)
+		if err != nil {
+			return nil, err
+		}
+		p.files = append(p.files, f)
+	}
+	if len(p.files) == 0 {
+		return nil, fmt.Errorf("%s: no Go files", dir)
+	}
+	return p, nil
+}
+
+// valueSpec finds the package-level const or var named name.
+func (p *goPackage) valueSpec(name string) (ast.Expr, error) {
+	for _, f := range p.files {
+		for _, decl := range f.Decls {
+			gd, ok := decl.(*ast.GenDecl)
+			if !ok {
+				continue
+			}
+			for _, spec := range gd.Specs {
+				vs, ok := spec.(*ast.ValueSpec)
+				if !ok {
+					continue
+				}
+				for i, id := range vs.Names {
+					if id.Name == name && i < len(vs.Values) {
+						return vs.Values[i], nil
+					}
+				}
+			}
+		}
+	}
+	return nil, fmt.Errorf("package %s has no const or var %s; update adf_test.go", p.name, name)
+}
+
+func (p *goPackage) stringValue(name string) (string, error) {
+	e, err := p.valueSpec(name)
+	if err != nil {
+		return "", err
+	}
+	// A string literal, or regexp.MustCompile of one.
+	if call, ok := e.(*ast.CallExpr); ok && len(call.Args) == 1 {
+		e = call.Args[0]
+	}
+	if s, ok := stringLit(e); ok {
+		return s, nil
+	}
+	return "", fmt.Errorf("package %s: %s is not a string literal; update adf_test.go", p.name, name)
+}
+
+func (p *goPackage) stringSlice(name string) ([]string, error) {
+	e, err := p.valueSpec(name)
+	if err != nil {
+		return nil, err
+	}
+	lit, ok := e.(*ast.CompositeLit)
+	if !ok {
+		return nil, fmt.Errorf("package %s: %s is not a slice literal; update adf_test.go", p.name, name)
+	}
+	var out []string
+	for _, elt := range lit.Elts {
+		s, ok := stringLit(elt)
+		if !ok {
+			return nil, fmt.Errorf("package %s: %s holds a non-literal; update adf_test.go", p.name, name)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// durationValue evaluates N * time.Unit.
+func (p *goPackage) durationValue(name string) (time.Duration, error) {
+	e, err := p.valueSpec(name)
+	if err != nil {
+		return 0, err
+	}
+	units := map[string]time.Duration{"Second": time.Second, "Minute": time.Minute, "Hour": time.Hour}
+	if b, ok := e.(*ast.BinaryExpr); ok && b.Op == token.MUL {
+		n, nok := b.X.(*ast.BasicLit)
+		u, uok := b.Y.(*ast.SelectorExpr)
+		if nok && uok && n.Kind == token.INT && units[u.Sel.Name] != 0 {
+			v, err := strconv.Atoi(n.Value)
+			if err == nil {
+				return time.Duration(v) * units[u.Sel.Name], nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("package %s: %s is not of the form N * time.Unit; update adf_test.go", p.name, name)
+}
+
+// structType finds the struct type named name.
+func (p *goPackage) structType(name string) (*ast.StructType, error) {
+	for _, f := range p.files {
+		for _, decl := range f.Decls {
+			gd, ok := decl.(*ast.GenDecl)
+			if !ok {
+				continue
+			}
+			for _, spec := range gd.Specs {
+				if ts, ok := spec.(*ast.TypeSpec); ok && ts.Name.Name == name {
+					if st, ok := ts.Type.(*ast.StructType); ok {
+						return st, nil
+					}
+				}
+			}
+		}
+	}
+	return nil, fmt.Errorf("package %s has no struct %s; update adf_test.go", p.name, name)
+}
+
+func jsonName(field *ast.Field) string {
+	if field.Tag == nil {
+		return ""
+	}
+	tag, _ := strconv.Unquote(field.Tag.Value)
+	name, _, _ := strings.Cut(reflect.StructTag(tag).Get("json"), ",")
+	return name
+}
+
+func (p *goPackage) jsonFields(typeName string) ([]string, error) {
+	st, err := p.structType(typeName)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, f := range st.Fields.List {
+		if n := jsonName(f); n != "" && n != "-" {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+func (p *goPackage) jsonTagOf(typeName, field string) (string, error) {
+	st, err := p.structType(typeName)
+	if err != nil {
+		return "", err
+	}
+	for _, f := range st.Fields.List {
+		for _, id := range f.Names {
+			if id.Name == field && jsonName(f) != "" {
+				return jsonName(f), nil
+			}
+		}
+	}
+	return "", fmt.Errorf("package %s: %s has no field %s with a json tag; update adf_test.go", p.name, typeName, field)
+}
+
+// muxPatterns are the paths of every mux.Handle and mux.HandleFunc call,
+// without a method prefix.
+func (p *goPackage) muxPatterns() []string {
+	var out []string
+	for _, f := range p.files {
+		ast.Inspect(f, func(n ast.Node) bool {
+			call, ok := n.(*ast.CallExpr)
+			if !ok || len(call.Args) == 0 {
+				return true
+			}
+			sel, ok := call.Fun.(*ast.SelectorExpr)
+			if !ok || (sel.Sel.Name != "Handle" && sel.Sel.Name != "HandleFunc") {
+				return true
+			}
+			if s, ok := stringLit(call.Args[0]); ok {
+				if i := strings.IndexByte(s, '/'); i >= 0 {
+					out = append(out, s[i:])
+				}
+			}
+			return true
+		})
+	}
+	return out
+}
+
+// statusTable reads statusOf: each explicit case, as HTTP status -> the
+// error code's string, resolved in this package or in broker.
+func (p *goPackage) statusTable(broker *goPackage) (map[int]string, error) {
+	statusByName := map[string]int{}
+	for code := 100; code < 600; code++ {
+		if text := http.StatusText(code); text != "" {
+			statusByName["Status"+strings.Map(func(r rune) rune {
+				if unicode.IsLetter(r) {
+					return r
+				}
+				return -1
+			}, text)] = code
+		}
+	}
+	var fn *ast.FuncDecl
+	for _, f := range p.files {
+		for _, decl := range f.Decls {
+			if d, ok := decl.(*ast.FuncDecl); ok && d.Name.Name == "statusOf" {
+				fn = d
+			}
+		}
+	}
+	if fn == nil {
+		return nil, fmt.Errorf("package %s has no func statusOf; update adf_test.go", p.name)
+	}
+	table := map[int]string{}
+	var problem error
+	ast.Inspect(fn, func(n ast.Node) bool {
+		cc, ok := n.(*ast.CaseClause)
+		if !ok || cc.List == nil || len(cc.Body) != 1 {
+			return true
+		}
+		ret, ok := cc.Body[0].(*ast.ReturnStmt)
+		if !ok || len(ret.Results) != 1 {
+			return true
+		}
+		sel, ok := ret.Results[0].(*ast.SelectorExpr)
+		status := 0
+		if ok {
+			status = statusByName[sel.Sel.Name]
+		}
+		if status == 0 {
+			problem = fmt.Errorf("statusOf returns %s, which is not a net/http status constant this test knows; update adf_test.go", render(ret.Results[0]))
+			return false
+		}
+		for _, e := range cc.List {
+			var code string
+			var err error
+			switch e := e.(type) {
+			case *ast.SelectorExpr:
+				code, err = broker.stringValue(e.Sel.Name)
+			case *ast.Ident:
+				code, err = p.stringValue(e.Name)
+			default:
+				err = fmt.Errorf("statusOf has a case %s this test cannot read; update adf_test.go", render(e))
+			}
+			if err != nil {
+				problem = err
+				return false
+			}
+			table[status] = code
+		}
+		return true
+	})
+	if problem != nil {
+		return nil, problem
+	}
+	if len(table) == 0 {
+		return nil, fmt.Errorf("statusOf has no case this test can read; update adf_test.go")
+	}
+	return table, nil
+}
+
+// secretSuffixes reads the "-client-id"-like literals DefaultSecretNames
+// appends to the connection name.
+func (p *goPackage) secretSuffixes() ([]string, error) {
+	var out []string
+	for _, f := range p.files {
+		for _, decl := range f.Decls {
+			fn, ok := decl.(*ast.FuncDecl)
+			if !ok || fn.Name.Name != "DefaultSecretNames" {
+				continue
+			}
+			ast.Inspect(fn, func(n ast.Node) bool {
+				if s, ok := stringLit(n); ok && strings.HasPrefix(s, "-") {
+					out = append(out, s)
+				}
+				return true
+			})
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("package %s: DefaultSecretNames has no \"-suffix\" literals; update adf_test.go", p.name)
+	}
+	return out, nil
+}
+
+func stringLit(n ast.Node) (string, bool) {
+	lit, ok := n.(*ast.BasicLit)
+	if !ok || lit.Kind != token.STRING {
+		return "", false
+	}
+	s, err := strconv.Unquote(lit.Value)
+	return s, err == nil
+}
+
+// render prints an expression as Go source, for a message.
+func render(e ast.Expr) string {
+	var b bytes.Buffer
+	if err := printer.Fprint(&b, token.NewFileSet(), e); err != nil {
+		return fmt.Sprintf("%T", e)
+	}
+	return b.String()
+}
