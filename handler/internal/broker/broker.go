@@ -231,6 +231,11 @@ func (b *Broker) Close() {
 	b.background.Wait()
 }
 
+// Store returns the secret store the broker reads and writes: the consent
+// flow stores a newly consented refresh token there, where the next
+// refresh finds it.
+func (b *Broker) Store() SecretStore { return b.store }
+
 // Connection returns the named connection's configuration.
 func (b *Broker) Connection(name string) (Connection, bool) {
 	st, ok := b.conns[name]
@@ -1053,24 +1058,26 @@ func (b *Broker) providerFailure(ctx context.Context, st *connState, cred Creden
 }
 
 func describe(pe *ProviderError) string {
-	s := ""
+	head := ""
 	if pe.StatusCode != 0 {
-		s = fmt.Sprintf("HTTP %d", pe.StatusCode)
+		head = fmt.Sprintf("HTTP %d", pe.StatusCode)
 	}
 	if pe.Code != "" {
-		s += " " + pe.Code
+		head = strings.TrimSpace(head + " " + pe.Code)
 	}
-	if pe.Description != "" {
-		s += ": " + pe.Description
-	} else if pe.Err != nil {
+	tail := pe.Description
+	if tail == "" && pe.Err != nil {
 		// The cause's text may carry the token URL or a body; it goes
 		// to the logs, not to callers.
-		s += ": no response (see the handler's logs)"
+		tail = "no response (see the handler's logs)"
 	}
-	if s == "" {
-		return "no usable answer"
+	switch {
+	case head != "" && tail != "":
+		return head + ": " + tail
+	case head+tail != "":
+		return head + tail
 	}
-	return s
+	return "no usable answer"
 }
 
 func remediation(c *Connection, pe *ProviderError) string {

@@ -57,6 +57,7 @@ package oauth
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -198,7 +199,7 @@ func (c *Client) Token(ctx context.Context, conn *broker.Connection, cred broker
 	}
 	// Only a rotating refresh token without grace is burnt by a repeat.
 	strict := conn.Grant == broker.GrantRefreshToken && conn.Rotating && conn.ReuseGrace == 0
-	secrets := []string{cred.ClientSecret.Reveal(), cred.RefreshToken.Reveal()}
+	secrets := requestSecrets(cfg.ClientID, cred)
 	log := c.log.With(slog.String("connection", conn.Name), slog.String("grant", string(conn.Grant)))
 
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
@@ -422,4 +423,24 @@ func isLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// requestSecrets lists the secret values of a token request in every form
+// the request carries them, so that a provider that quotes the request
+// back has each redacted: as they are, form-encoded (the body), and as
+// the Basic credential of RFC 6749 §2.3.1 (form-encoded, then base64).
+// Longer forms come first: a short one may be part of a long one.
+func requestSecrets(clientID string, cred broker.Credentials) []string {
+	var out []string
+	if cs := cred.ClientSecret.Reveal(); cs != "" {
+		out = append(out,
+			base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(clientID)+":"+url.QueryEscape(cs))),
+			base64.StdEncoding.EncodeToString([]byte(clientID+":"+cs)))
+	}
+	for _, s := range []string{cred.ClientSecret.Reveal(), cred.RefreshToken.Reveal()} {
+		if s != "" {
+			out = append(out, url.QueryEscape(s), s)
+		}
+	}
+	return out
 }
