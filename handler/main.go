@@ -3,6 +3,7 @@
 //
 //	handler                      serve (Functions host or standalone)
 //	handler secret set NAME      store a secret (value on stdin) in the local store
+//	handler connect CONNECTION   consent at the provider in a browser; stores the refresh token
 //	handler status [CONNECTION]  each connection's health, from the store and the lock
 //	handler version
 //
@@ -36,6 +37,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		return secretCommand(ctx, args[1:], getenv, stdin, stdout, stderr)
 	case "status":
 		return statusCommand(ctx, args[1:], getenv, stdout, stderr)
+	case "connect":
+		return connectCommand(ctx, args[1:], getenv, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "tokenrefresher handler", version)
 		return 0
@@ -51,6 +54,8 @@ const usage = `Usage:
   handler                                serve tokens (Functions host or standalone)
   handler secret set NAME [-expires T]   store a secret in the local store; the value is read from stdin
   handler status [-json] [CONNECTION]    each connection's health and next action; exit 1 if any needs attention
+  handler connect CONNECTION [-port N] [-no-browser] [-scope S]... [-timeout 5m] [-authorization-url URL]
+                                         consent at the provider in a browser; stores the first refresh token
   handler version                        print the version
 
 Settings are environment variables; see the README.

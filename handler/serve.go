@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,12 +38,27 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		fmt.Fprintf(stderr, "handler: bad connections:\n%v\n", err)
 		return 2
 	}
-	b, err := newBroker(settings, conns, getenv, log)
+	b, store, err := newBrokerAndStore(settings, conns, getenv, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "handler: %v\n", err)
 		return 2
 	}
 	defer b.Close()
+
+	var apiKey broker.Secret
+	if settings.Mode() == config.ModeStandalone && settings.APIKeySecret != "" {
+		if apiKey, err = readAPIKey(ctx, store, settings.APIKeySecret); err != nil {
+			fmt.Fprintf(stderr, "handler: %v\n", err)
+			return 2
+		}
+	}
+	for _, w := range securityWarnings(settings, conns) {
+		attrs := []any{"event", w.event}
+		if len(w.connections) > 0 {
+			attrs = append(attrs, "connections", w.connections)
+		}
+		log.Warn(w.message, attrs...)
+	}
 
 	addr := settings.Addr()
 	ln, err := net.Listen("tcp", addr)
@@ -50,21 +66,15 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		fmt.Fprintf(stderr, "handler: cannot listen on %s: %v\n", addr, err)
 		return 1
 	}
-	srv := &http.Server{
-		Handler: functions.NewServer(b, functions.Options{
-			Logger:       log,
-			AuthEnabled:  settings.AuthEnabled,
-			SweepHorizon: 2 * settings.SweepInterval,
-		}),
-		ReadHeaderTimeout: 10 * time.Second,
-		// The host's own limit is 230 s; a token call waits at most
-		// LockWait plus the provider timeout.
-		WriteTimeout: 2 * time.Minute,
-		IdleTimeout:  2 * time.Minute,
-		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	srv := httpServer(functions.NewServer(b, functions.Options{
+		Logger:       log,
+		AuthEnabled:  settings.PrincipalHeadersTrusted(),
+		APIKey:       apiKey,
+		SweepHorizon: 2 * settings.SweepInterval,
+	}), log)
 	log.Info("listening", "event", "handler.start", "mode", settings.Mode(), "addr", ln.Addr().String(),
-		"connections", len(conns), "store", storeKind(settings), "lock", lockKind(settings), "version", version)
+		"connections", len(conns), "store", storeKind(settings), "lock", lockKind(settings),
+		"api_key", !apiKey.IsZero(), "version", version)
 
 	if settings.Mode() == config.ModeStandalone {
 		go sweepEvery(ctx, b, settings.SweepInterval, log)
@@ -86,13 +96,107 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 	return 0
 }
 
+// httpServer serves h with timeouts on every phase of a request, so that
+// slow or idle clients cannot hold connections open indefinitely.
+func httpServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		// Bodies are at most 64 KiB (functions.Options.MaxBodyBytes).
+		ReadTimeout: 30 * time.Second,
+		// The host's own limit is 230 s; a token call waits at most
+		// LockWait plus the provider timeout.
+		WriteTimeout:   2 * time.Minute,
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
+// apiKeyReadTimeout bounds reading the API key at start-up: a store that
+// does not answer fails the start rather than hanging it.
+const apiKeyReadTimeout = 30 * time.Second
+
+// readAPIKey reads the key standalone mode requires of callers from the
+// secret API_KEY_SECRET names. The key is read once: rotating it means
+// storing a new value and restarting. Errors name the secret, never its
+// value.
+func readAPIKey(ctx context.Context, store broker.SecretStore, name string) (broker.Secret, error) {
+	ctx, cancel := context.WithTimeout(ctx, apiKeyReadTimeout)
+	defer cancel()
+	s, err := store.Get(ctx, name)
+	switch {
+	case errors.Is(err, broker.ErrSecretNotFound):
+		return "", fmt.Errorf("API_KEY_SECRET: the store has no secret named %q; store a random key of at least %d characters there "+
+			"(handler secret set %s for the local store, az keyvault secret set for Key Vault), or unset API_KEY_SECRET and listen on loopback only",
+			name, config.MinAPIKeyLength, name)
+	case err != nil:
+		return "", fmt.Errorf("API_KEY_SECRET: reading secret %q: %w", name, err)
+	}
+	key := s.Value.Reveal()
+	if len(key) < config.MinAPIKeyLength {
+		return "", fmt.Errorf("API_KEY_SECRET: secret %q holds a key of %d characters; it must have at least %d (a random one, such as the output of: openssl rand -base64 32)",
+			name, len(key), config.MinAPIKeyLength)
+	}
+	// Callers send the key in a header or a query parameter: characters
+	// outside printable ASCII, or spaces, would not arrive as stored.
+	if strings.ContainsFunc(key, func(r rune) bool { return r <= ' ' || r > '~' }) {
+		return "", fmt.Errorf("API_KEY_SECRET: secret %q holds a key with spaces, control characters or non-ASCII characters, which a header cannot carry unchanged; use printable ASCII only", name)
+	}
+	return s.Value, nil
+}
+
+// securityWarning is a configuration that start-up accepts but that does
+// not do what its author probably meant.
+type securityWarning struct {
+	event, message string
+	// connections are the connections concerned, when it is about some.
+	connections []string
+}
+
+// securityWarnings lists, for the log at start-up, the settings that
+// weaken or disable a protection without making the handler unusable.
+func securityWarnings(s config.Settings, conns []broker.Connection) []securityWarning {
+	var ws []securityWarning
+	var restricted []string
+	for _, c := range conns {
+		if len(c.AllowedCallers) > 0 {
+			restricted = append(restricted, c.Name)
+		}
+	}
+	switch {
+	case len(restricted) > 0 && s.Mode() == config.ModeFunctions && !s.AuthEnabled:
+		ws = append(ws, securityWarning{event: "config.allowed_callers_unenforced", connections: restricted,
+			message: "connections with allowedCallers answer 403 to every caller: App Service authentication is off (WEBSITE_AUTH_ENABLED is not true), so callers cannot be identified; turn it on, or remove allowedCallers"})
+	case len(restricted) > 0 && s.Mode() == config.ModeStandalone:
+		ws = append(ws, securityWarning{event: "config.allowed_callers_unenforced", connections: restricted,
+			message: "connections with allowedCallers answer 403 to every caller: standalone mode cannot identify callers (X-MS-CLIENT-PRINCIPAL-ID is trusted only behind the Functions host with App Service authentication)"})
+	}
+	if s.Mode() == config.ModeStandalone && s.AuthEnabled {
+		ws = append(ws, securityWarning{event: "config.auth_headers_untrusted",
+			message: "WEBSITE_AUTH_ENABLED is ignored in standalone mode: no App Service front end strips X-MS-CLIENT-PRINCIPAL-ID headers sent by clients, so they are not trusted"})
+	}
+	if s.Mode() == config.ModeFunctions && s.APIKeySecret != "" {
+		ws = append(ws, securityWarning{event: "config.api_key_ignored",
+			message: "API_KEY_SECRET is ignored in Functions mode: the Functions host checks function keys before it forwards a request"})
+	}
+	return ws
+}
+
 // newBroker wires the backends the settings choose to a broker.
 func newBroker(settings config.Settings, conns []broker.Connection, getenv func(string) string, log *slog.Logger) (*broker.Broker, error) {
+	b, _, err := newBrokerAndStore(settings, conns, getenv, log)
+	return b, err
+}
+
+// newBrokerAndStore is newBroker that also returns the secret store, for
+// the secrets the handler itself reads (the API key).
+func newBrokerAndStore(settings config.Settings, conns []broker.Connection, getenv func(string) string, log *slog.Logger) (*broker.Broker, broker.SecretStore, error) {
 	store, locker, err := backends(settings, getenv, log)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return broker.New(broker.Options{
+	b, err := broker.New(broker.Options{
 		Store:       store,
 		Locker:      locker,
 		Connections: conns,
@@ -106,6 +210,10 @@ func newBroker(settings config.Settings, conns []broker.Connection, getenv func(
 			Logger:           log,
 		}),
 	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return b, store, nil
 }
 
 // backends chooses the store and the lock, each independently (DESIGN.md):

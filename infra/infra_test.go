@@ -91,6 +91,7 @@ var handlerSettingsOnAzure = map[string]struct {
 	"LOCK_WAIT":                           {tunable, ""},
 	"LOCK_LEASE_DURATION":                 {tunable, ""},
 	"SWEEP_INTERVAL":                      {tunable, "sets the sweep horizon; the timer schedule must match (TestTimerScheduleMatchesSweepInterval)"},
+	"API_KEY_SECRET":                      {offAzure, "standalone mode's key; on Azure the Functions host checks function keys, and the handler ignores it"},
 	"WEBSITE_AUTH_ENABLED":                {byPlatform, "set by App Service authentication; set by hand it would make forged X-MS-CLIENT-PRINCIPAL-ID headers trusted"},
 	"LOG_LEVEL":                           {tunable, ""},
 	"IDENTITY_ENDPOINT":                   {byPlatform, "the managed identity endpoint"},

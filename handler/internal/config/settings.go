@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"regexp"
@@ -85,8 +86,16 @@ type Settings struct {
 	SweepInterval time.Duration
 
 	// AuthEnabled is WEBSITE_AUTH_ENABLED: App Service authentication is
-	// on, so X-MS-CLIENT-PRINCIPAL-ID headers come from the platform.
+	// on, so X-MS-CLIENT-PRINCIPAL-ID headers come from the platform. It
+	// is trusted only in Functions mode: see PrincipalHeadersTrusted.
 	AuthEnabled bool
+	// APIKeySecret is API_KEY_SECRET, the name of the secret in the store
+	// (Key Vault or the local store) that holds the key standalone mode
+	// requires of callers, in the x-functions-key header or the code
+	// query parameter, as Azure Functions takes its function keys.
+	// Required when standalone mode listens beyond loopback; not used in
+	// Functions mode, where the host checks the keys.
+	APIKeySecret string
 	// LogLevel is LOG_LEVEL: debug, info (default), warn or error.
 	LogLevel slog.Level
 }
@@ -189,8 +198,9 @@ func LoadSettings(getenv func(string) string) (Settings, error) {
 		LeaseDuration:            l.duration("LOCK_LEASE_DURATION", DefaultLeaseDuration, 15*time.Second, 60*time.Second, "Azure blob leases last 15 to 60 seconds"),
 		SweepInterval:            l.duration("SWEEP_INTERVAL", DefaultSweepInterval, minSweepInterval, maxSweepInterval, ""),
 
-		AuthEnabled: l.boolean("WEBSITE_AUTH_ENABLED"),
-		LogLevel:    l.logLevel("LOG_LEVEL"),
+		AuthEnabled:  l.boolean("WEBSITE_AUTH_ENABLED"),
+		APIKeySecret: l.match("API_KEY_SECRET", secretNamePattern, "must be the name of a secret in the store: 1-127 letters, digits and '-', starting with a letter"),
+		LogLevel:     l.logLevel("LOG_LEVEL"),
 	}
 
 	switch {
@@ -217,10 +227,39 @@ func LoadSettings(getenv func(string) string) (Settings, error) {
 				formatDuration(s.LockWait), formatDuration(s.ProviderTimeout), formatDuration(callerBudget)))
 	}
 
+	// Standalone mode has no host in front of it to check keys: beyond
+	// loopback, anyone who can reach the port could take tokens.
+	if s.Mode() == ModeStandalone && s.APIKeySecret == "" && l.ok("LISTEN_ADDR") && l.ok("API_KEY_SECRET") && !isLoopbackListenAddr(s.ListenAddr) {
+		l.problem("LISTEN_ADDR and API_KEY_SECRET", "",
+			fmt.Sprintf("LISTEN_ADDR %q accepts connections from other machines, and API_KEY_SECRET is not set, so anyone who can reach the port could take tokens; "+
+				"set API_KEY_SECRET to the name of a secret in the store that holds a key of at least %d characters (callers send it in the x-functions-key header), "+
+				"or listen on loopback only, such as %q", s.ListenAddr, MinAPIKeyLength, DefaultListenAddr))
+	}
+
 	if len(l.problems) > 0 {
 		return Settings{}, &SettingsError{Problems: l.problems}
 	}
 	return s, nil
+}
+
+// MinAPIKeyLength is the shortest key the secret named by API_KEY_SECRET
+// may hold: 32 characters of a random key are beyond guessing, even at
+// the rate a listener on a network can be asked.
+const MinAPIKeyLength = 32
+
+// isLoopbackListenAddr reports whether addr (host:port, checked already)
+// accepts connections from this machine only: a host of localhost,
+// 127.0.0.0/8 or ::1. An empty host is every interface.
+func isLoopbackListenAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Zone() == "" && ip.Unmap().IsLoopback()
 }
 
 // Mode returns ModeFunctions when the Functions host started the handler,
@@ -239,6 +278,16 @@ func (s Settings) Addr() string {
 		return net.JoinHostPort("127.0.0.1", s.FunctionsPort)
 	}
 	return s.ListenAddr
+}
+
+// PrincipalHeadersTrusted reports whether the X-MS-CLIENT-PRINCIPAL-ID
+// header identifies the caller: App Service authentication is on
+// (WEBSITE_AUTH_ENABLED) and the handler runs behind the Functions host,
+// whose front end strips copies of that header sent by clients. In
+// standalone mode nothing strips them, so WEBSITE_AUTH_ENABLED set by hand
+// would let any caller claim any identity.
+func (s Settings) PrincipalHeadersTrusted() bool {
+	return s.AuthEnabled && s.Mode() == ModeFunctions
 }
 
 // UsesBlobLock reports whether any of the storage settings is set, so the
@@ -338,6 +387,7 @@ func (s Settings) attrs() []slog.Attr {
 		slog.Duration("leaseDuration", s.LeaseDuration),
 		slog.Duration("sweepInterval", s.SweepInterval),
 		slog.Bool("authEnabled", s.AuthEnabled),
+		slog.String("apiKeySecret", s.APIKeySecret),
 		slog.String("logLevel", s.LogLevel.String()),
 	}
 }

@@ -77,6 +77,7 @@ func TestLoadSettingsEverySetting(t *testing.T) {
 		"LOCK_LEASE_DURATION":                 "45s",
 		"SWEEP_INTERVAL":                      "1m30s",
 		"WEBSITE_AUTH_ENABLED":                "True",
+		"API_KEY_SECRET":                      "tokenrefresher-api-key",
 		"LOG_LEVEL":                           "DEBUG",
 	}))
 	if err != nil {
@@ -100,6 +101,7 @@ func TestLoadSettingsEverySetting(t *testing.T) {
 		LeaseDuration:            45 * time.Second,
 		SweepInterval:            90 * time.Second,
 		AuthEnabled:              true,
+		APIKeySecret:             "tokenrefresher-api-key",
 		LogLevel:                 slog.LevelDebug,
 	}
 	if !reflect.DeepEqual(s, want) {
@@ -163,6 +165,11 @@ func TestLoadSettingsProblems(t *testing.T) {
 		{"sweep too rare", map[string]string{"SWEEP_INTERVAL": "48h"}, "SWEEP_INTERVAL", "48h", []string{"between 10s and 24h"}, ""},
 		{"sweep with days", map[string]string{"SWEEP_INTERVAL": "1d"}, "SWEEP_INTERVAL", "1d", []string{`Go duration such as "5m"`}, ""},
 		{"auth enabled not a boolean", map[string]string{"WEBSITE_AUTH_ENABLED": "yes"}, "WEBSITE_AUTH_ENABLED", "yes", []string{`"true" or "false"`}, ""},
+		{"API key secret not a secret name", map[string]string{"API_KEY_SECRET": "api_key"}, "API_KEY_SECRET", "api_key", []string{"name of a secret", "1-127"}, ""},
+		{"API key secret starting with a digit", map[string]string{"API_KEY_SECRET": "1key"}, "API_KEY_SECRET", "1key", []string{"starting with a letter"}, ""},
+		{"every interface without an API key", map[string]string{"LISTEN_ADDR": ":8080"}, "LISTEN_ADDR and API_KEY_SECRET", "",
+			[]string{`LISTEN_ADDR ":8080"`, "API_KEY_SECRET is not set", "x-functions-key", "at least 32 characters", `"127.0.0.1:8080"`}, ""},
+		{"all IPv4 addresses without an API key", map[string]string{"LISTEN_ADDR": "0.0.0.0:8080"}, "LISTEN_ADDR and API_KEY_SECRET", "", []string{`"0.0.0.0:8080"`}, ""},
 		{"log level unknown", map[string]string{"LOG_LEVEL": "verbose"}, "LOG_LEVEL", "verbose", []string{"debug, info, warn, error"}, ""},
 		{"no connections", map[string]string{"CONNECTIONS_FILE": ""}, "CONNECTIONS_FILE and CONNECTIONS", "", []string{"neither is set", "exactly one"}, ""},
 		{"both connections", map[string]string{"CONNECTIONS": `{"connections": []}`}, "CONNECTIONS_FILE and CONNECTIONS", "", []string{"both are set", "exactly one"}, ""},
@@ -242,6 +249,79 @@ func TestSettingsBooleansAndLevels(t *testing.T) {
 	for v, want := range levels {
 		if s, err := LoadSettings(env(with(minimalEnv, map[string]string{"LOG_LEVEL": v}))); err != nil || s.LogLevel != want {
 			t.Errorf("LOG_LEVEL=%q: %v, %v; want %v", v, s.LogLevel, err, want)
+		}
+	}
+}
+
+// TestListenAddrNeedsAPIKey: standalone mode listens beyond loopback only
+// with API_KEY_SECRET; loopback addresses and Functions mode (where the
+// host checks keys and the handler listens on 127.0.0.1) need none.
+func TestListenAddrNeedsAPIKey(t *testing.T) {
+	tests := []struct {
+		listen, apiKey, functionsPort string
+		ok                            bool
+	}{
+		{"127.0.0.1:8080", "", "", true},
+		{"127.8.9.10:0", "", "", true},
+		{"[::1]:8080", "", "", true},
+		{"[::ffff:127.0.0.1]:8080", "", "", true},
+		{"localhost:8080", "", "", true},
+		{"LocalHost:8080", "", "", true},
+		{":8080", "", "", false},
+		{"0.0.0.0:8080", "", "", false},
+		{"[::]:8080", "", "", false},
+		{"10.1.2.3:8080", "", "", false},
+		{"128.0.0.1:8080", "", "", false},
+		{"[fe80::1%eth0]:8080", "", "", false},
+		{"localhost.example.com:8080", "", "", false},
+		{"tokenrefresher.internal:8080", "", "", false},
+		{":8080", "tokenrefresher-api-key", "", true},
+		{"0.0.0.0:8080", "tokenrefresher-api-key", "", true},
+		{"0.0.0.0:8080", "", "41234", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.listen+" key="+tt.apiKey+" port="+tt.functionsPort, func(t *testing.T) {
+			s, err := LoadSettings(env(with(minimalEnv, map[string]string{
+				"LISTEN_ADDR": tt.listen, "API_KEY_SECRET": tt.apiKey, "FUNCTIONS_CUSTOMHANDLER_PORT": tt.functionsPort,
+			})))
+			if tt.ok {
+				if err != nil {
+					t.Fatalf("LoadSettings: %v", err)
+				}
+				if s.APIKeySecret != tt.apiKey {
+					t.Errorf("APIKeySecret %q, want %q", s.APIKeySecret, tt.apiKey)
+				}
+				return
+			}
+			var se *SettingsError
+			if !errors.As(err, &se) || len(se.Problems) != 1 || se.Problems[0].Setting != "LISTEN_ADDR and API_KEY_SECRET" {
+				t.Fatalf("LoadSettings = %v; want the one problem on LISTEN_ADDR and API_KEY_SECRET", err)
+			}
+		})
+	}
+}
+
+// TestPrincipalHeadersTrusted: X-MS-CLIENT-PRINCIPAL-ID identifies the
+// caller only with App Service authentication on and the Functions host in
+// front; standalone mode has no front end that strips forged copies.
+func TestPrincipalHeadersTrusted(t *testing.T) {
+	tests := []struct {
+		auth, functionsPort string
+		want                bool
+	}{
+		{"true", "41234", true},
+		{"false", "41234", false},
+		{"", "41234", false},
+		{"true", "", false},
+		{"", "", false},
+	}
+	for _, tt := range tests {
+		s, err := LoadSettings(env(with(minimalEnv, map[string]string{"WEBSITE_AUTH_ENABLED": tt.auth, "FUNCTIONS_CUSTOMHANDLER_PORT": tt.functionsPort})))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.PrincipalHeadersTrusted(); got != tt.want {
+			t.Errorf("WEBSITE_AUTH_ENABLED=%q FUNCTIONS_CUSTOMHANDLER_PORT=%q: PrincipalHeadersTrusted %v, want %v", tt.auth, tt.functionsPort, got, tt.want)
 		}
 	}
 }

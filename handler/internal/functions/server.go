@@ -33,9 +33,17 @@ type Broker interface {
 type Options struct {
 	Logger *slog.Logger
 	// AuthEnabled is true when App Service authentication is on
-	// (WEBSITE_AUTH_ENABLED). Only then are the X-MS-CLIENT-PRINCIPAL-*
-	// headers trustworthy: the platform strips them from outside requests.
+	// (WEBSITE_AUTH_ENABLED) in front of the Functions host. Only then is
+	// X-MS-CLIENT-PRINCIPAL-ID read, and trusted: the platform strips
+	// copies sent by clients. When false, the X-MS-CLIENT-PRINCIPAL-*
+	// headers are ignored and connections with allowedCallers answer 403.
 	AuthEnabled bool
+	// APIKey, when set, is the key every request must present in the
+	// x-functions-key header or the code query parameter, as Azure
+	// Functions takes function keys; only the readiness probe (GET /) and
+	// the consent callback are served without it. Standalone mode sets it;
+	// in Functions mode the host checks the keys and it stays empty.
+	APIKey broker.Secret
 	// SweepHorizon is how far ahead the timer refreshes: tokens expiring
 	// within it are refreshed. It should exceed the timer's period.
 	SweepHorizon time.Duration
@@ -61,7 +69,13 @@ func NewServer(b Broker, o Options) http.Handler {
 	}
 	mux := http.NewServeMux()
 	addRoutes(mux, b, o)
-	return logRequests(o.Logger, rejectUncleanPaths(mux))
+	h := rejectUncleanPaths(mux)
+	if !o.APIKey.IsZero() {
+		// Outermost but for the log: an unauthenticated caller learns
+		// nothing from the routes, not even which paths exist.
+		h = requireAPIKey(o.APIKey, h)
+	}
+	return logRequests(o.Logger, h)
 }
 
 // rejectUncleanPaths answers a path with ".", ".." or empty segments with a
@@ -94,6 +108,7 @@ func addRoutes(mux *http.ServeMux, b Broker, o Options) {
 	mux.Handle("/api/connections/{connection}", methods(handleConnection(b), http.MethodGet))
 	mux.Handle("/api/connections/{connection}/refresh", methods(handleForceRefresh(b), http.MethodPost))
 	mux.Handle("/refresh", methods(handleTimer(b, o), http.MethodPost))
+	addConsentRoutes(mux, b, o) // GET /api/consent/{connection} (admin key) and /api/consent/callback (consent.go)
 	mux.Handle("/", handleNotFound())
 }
 

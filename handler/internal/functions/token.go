@@ -87,6 +87,10 @@ func handleToken(b Broker, o Options) http.Handler {
 }
 
 // authorize checks the caller against the connection's allowedCallers.
+// The caller is X-MS-CLIENT-PRINCIPAL-ID and nothing else: the other
+// X-MS-CLIENT-PRINCIPAL-* headers (name, identity provider, the encoded
+// claims) are never read, and without authEnabled none of them is, since
+// then nothing stops a client from sending them itself.
 func authorize(c broker.Connection, r *http.Request, authEnabled bool) *broker.Error {
 	if len(c.AllowedCallers) == 0 {
 		return nil
@@ -95,8 +99,19 @@ func authorize(c broker.Connection, r *http.Request, authEnabled bool) *broker.E
 		return &broker.Error{
 			Code:        broker.CodeForbidden,
 			Connection:  c.Name,
-			Message:     "this connection is restricted to allowedCallers, but App Service authentication is off, so the caller cannot be identified",
+			Message:     "this connection is restricted to allowedCallers, but the caller cannot be identified: App Service authentication is off, or the handler runs without the Functions host in front of it",
 			Remediation: "Turn on App Service authentication for the function app (see the README's deployment section), or remove allowedCallers from the connection.",
+		}
+	}
+	ids := r.Header.Values(principalHeader)
+	if len(ids) > 1 {
+		// App Service sets exactly one, after removing any the client
+		// sent; more than one means something in between added its own.
+		return &broker.Error{
+			Code:        broker.CodeForbidden,
+			Connection:  c.Name,
+			Message:     fmt.Sprintf("the request carries %d %s headers, so the caller cannot be identified", len(ids), principalHeader),
+			Remediation: "Call the function app through its own endpoint, with App Service authentication on; nothing in between may add " + principalHeader + ".",
 		}
 	}
 	caller := strings.TrimSpace(r.Header.Get(principalHeader))

@@ -11,6 +11,8 @@
 //
 // Routes:
 //
+//	GET  /authorize  the consent page of the authorization code grant (authorize.go)
+//	POST /authorize  its Allow button
 //	POST /token    the token endpoint (application/x-www-form-urlencoded)
 //	GET  /api/me   a stand-in protected API: 200 {"ok":true} for a valid Bearer access token, else 401
 //	GET  /stats    the counters (Stats) as JSON
@@ -193,6 +195,7 @@ type Provider struct {
 	requests []Request
 	refresh  map[string]*refreshToken
 	access   map[string]time.Time // access token -> expiry
+	authz    authorization
 }
 
 // chain is one grant: the refresh tokens issued one after another from a
@@ -226,6 +229,8 @@ func New(cfg Config) *Provider {
 		refresh: make(map[string]*refreshToken),
 		access:  make(map[string]time.Time),
 	}
+	p.mux.HandleFunc("GET /authorize", p.serveAuthorize)
+	p.mux.HandleFunc("POST /authorize", p.serveAllow)
 	p.mux.HandleFunc("POST /token", p.serveToken)
 	p.mux.HandleFunc("GET /api/me", p.serveMe)
 	p.mux.HandleFunc("GET /stats", p.serveStats)
@@ -499,6 +504,8 @@ func (p *Provider) processLocked(r *http.Request, form url.Values, formErr error
 	case "":
 		return oauthError(http.StatusBadRequest, "invalid_request", "grant_type is missing")
 	case string(broker.GrantRefreshToken), string(broker.GrantClientCredentials):
+	case grantAuthorizationCode:
+		return p.redeemCodeLocked(form)
 	default:
 		return oauthError(http.StatusBadRequest, "unsupported_grant_type", "grant_type "+grant+" is not supported")
 	}

@@ -1,0 +1,308 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/config"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/consent"
+)
+
+const connectUsage = "usage: handler connect CONNECTION [-port N] [-no-browser] [-scope S]... [-timeout 5m] [-authorization-url URL]"
+
+// connectCommand is `handler connect CONNECTION`: a person consents at the
+// provider, and the connection gets its first refresh token, or a new one
+// after invalid_grant. It is the authorization code grant with PKCE and a
+// loopback redirect URI (RFC 8252 §7.3): a server on 127.0.0.1 receives the
+// browser's redirect back, the code is exchanged at once, and the tokens go
+// to the store the app uses, with the same settings (KEY_VAULT_URL and the
+// signed-in user's Azure credential, or the local store).
+//
+// The terminal shows the redirect URI to register and the address to open;
+// the browser shows whether it worked. Neither ever shows a token.
+func connectCommand(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("connect", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	port := fs.Int("port", 0, "port of the loopback redirect URI http://127.0.0.1:PORT/callback (0: any free port); fix it when the provider needs the exact URI registered")
+	noBrowser := fs.Bool("no-browser", false, "print the address to open instead of opening a browser")
+	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for the provider's answer")
+	authURL := fs.String("authorization-url", "", "the provider's authorization endpoint, when the connection's provider preset has none")
+	var scopes []string
+	fs.Func("scope", "a scope to ask for besides the connection's (repeat, or separate with spaces)", func(s string) error {
+		scopes = append(scopes, s)
+		return nil
+	})
+	// The connection's name may come before, between or after the flags.
+	rest, name := args, ""
+	for {
+		if err := fs.Parse(rest); err != nil {
+			return 2
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		if name != "" {
+			name = ""
+			break
+		}
+		name, rest = fs.Arg(0), fs.Args()[1:]
+	}
+	if name == "" {
+		fmt.Fprintln(stderr, connectUsage)
+		return 2
+	}
+	if *port < 0 || *port > 65535 || *timeout <= 0 {
+		fmt.Fprintln(stderr, "handler connect: -port must be 0 to 65535 and -timeout positive")
+		return 2
+	}
+
+	settings, err := config.LoadSettings(getenv)
+	if err != nil {
+		fmt.Fprintf(stderr, "handler connect: bad settings:\n%v\n", err)
+		return 2
+	}
+	conns, err := settings.ReadConnections()
+	if err != nil {
+		fmt.Fprintf(stderr, "handler connect: bad connections:\n%v\n", err)
+		return 2
+	}
+	var conn broker.Connection
+	found := false
+	for _, c := range conns {
+		if c.Name == name {
+			conn, found = c, true
+		}
+	}
+	if !found {
+		fmt.Fprintf(stderr, "handler connect: no connection is named %q in the connections file\n", name)
+		return 2
+	}
+	if conn.Grant != broker.GrantRefreshToken {
+		fmt.Fprintf(stderr, "handler connect: connection %q uses the %s grant, which needs no consent\n", name, conn.Grant)
+		return 2
+	}
+	endpoint := *authURL
+	if endpoint == "" {
+		if endpoint, err = consent.AuthorizationURL(conn); err != nil {
+			fmt.Fprintf(stderr, "handler connect: %v\n", err)
+			fmt.Fprintln(stderr, "Pass the provider's authorization endpoint with -authorization-url.")
+			return 2
+		}
+	}
+	asked, err := consent.Scopes(conn, scopes...)
+	if err != nil {
+		fmt.Fprintf(stderr, "handler connect: -scope: %v\n", err)
+		return 2
+	}
+
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	store, _, err := backends(settings, getenv, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "handler connect: %v\n", err)
+		return 1
+	}
+	// The credentials are read before anything is opened: without them the
+	// consent would be wasted.
+	clientID, clientSecret, err := consent.ClientCredentials(ctx, store, conn)
+	if err != nil {
+		fail(stderr, err)
+		return 1
+	}
+
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(*port)))
+	if err != nil {
+		fmt.Fprintf(stderr, "handler connect: cannot listen on 127.0.0.1:%d: %v\n", *port, err)
+		return 1
+	}
+	defer ln.Close()
+	flow := &consent.Flow{
+		Connection:       conn,
+		AuthorizationURL: endpoint,
+		RedirectURL:      fmt.Sprintf("http://127.0.0.1:%d/callback", ln.Addr().(*net.TCPAddr).Port),
+		ClientID:         clientID,
+		ClientSecret:     clientSecret,
+		Scopes:           asked,
+	}
+	state, verifier := consent.NewState(), consent.NewVerifier()
+	location, err := flow.AuthCodeURL(state, verifier)
+	if err != nil {
+		fail(stderr, err)
+		return 2
+	}
+
+	where := "the local store in " + settings.LocalStateDir
+	if settings.KeyVaultURL != "" {
+		where = "Key Vault " + settings.KeyVaultURL
+	}
+	var saved *broker.Token
+	rc := &receiver{connection: name, state: state, done: make(chan error, 1), finish: func(code string) error {
+		// Detached from the browser's request: once the code is redeemed,
+		// the tokens must reach the store even if the tab closes.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		tok, err := flow.Exchange(ctx, code, verifier)
+		if err != nil {
+			return err
+		}
+		if err := consent.Save(ctx, store, conn, tok); err != nil {
+			return err
+		}
+		saved = tok
+		return nil
+	}}
+	srv := &http.Server{Handler: rc, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	defer func() {
+		shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdown)
+	}()
+
+	fmt.Fprintf(stdout, "Connecting %q (provider %s, client id %s); the tokens go to %s.\n\n", name, conn.Provider, clientID, where)
+	fmt.Fprintf(stdout, "The app's registration at the provider must list this redirect URI, exactly:\n\n    %s\n\n", flow.RedirectURL)
+	if *port == 0 {
+		fmt.Fprintln(stdout, "(The port changes on every run; pass -port to keep one URI registered.)")
+		fmt.Fprintln(stdout)
+	}
+	fmt.Fprintf(stdout, "Open this address in a browser, sign in and allow access:\n\n    %s\n\n", location)
+	if !*noBrowser {
+		if err := openBrowser(location); err != nil {
+			fmt.Fprintln(stdout, "(No browser could be opened here; open the address yourself.)")
+		}
+	}
+	fmt.Fprintf(stdout, "Waiting up to %s for the browser to come back...\n", *timeout)
+
+	wait := time.NewTimer(*timeout)
+	defer wait.Stop()
+	select {
+	case err = <-rc.done:
+	case <-wait.C:
+		err = rc.giveUp(fmt.Errorf("no answer from the provider within %s; nothing was stored", *timeout))
+	case <-ctx.Done():
+		err = rc.giveUp(errors.New("interrupted; nothing was stored"))
+	}
+	if err != nil {
+		fail(stderr, err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "Connected. Stored the refresh token in secret %q and the access token (valid until %s) in %q, in %s.\n",
+		conn.Secrets.RefreshToken, saved.Expiry.UTC().Format(time.RFC3339), conn.Secrets.AccessToken, where)
+	return 0
+}
+
+// fail prints err and, when it has one, what to do about it.
+func fail(stderr io.Writer, err error) {
+	fmt.Fprintf(stderr, "handler connect: %v\n", err)
+	var r interface{ Remediation() string }
+	if errors.As(err, &r) {
+		fmt.Fprintln(stderr, r.Remediation())
+	}
+}
+
+// receiver is the loopback redirect URI. The first request to /callback
+// decides the outcome, whatever it carries: a second authorization cannot
+// begin in the same run, so a later request is answered and ignored.
+type receiver struct {
+	connection string
+	state      string
+	// finish exchanges the code and stores the tokens.
+	finish  func(code string) error
+	claimed atomic.Bool
+	done    chan error
+}
+
+// giveUp ends the wait with err, unless the browser has come back: its
+// answer is then being redeemed and may be stored, so it decides.
+func (rc *receiver) giveUp(err error) error {
+	if rc.claimed.CompareAndSwap(false, true) {
+		return err
+	}
+	return <-rc.done
+}
+
+func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/callback" {
+		http.NotFound(w, r)
+		return
+	}
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	if !rc.claimed.CompareAndSwap(false, true) {
+		consent.WritePage(w, http.StatusConflict, consent.Page{Title: "Already answered",
+			Message: "This run of handler connect has already had its answer, or has stopped waiting.", Remediation: "See the terminal."})
+		return
+	}
+	code, err := consent.ParseCallback(r.URL.Query(), rc.state)
+	if err == nil {
+		err = rc.finish(code)
+	}
+	if err != nil {
+		p := consent.Page{Title: "Connection " + rc.connection + " was not connected", Message: capitalize(err.Error()) + ".", Remediation: "See the terminal."}
+		var r interface{ Remediation() string }
+		if errors.As(err, &r) {
+			p.Remediation = r.Remediation()
+		}
+		status := http.StatusBadGateway
+		if errors.Is(err, consent.ErrStateMismatch) || errors.Is(err, consent.ErrNoCode) {
+			status = http.StatusBadRequest
+		}
+		var ce *consent.CallbackError
+		if errors.As(err, &ce) {
+			status = http.StatusBadRequest
+		}
+		consent.WritePage(w, status, p)
+	} else {
+		consent.WritePage(w, http.StatusOK, consent.Page{Title: "Connection " + rc.connection + " is connected",
+			Message: "The tokens are stored.", Remediation: "You can close this tab and go back to the terminal."})
+	}
+	rc.done <- err
+}
+
+func capitalize(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+// openBrowser asks the desktop to open url. It is best effort: on a server
+// or in a container there is nothing to open it with, and the address is
+// printed anyway.
+func openBrowser(url string) error {
+	// Only a web address goes to the desktop's opener: a value starting
+	// with "-" or naming a file or another scheme would be an argument or
+	// a program to it, not a page.
+	if !strings.HasPrefix(url, "https://") && !strings.HasPrefix(url, "http://127.0.0.1") && !strings.HasPrefix(url, "http://localhost") {
+		return fmt.Errorf("not opening %q in a browser: not an https address", url)
+	}
+	var cmd *exec.Cmd
+	switch runtime.GOOS {
+	case "darwin":
+		cmd = exec.Command("open", url)
+	case "windows":
+		cmd = exec.Command("rundll32", "url.dll,FileProtocolHandler", url)
+	default:
+		cmd = exec.Command("xdg-open", url)
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	go func() { _ = cmd.Wait() }()
+	return nil
+}

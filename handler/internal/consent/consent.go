@@ -1,0 +1,277 @@
+// Package consent obtains a connection's refresh token from a person's
+// consent: the OAuth2 authorization code grant (RFC 6749 §4.1) with PKCE
+// (RFC 7636, method S256), on golang.org/x/oauth2. `handler connect` runs it
+// from a workstation with a loopback redirect URI (RFC 8252 §7.3); the
+// function app runs it for an operator at /api/consent/{connection} when a
+// grant has died (invalid_grant).
+//
+// Both share what is here: where the provider's authorization endpoint is
+// (AuthorizationURL), what makes the provider issue a refresh token
+// (Scopes, and the parameters Flow.AuthCodeURL adds), reading the provider's
+// redirect back (ParseCallback), the code exchange (Flow.Exchange), and
+// storing the result as the broker does (Save). The function app's redirect
+// may reach any of its instances, so it keeps its pending authorizations in
+// the secret store (PendingStore); the command keeps its one in memory.
+//
+// Nothing here shows a token: pages say what happened, the provider's own
+// words are sanitised, and tokens go to the store only.
+package consent
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/diagnose"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/oauth"
+)
+
+// DefaultExchangeTimeout bounds the code exchange when Flow.HTTPClient is
+// nil. An authorization code lives a minute or ten at the provider, so
+// waiting longer would only end in invalid_grant.
+const DefaultExchangeTimeout = 30 * time.Second
+
+// Flow is the authorization code grant of one connection.
+type Flow struct {
+	// Connection is the connection being authorized: its token URL, client
+	// authentication style, extra token parameters and default lifetime.
+	Connection broker.Connection
+	// AuthorizationURL is the provider's authorization endpoint (see the
+	// function AuthorizationURL).
+	AuthorizationURL string
+	// RedirectURL is where the provider sends the browser back. The provider
+	// compares it with the redirect URIs registered for the client, usually
+	// character for character.
+	RedirectURL string
+	// ClientID and ClientSecret authenticate the client (see
+	// ClientCredentials).
+	ClientID     string
+	ClientSecret broker.Secret
+	// Scopes are asked for at the authorization endpoint (see Scopes).
+	Scopes []string
+	// HTTPClient sends the token request; nil means a client that gives up
+	// after DefaultExchangeTimeout.
+	HTTPClient *http.Client
+	// Now is the clock for the token's IssuedAt and default expiry; nil
+	// means time.Now.
+	Now func() time.Time
+}
+
+// NewState returns a random state parameter (RFC 6749 §10.12): 128 bits,
+// so that a callback carrying it can only come from this authorization.
+func NewState() string { return rand.Text() }
+
+// NewVerifier returns a fresh PKCE code verifier (RFC 7636 §4.1), one per
+// authorization.
+func NewVerifier() broker.Secret { return broker.Secret(oauth2.GenerateVerifier()) }
+
+// AuthCodeURL returns the URL of the provider's consent page for this flow:
+// the client, redirect URI and scopes, state, the S256 challenge of
+// verifier, and whatever the provider needs to issue a refresh token
+// (access_type=offline for Google, for instance).
+func (f *Flow) AuthCodeURL(state string, verifier broker.Secret) (string, error) {
+	cfg, err := f.config()
+	if err != nil {
+		return "", err
+	}
+	if err := checkEndpointURL(f.AuthorizationURL); err != nil {
+		return "", &EndpointError{Connection: f.Connection.Name, Provider: f.Connection.Provider, URL: f.AuthorizationURL, Err: err}
+	}
+	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(verifier.Reveal())}
+	for _, kv := range offline[f.Connection.Provider].params {
+		opts = append(opts, oauth2.SetAuthURLParam(kv[0], kv[1]))
+	}
+	return cfg.AuthCodeURL(state, opts...), nil
+}
+
+// reservedParams are set by the code exchange itself; a connection's Params
+// may not replace them.
+var reservedParams = map[string]bool{
+	"grant_type": true, "code": true, "redirect_uri": true, "code_verifier": true,
+	"client_id": true, "client_secret": true, "refresh_token": true, "scope": true,
+}
+
+// Exchange redeems an authorization code at the token endpoint, with the
+// verifier whose challenge the authorization request carried, and the
+// connection's Params as in every token request. It fails with
+// ErrNoRefreshToken (wrapped in an *ExchangeError) when the provider issued
+// no refresh token: the connection would be dead once the access token
+// expires. Failures are *ExchangeError.
+func (f *Flow) Exchange(ctx context.Context, code string, verifier broker.Secret) (*broker.Token, error) {
+	cfg, err := f.config()
+	if err != nil {
+		return nil, err
+	}
+	opts := []oauth2.AuthCodeOption{oauth2.VerifierOption(verifier.Reveal())}
+	for k, v := range f.Connection.Params {
+		if reservedParams[k] {
+			return nil, &ExchangeError{Connection: f.Connection.Name, Err: fmt.Errorf("%w: parameter %q is set by the code exchange and cannot be overridden in params", ErrBadConnection, k)}
+		}
+		opts = append(opts, oauth2.SetAuthURLParam(k, v))
+	}
+	client := f.HTTPClient
+	if client == nil {
+		client = &http.Client{Timeout: DefaultExchangeTimeout}
+	}
+	t, err := cfg.Exchange(context.WithValue(ctx, oauth2.HTTPClient, client), code, opts...)
+	if err != nil {
+		return nil, f.exchangeError(err)
+	}
+	if t.RefreshToken == "" {
+		return nil, &ExchangeError{Connection: f.Connection.Name, Provider: f.Connection.Provider, Err: ErrNoRefreshToken}
+	}
+	now := time.Now()
+	if f.Now != nil {
+		now = f.Now()
+	}
+	tok := &broker.Token{
+		AccessToken:  broker.Secret(t.AccessToken),
+		TokenType:    t.TokenType,
+		RefreshToken: broker.Secret(t.RefreshToken),
+		Expiry:       t.Expiry,
+		IssuedAt:     now,
+	}
+	if tok.Expiry.IsZero() {
+		// No expires_in (Salesforce): assume what the broker assumes.
+		lifetime := f.Connection.DefaultLifetime
+		if lifetime <= 0 {
+			lifetime = time.Hour
+		}
+		tok.Expiry = now.Add(lifetime)
+	}
+	return tok, nil
+}
+
+// config is the oauth2.Config of the flow. Client authentication is always
+// the connection's explicit style: oauth2's auto-detection would send the
+// code twice when the first style fails, and the second attempt fails
+// anyway (a code is single-use), hiding the first answer.
+func (f *Flow) config() (*oauth2.Config, error) {
+	var style oauth2.AuthStyle
+	switch f.Connection.AuthStyle {
+	case broker.AuthBasic:
+		style = oauth2.AuthStyleInHeader
+	case broker.AuthBody:
+		style = oauth2.AuthStyleInParams
+	default:
+		return nil, &ExchangeError{Connection: f.Connection.Name, Err: fmt.Errorf("%w: client authentication style %q is not %q or %q",
+			ErrBadConnection, f.Connection.AuthStyle, broker.AuthBasic, broker.AuthBody)}
+	}
+	if f.ClientID == "" {
+		return nil, &ExchangeError{Connection: f.Connection.Name, Err: fmt.Errorf("%w: no client id", ErrBadConnection)}
+	}
+	if err := oauth.CheckTokenURL(f.Connection.TokenURL); err != nil {
+		return nil, &ExchangeError{Connection: f.Connection.Name, Err: fmt.Errorf("%w: %w", ErrBadConnection, err)}
+	}
+	return &oauth2.Config{
+		ClientID:     f.ClientID,
+		ClientSecret: f.ClientSecret.Reveal(),
+		Endpoint: oauth2.Endpoint{
+			AuthURL:   f.AuthorizationURL,
+			TokenURL:  f.Connection.TokenURL,
+			AuthStyle: style,
+		},
+		RedirectURL: f.RedirectURL,
+		Scopes:      f.Scopes,
+	}, nil
+}
+
+// exchangeError keeps what may be shown of a failed exchange: the status,
+// the RFC 6749 error code and a sanitised description. The body, which
+// RetrieveError.Error would print, may echo the code or a secret.
+func (f *Flow) exchangeError(err error) *ExchangeError {
+	e := &ExchangeError{Connection: f.Connection.Name, Provider: f.Connection.Provider}
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) {
+		if re.Response != nil {
+			e.StatusCode = re.Response.StatusCode
+		}
+		e.Code = cleanCode(re.ErrorCode)
+		e.Description = diagnose.Sanitize(re.ErrorDescription)
+		return e
+	}
+	e.Err = err
+	return e
+}
+
+// ErrBadConnection is wrapped by an *ExchangeError when the connection
+// cannot be used for a code exchange; nothing was sent.
+var ErrBadConnection = errors.New("connection cannot be used for a code exchange")
+
+// ErrNoRefreshToken is wrapped by an *ExchangeError when the provider
+// answered the exchange without a refresh token.
+var ErrNoRefreshToken = errors.New("the provider issued no refresh token")
+
+// ExchangeError is a failed code exchange. It carries the provider's answer
+// as far as it may be shown: never a body, a code or a token.
+type ExchangeError struct {
+	Connection string
+	Provider   string
+	// StatusCode is the token endpoint's HTTP status; zero when no answer
+	// arrived or nothing was sent.
+	StatusCode int
+	// Code is the RFC 6749 §5.2 error code, when the provider sent one.
+	Code string
+	// Description is the provider's error_description, sanitised.
+	Description string
+	// Err is the cause when it was not the provider's error answer: a
+	// transport failure, ErrNoRefreshToken, ErrBadConnection.
+	Err error
+}
+
+func (e *ExchangeError) Error() string {
+	s := fmt.Sprintf("connection %q: exchanging the authorization code", e.Connection)
+	if e.StatusCode != 0 {
+		s += fmt.Sprintf(": token endpoint answered HTTP %d", e.StatusCode)
+	}
+	if e.Code != "" {
+		s += ": " + e.Code
+	}
+	if e.Description != "" {
+		s += ": " + e.Description
+	}
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+func (e *ExchangeError) Unwrap() error { return e.Err }
+
+// Remediation says what to do about the failure, for the person at the
+// browser or the terminal.
+func (e *ExchangeError) Remediation() string {
+	switch {
+	case errors.Is(e.Err, ErrNoRefreshToken):
+		return "Ask for offline access: check the scopes (-scope adds one; Xero, Atlassian and Microsoft need offline_access, which is added for them) " +
+			"and that the app registration at the provider may issue refresh tokens; then start again."
+	case errors.Is(e.Err, ErrBadConnection):
+		return "Fix the connection in the connections file, then start again."
+	case e.Code == "invalid_client" || e.Code == "unauthorized_client":
+		return fmt.Sprintf("Check the client id and secret of connection %q in the store, and its clientAuth (the provider may want the other style); then start again.", e.Connection)
+	case e.Code == "invalid_grant":
+		return "The code was refused: it expired, was already used, or the redirect URI or PKCE verifier did not match the authorization request. Start again."
+	case e.StatusCode == 0 && e.Err != nil:
+		return "The token endpoint could not be reached; check the network and the connection's tokenUrl, then start again."
+	}
+	return "Start again; if it fails the same way, check the app registration at the provider."
+}
+
+// cleanCode keeps an error code to the characters RFC 6749 §5.2 codes use in
+// practice, so that a provider cannot put markup or a line break in it.
+func cleanCode(s string) string {
+	out := make([]byte, 0, min(len(s), 64))
+	for i := 0; i < len(s) && len(out) < 64; i++ {
+		c := s[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-' || c == '.' {
+			out = append(out, c)
+		}
+	}
+	return string(out)
+}

@@ -1,0 +1,69 @@
+package functions
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"net/http"
+
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
+)
+
+// keyHeader and keyQuery are where Azure Functions takes a function key;
+// standalone mode takes its key in the same places, so a pipeline calls
+// either the same way.
+const (
+	keyHeader = "x-functions-key"
+	keyQuery  = "code"
+)
+
+// requireAPIKey answers 401 to any request that does not present key,
+// except those anonymous callers must be able to make: the readiness probe
+// (GET /) and the consent callback, which the provider's redirect reaches
+// without a key and which authenticates its own request (state, cookie and
+// PKCE). The header is used when present, otherwise the query parameter, as
+// the Functions host does.
+//
+// The comparison is of SHA-256 digests in constant time, so neither the
+// time taken nor an early return on a length mismatch tells a caller how
+// much of a guess was right. No WWW-Authenticate is sent: the key is not an
+// HTTP authentication scheme, and the Functions host answers a missing key
+// without one too.
+func requireAPIKey(key broker.Secret, h http.Handler) http.Handler {
+	want := sha256.Sum256([]byte(key.Reveal()))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isAnonymous(r) {
+			h.ServeHTTP(w, r)
+			return
+		}
+		got := r.Header.Get(keyHeader)
+		if got == "" {
+			got = r.URL.Query().Get(keyQuery)
+		}
+		sum := sha256.Sum256([]byte(got))
+		if got != "" && subtle.ConstantTimeCompare(sum[:], want[:]) == 1 {
+			h.ServeHTTP(w, r)
+			return
+		}
+		msg := "this handler requires a key, and the request has none"
+		if got != "" {
+			msg = "the key the request presents is not this handler's key"
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		encode(w, http.StatusUnauthorized, errorBody{
+			Error:   "unauthorized",
+			Message: msg,
+			Remediation: "Send the key held by the secret that the handler's API_KEY_SECRET setting names, in the " +
+				keyHeader + " header (or as ?" + keyQuery + "=), as for an Azure Functions function key.",
+		})
+	})
+}
+
+// isAnonymous reports whether r is one of the requests served without a
+// key. Only these exact paths count, so that no variant of them (a
+// trailing slash, a dot segment) reaches another route without the key.
+func isAnonymous(r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	return r.URL.Path == "/" || r.URL.Path == callbackPath
+}

@@ -1,0 +1,312 @@
+package functions
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/consent"
+)
+
+// ConsentBroker is what the consent routes need of the broker beyond
+// Broker: the secret store it reads. The consent flow reads the client
+// credentials there, keeps its pending authorization there (the provider's
+// redirect may reach any instance), and stores the new tokens there, where
+// every instance's broker finds them. A Broker without it answers the
+// consent routes with 501.
+type ConsentBroker interface {
+	Broker
+	Store() broker.SecretStore
+}
+
+// consentRoutes is the operator's re-authorization, for a connection whose
+// grant died (invalid_grant): the authorization code grant with PKCE,
+// through the function app.
+//
+//	GET /api/consent/{connection}  admin key: redirects to the provider's consent page
+//	GET /api/consent/callback      anonymous: the provider's redirect back
+//
+// The callback takes no key (the provider cannot send one), so it does
+// nothing unless its state is a pending authorization that is valid,
+// unexpired and unused, and the browser carries the cookie the start route
+// set with it (RFC 9700 §4.7.1: the state bound to the user agent). The
+// PKCE verifier never leaves the store, so a code that does not come from
+// that authorization cannot be redeemed.
+type consentRoutes struct {
+	b   Broker
+	log *slog.Logger
+	now func() time.Time
+	// authorizationURL finds a connection's authorization endpoint; tests
+	// point it at the test provider.
+	authorizationURL func(broker.Connection) (string, error)
+	// client sends the code exchange; nil means consent's default.
+	client *http.Client
+}
+
+// callbackPath is the redirect URI's path. A connection named "callback"
+// cannot use the HTTP flow (its start route would be this path); `handler
+// connect` serves it.
+const callbackPath = "/api/consent/callback"
+
+// exchangeTimeout bounds the exchange and the store writes after the
+// callback. They run detached from the browser's request: once the code is
+// redeemed, a closed tab must not stop the new refresh token being stored.
+const exchangeTimeout = time.Minute
+
+func addConsentRoutes(mux *http.ServeMux, b Broker, o Options) {
+	cr := &consentRoutes{b: b, log: o.Logger, now: o.Now, authorizationURL: consent.AuthorizationURL}
+	cr.register(mux)
+}
+
+func (cr *consentRoutes) register(mux *http.ServeMux) {
+	mux.Handle(callbackPath, methods(http.HandlerFunc(cr.callback), http.MethodGet))
+	mux.Handle("/api/consent/{connection}", methods(http.HandlerFunc(cr.start), http.MethodGet))
+}
+
+// cookieName is the cookie that binds a connection's pending authorization
+// to the browser that started it; one per connection, so two consents in
+// one browser do not disturb each other.
+func cookieName(connection string) string { return "tokenrefresher-consent-" + connection }
+
+// start redirects the operator's browser to the provider's consent page.
+// ?scope= adds scopes to the connection's.
+func (cr *consentRoutes) start(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("connection")
+	c, ok := cr.b.Connection(name)
+	if !ok {
+		encodeError(w, &broker.Error{Code: broker.CodeNotFound, Connection: truncate(name, 63),
+			Message:     "no connection is named " + truncate(name, 63),
+			Remediation: "GET /api/connections lists the configured connections."})
+		return
+	}
+	if c.Grant != broker.GrantRefreshToken {
+		encodeError(w, &broker.Error{Code: broker.CodeBadRequest, Connection: name,
+			Message:     fmt.Sprintf("connection %q uses the %s grant, which needs no consent", name, c.Grant),
+			Remediation: "Only refresh_token connections are authorized by a person."})
+		return
+	}
+	cb, ok := cr.b.(ConsentBroker)
+	if !ok {
+		notImplemented(w, name)
+		return
+	}
+	store := cb.Store()
+	authURL, err := cr.authorizationURL(c)
+	if err != nil {
+		encodeError(w, &broker.Error{Code: broker.CodeBadRequest, Connection: name, Message: err.Error(),
+			Remediation: "Run `handler connect " + name + " -authorization-url URL` from a workstation instead, with the provider's authorization endpoint."})
+		return
+	}
+	scopes, err := consent.Scopes(c, r.URL.Query()["scope"]...)
+	if err != nil {
+		encodeError(w, &broker.Error{Code: broker.CodeBadRequest, Connection: name, Message: err.Error(),
+			Remediation: "Pass scopes as ?scope=a%20b."})
+		return
+	}
+	redirect, secure, err := callbackURL(r)
+	if err != nil {
+		encodeError(w, &broker.Error{Code: broker.CodeBadRequest, Connection: name, Message: err.Error(),
+			Remediation: "Call this route on the function app's own host name."})
+		return
+	}
+	ctx := r.Context()
+	clientID, clientSecret, err := consent.ClientCredentials(ctx, store, c)
+	if err != nil {
+		encodeError(w, consentError(name, err))
+		return
+	}
+	p := consent.NewPending(name, redirect, cr.now())
+	flow := consent.Flow{Connection: c, AuthorizationURL: authURL, RedirectURL: redirect, ClientID: clientID, ClientSecret: clientSecret, Scopes: scopes}
+	location, err := flow.AuthCodeURL(p.State, p.Verifier)
+	if err != nil {
+		encodeError(w, &broker.Error{Code: broker.CodeBadRequest, Connection: name, Message: err.Error(),
+			Remediation: "Fix the connection in the connections file."})
+		return
+	}
+	if err := (&consent.PendingStore{Store: store, Now: cr.now}).Put(ctx, p); err != nil {
+		encodeError(w, consentError(name, err))
+		return
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name: cookieName(name), Value: p.State, Path: callbackPath,
+		MaxAge: int(consent.PendingTTL / time.Second), HttpOnly: true, Secure: secure, SameSite: http.SameSiteLaxMode,
+	})
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	cr.log.Info("consent started; the operator is sent to the provider", "event", "consent.started", "connection", name, "redirect_uri", redirect)
+	http.Redirect(w, r, location, http.StatusFound)
+}
+
+// callback finishes an authorization: it claims the pending authorization
+// the state names, exchanges the code and stores the tokens.
+func (cr *consentRoutes) callback(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	state := q.Get("state")
+	name, ok := consent.ConnectionOfState(state)
+	var c broker.Connection
+	if ok {
+		c, ok = cr.b.Connection(name)
+	}
+	if !ok || len(q["state"]) != 1 {
+		cr.refuse(w, r, http.StatusBadRequest, "invalid_state", "", "This consent link is not valid", "the provider's redirect carries no state this app issued",
+			"Start again at /api/consent/{connection} with the admin key.")
+		return
+	}
+	restart := fmt.Sprintf("Start again at /api/consent/%s with the admin key.", name)
+	cb, ok := cr.b.(ConsentBroker)
+	if !ok {
+		cr.refuse(w, r, http.StatusNotImplemented, "not_implemented", name, "Consent is not available", notImplementedMessage, "Use `handler connect "+name+"` from a workstation.")
+		return
+	}
+	cookie, err := r.Cookie(cookieName(name))
+	if err != nil || subtle.ConstantTimeCompare([]byte(cookie.Value), []byte(state)) != 1 {
+		// Nothing is claimed: the browser that started the consent can
+		// still finish it.
+		cr.refuse(w, r, http.StatusBadRequest, "invalid_state", name, "This consent was started in another browser",
+			"the consent of "+name+" can only be finished in the browser that started it", restart)
+		return
+	}
+	_, secure, _ := callbackURL(r)
+	http.SetCookie(w, &http.Cookie{Name: cookieName(name), Value: "", Path: callbackPath, MaxAge: -1, HttpOnly: true, Secure: secure, SameSite: http.SameSiteLaxMode})
+
+	store := cb.Store()
+	p, err := (&consent.PendingStore{Store: store, Now: cr.now}).Claim(r.Context(), state)
+	var se *consent.StateError
+	switch {
+	case errors.As(err, &se):
+		cr.refuse(w, r, http.StatusBadRequest, "invalid_state", name, "This consent link cannot be used", se.Err.Error(), restart)
+		return
+	case err != nil:
+		cr.refuse(w, r, http.StatusServiceUnavailable, string(broker.CodeUnavailable), name, "The secret store could not be reached", err.Error(), restart)
+		return
+	}
+	code, err := consent.ParseCallback(q, p.State)
+	if err != nil {
+		errCode, remedy := "invalid_callback", restart
+		var ce *consent.CallbackError
+		if errors.As(err, &ce) {
+			errCode, remedy = "consent_refused", ce.Remediation()
+		}
+		cr.refuse(w, r, http.StatusBadRequest, errCode, name, "Connection "+name+" was not re-authorized", err.Error(), remedy)
+		return
+	}
+
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), exchangeTimeout)
+	defer cancel()
+	clientID, clientSecret, err := consent.ClientCredentials(ctx, store, c)
+	if err != nil {
+		e := consentError(name, err)
+		cr.refuse(w, r, statusOf(e.Code), string(e.Code), name, "Connection "+name+" was not re-authorized", e.Message, e.Remediation)
+		return
+	}
+	flow := consent.Flow{Connection: c, RedirectURL: p.RedirectURL, ClientID: clientID, ClientSecret: clientSecret, HTTPClient: cr.client, Now: cr.now}
+	tok, err := flow.Exchange(ctx, code, p.Verifier)
+	if err != nil {
+		remedy := restart
+		var ee *consent.ExchangeError
+		if errors.As(err, &ee) {
+			remedy = ee.Remediation()
+		}
+		cr.refuse(w, r, http.StatusBadGateway, "exchange_failed", name, "Connection "+name+" was not re-authorized", err.Error(), remedy)
+		return
+	}
+	if err := consent.Save(ctx, store, c, tok); err != nil {
+		cr.refuse(w, r, http.StatusServiceUnavailable, string(broker.CodeUnavailable), name, "The new tokens of "+name+" could not be stored", err.Error(), restart)
+		return
+	}
+	cr.log.Info("connection re-authorized", "event", "consent.completed", "connection", name,
+		"expires_on", tok.Expiry.UTC().Format(time.RFC3339))
+	msg := fmt.Sprintf("the new refresh token is stored in secret %q, and every instance uses it from the next call; "+
+		"the connection's status shows the old failure until its next refresh", c.Secrets.RefreshToken)
+	if !acceptsHTML(r) {
+		w.Header().Set("Cache-Control", "no-store")
+		encode(w, http.StatusOK, consentResult{Connection: name, Message: msg})
+		return
+	}
+	consent.WritePage(w, http.StatusOK, consent.Page{Title: "Connection " + name + " re-authorized", Message: capitalize(msg) + ".", Remediation: "You can close this tab."})
+}
+
+// consentResult is the callback's success for a client that is not a
+// browser.
+type consentResult struct {
+	Connection string `json:"connection"`
+	Message    string `json:"message"`
+}
+
+// refuse logs a callback that stored nothing and says why: a page for a
+// browser, the surface's JSON error for anything else.
+func (cr *consentRoutes) refuse(w http.ResponseWriter, r *http.Request, status int, code, connection, title, message, remediation string) {
+	cr.log.Warn("consent not completed", "event", "consent.failed", "connection", connection, "status", status, "error", code, "message", message)
+	if !acceptsHTML(r) {
+		w.Header().Set("Cache-Control", "no-store")
+		encode(w, status, errorBody{Error: code, Message: message, Remediation: remediation, Connection: connection})
+		return
+	}
+	consent.WritePage(w, status, consent.Page{Title: title, Message: capitalize(message) + ".", Remediation: remediation})
+}
+
+// acceptsHTML reports whether the client is a browser, which asks for
+// text/html; programs get JSON like everywhere else on this surface.
+func acceptsHTML(r *http.Request) bool {
+	return strings.Contains(r.Header.Get("Accept"), "text/html")
+}
+
+func capitalize(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+// consentError maps the store's answers about the client credentials to
+// the surface's errors: a missing one is a 424 like the token route's, a
+// store failure a 503.
+func consentError(name string, err error) *broker.Error {
+	var me *consent.MissingSecretError
+	if errors.As(err, &me) {
+		return &broker.Error{Code: broker.CodeRejected, Connection: name, Message: me.Error(), Remediation: me.Remediation()}
+	}
+	return &broker.Error{Code: broker.CodeUnavailable, Connection: name, Message: err.Error(), RetryAfter: 10 * time.Second,
+		Remediation: "Check that the secret store is reachable and that the app may read and write its secrets; then start again."}
+}
+
+const notImplementedMessage = "this build's broker does not expose its secret store, which the consent flow needs"
+
+func notImplemented(w http.ResponseWriter, name string) {
+	w.Header().Set("Cache-Control", "no-store")
+	encode(w, http.StatusNotImplemented, errorBody{
+		Error:       "not_implemented",
+		Message:     notImplementedMessage,
+		Remediation: "Use `handler connect " + name + "` from a workstation.",
+		Connection:  name,
+	})
+}
+
+// callbackURL is the redirect URI on the host the operator called, which
+// behind the Functions host is the app's public host name: https, except on
+// a loopback host (standalone on a workstation), where it is the request's
+// own scheme. secure reports https.
+func callbackURL(r *http.Request) (uri string, secure bool, err error) {
+	u, err := url.Parse("//" + r.Host)
+	if err != nil || r.Host == "" || u.Host != r.Host || u.User != nil || u.Path != "" {
+		return "", false, fmt.Errorf("the request's host %q cannot make a redirect URI", truncate(r.Host, 100))
+	}
+	scheme := "https"
+	if h := u.Hostname(); r.TLS == nil && (strings.EqualFold(h, "localhost") || isLoopbackIP(h)) {
+		scheme = "http"
+	}
+	return scheme + "://" + r.Host + callbackPath, scheme == "https", nil
+}
+
+func isLoopbackIP(h string) bool {
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
