@@ -484,6 +484,11 @@ func withoutQuery(s string) string {
 // checkTokenURL returns what is wrong with a token endpoint URL, or "".
 func checkTokenURL(raw string) string {
 	s := withoutQuery(raw)
+	if strings.Contains(raw, "@") {
+		// Whatever surrounds an '@' may be a credential, parsed as one or
+		// not (a malformed URL has no userinfo to cut out): not repeated.
+		s = "(a URL with '@', not shown)"
+	}
 	u, err := url.Parse(raw)
 	if err != nil || !u.IsAbs() || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
 		return fmt.Sprintf("found %q; must be an absolute https URL such as \"https://login.example.com/oauth2/token\"", s)
