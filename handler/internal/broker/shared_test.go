@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -148,5 +149,42 @@ func TestSweepListsOnceAndReadsOnlyStaleTokens(t *testing.T) {
 	}
 	if n := e.provider.Stats().TokenRequests - calls; n != 1 {
 		t.Errorf("%d token requests, want 1", n)
+	}
+}
+
+// upperLister lists names in another case, as Key Vault returns a secret
+// an operator created as Xero-Client-Secret.
+type upperLister struct{ *listingStore }
+
+func (s upperLister) List(ctx context.Context) ([]broker.SecretInfo, error) {
+	infos, err := s.listingStore.List(ctx)
+	for i := range infos {
+		infos[i].Name = strings.ToUpper(infos[i].Name)
+	}
+	return infos, err
+}
+
+// TestListingIsCaseInsensitive: the listing's names are matched to the
+// connection's secret names without regard to case.
+func TestListingIsCaseInsensitive(t *testing.T) {
+	e := newEnv(t, testprovider.Config{})
+	c := e.conn("ilevel", broker.GrantClientCredentials)
+	e.seed(c)
+	ctx := context.Background()
+	expires := e.clock.Now().Add(10 * 24 * time.Hour)
+	if err := e.store.SecretStore.Set(ctx, c.Secrets.ClientSecret, broker.StoredSecret{Value: clientSecret, ExpiresOn: expires}); err != nil {
+		t.Fatal(err)
+	}
+	ls, err := local.NewStore(e.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := e.broker([]broker.Connection{c}, func(o *broker.Options) { o.Store = upperLister{&listingStore{countingStore: e.store, list: ls}} })
+	st := b.Status(ctx)[0]
+	if !st.ClientSecretExpiresOn.Equal(expires) {
+		t.Fatalf("clientSecretExpiresOn %v, want %v from the listing", st.ClientSecretExpiresOn, expires)
+	}
+	if r := b.Sweep(ctx, 10*time.Minute)[0]; len(r.Warnings) != 1 {
+		t.Fatalf("sweep warnings %q, want the client secret's", r.Warnings)
 	}
 }

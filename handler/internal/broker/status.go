@@ -168,7 +168,7 @@ func (b *Broker) statusFrom(ctx context.Context, st *connState, listed map[strin
 	// Another instance may have refreshed: the store knows best.
 	var access SecretInfo
 	if listed != nil {
-		access = listed[c.Secrets.AccessToken]
+		access = b.secretInfo(ctx, listed, c.Secrets.AccessToken)
 	} else if s, err := b.store.Get(ctx, c.Secrets.AccessToken); err == nil {
 		access = SecretInfo{ExpiresOn: s.ExpiresOn, UpdatedOn: s.UpdatedOn}
 	} else if !errors.Is(err, ErrSecretNotFound) {

@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -93,7 +94,9 @@ func (b *Broker) listSecrets(ctx context.Context) map[string]SecretInfo {
 	}
 	m := make(map[string]SecretInfo, len(infos))
 	for _, in := range infos {
-		m[in.Name] = in
+		// Secret names are case-insensitive in Key Vault: an operator may
+		// have created Xero-Client-Secret.
+		m[strings.ToLower(in.Name)] = in
 	}
 	return m
 }
@@ -102,7 +105,7 @@ func (b *Broker) listSecrets(ctx context.Context) map[string]SecretInfo {
 // secret missing from it does not exist), else from the store.
 func (b *Broker) secretInfo(ctx context.Context, listed map[string]SecretInfo, name string) SecretInfo {
 	if listed != nil {
-		return listed[name]
+		return listed[strings.ToLower(name)]
 	}
 	s, err := b.store.Get(ctx, name)
 	if err != nil {
