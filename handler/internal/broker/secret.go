@@ -46,3 +46,24 @@ func (s Secret) MarshalJSON() ([]byte, error) { return []byte(`"` + redacted + `
 // MarshalText implements encoding.TextMarshaler (used for map keys and by
 // some encoders).
 func (s Secret) MarshalText() ([]byte, error) { return []byte(redacted), nil }
+
+// MaxSecretNameLen is the longest secret name: Key Vault's limit.
+const MaxSecretNameLen = 127
+
+// ValidSecretName reports whether name follows Key Vault's rules for a
+// secret name: 1-127 characters of 0-9, a-z, A-Z and '-', starting with a
+// letter. Every store keeps to them, so a name that works locally works in
+// Key Vault, and (for the local store) no name reaches outside its folder.
+func ValidSecretName(name string) bool {
+	if len(name) == 0 || len(name) > MaxSecretNameLen || !isLetter(name[0]) {
+		return false
+	}
+	for i := 1; i < len(name); i++ {
+		if c := name[i]; !isLetter(c) && !('0' <= c && c <= '9') && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+func isLetter(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }

@@ -111,10 +111,8 @@ var (
 	// Connection names end up in URLs, Key Vault secret names and blob
 	// names; this is what all three accept.
 	connectionNamePattern = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
-	// Key Vault object names.
-	secretNamePattern = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9-]{0,126}$`)
-	guidPattern       = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
-	domainPattern     = regexp.MustCompile(`^(?i)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$`)
+	guidPattern           = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+	domainPattern         = regexp.MustCompile(`^(?i)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$`)
 	// hostPartPattern is one DNS label or more: an account id, an instance
 	// name, a subdomain, a whole host.
 	hostPartPattern = regexp.MustCompile(`^(?i)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
@@ -695,7 +693,7 @@ func (c *connParser) resolveSecrets(refreshGrant bool) {
 			c.secretOK[k] = false
 			continue
 		}
-		if !secretNamePattern.MatchString(name) {
+		if !broker.ValidSecretName(name) {
 			// Not repeated: a secret value pasted where its name belongs
 			// is exactly what would fail here.
 			c.problem(field, "found a string of %d characters that is not a secret name (not shown, in case it is a secret value); must be the name of a secret: 1-127 characters of 0-9, a-z, A-Z and -, starting with a letter", len(name))

@@ -187,9 +187,9 @@ func LoadSettings(getenv func(string) string) (Settings, error) {
 		LocalStateDir:           l.getOr("LOCAL_STATE_DIR", DefaultLocalStateDir),
 		StorageConnectionString: l.connectionString("AzureWebJobsStorage"),
 		StorageBlobServiceURI:   l.httpsURL("AzureWebJobsStorage__blobServiceUri", `"https://<account>.blob.core.windows.net"`, true),
-		StorageAccountName:      l.match("AzureWebJobsStorage__accountName", storageAccountPattern, "must be a storage account name: 3-24 lower-case letters and digits"),
-		LockContainer:           l.matchOr("LOCK_CONTAINER", DefaultLockContainer, containerPattern, "must be a blob container name: 3-63 characters of a-z, 0-9 and -, starting and ending with a letter or digit, without \"--\""),
-		AzureClientID:           l.match("AZURE_CLIENT_ID", guidPattern, "must be the client id (a GUID) of the user-assigned managed identity"),
+		StorageAccountName:      l.match("AzureWebJobsStorage__accountName", storageAccountPattern.MatchString, "must be a storage account name: 3-24 lower-case letters and digits"),
+		LockContainer:           l.matchOr("LOCK_CONTAINER", DefaultLockContainer, containerPattern.MatchString, "must be a blob container name: 3-63 characters of a-z, 0-9 and -, starting and ending with a letter or digit, without \"--\""),
+		AzureClientID:           l.match("AZURE_CLIENT_ID", guidPattern.MatchString, "must be the client id (a GUID) of the user-assigned managed identity"),
 
 		ProviderTimeout:          l.duration("PROVIDER_TIMEOUT", DefaultProviderTimeout, minTimeout, callerTimeout-time.Second, "the whole token request, retries included, must end before the caller's 60 s timeout"),
 		ProviderAttemptTimeout:   l.duration("PROVIDER_ATTEMPT_TIMEOUT", DefaultProviderAttemptTimeout, minTimeout, callerTimeout-time.Second, ""),
@@ -199,7 +199,7 @@ func LoadSettings(getenv func(string) string) (Settings, error) {
 		SweepInterval:            l.duration("SWEEP_INTERVAL", DefaultSweepInterval, minSweepInterval, maxSweepInterval, ""),
 
 		AuthEnabled:  l.boolean("WEBSITE_AUTH_ENABLED"),
-		APIKeySecret: l.match("API_KEY_SECRET", secretNamePattern, "must be the name of a secret in the store: 1-127 letters, digits and '-', starting with a letter"),
+		APIKeySecret: l.match("API_KEY_SECRET", broker.ValidSecretName, "must be the name of a secret in the store: 1-127 letters, digits and '-', starting with a letter"),
 		LogLevel:     l.logLevel("LOG_LEVEL"),
 	}
 
@@ -493,20 +493,20 @@ func (l *loader) connectionString(name string) string {
 	return v
 }
 
-func (l *loader) match(name string, pattern *regexp.Regexp, msg string) string {
+func (l *loader) match(name string, valid func(string) bool, msg string) string {
 	v := l.get(name)
-	if v == "" || pattern.MatchString(v) {
+	if v == "" || valid(v) {
 		return v
 	}
 	l.problem(name, v, msg)
 	return ""
 }
 
-func (l *loader) matchOr(name, def string, pattern *regexp.Regexp, msg string) string {
+func (l *loader) matchOr(name, def string, valid func(string) bool, msg string) string {
 	if l.get(name) == "" {
 		return def
 	}
-	return l.match(name, pattern, msg)
+	return l.match(name, valid, msg)
 }
 
 // duration parses a Go duration in [lo, hi]; why explains the bound.

@@ -359,7 +359,7 @@ func retryAfter(h http.Header, now time.Time) time.Duration {
 }
 
 // MaxNameLen is the longest secret name Key Vault accepts.
-const MaxNameLen = 127
+const MaxNameLen = broker.MaxSecretNameLen
 
 // NameError reports a secret name that breaks Key Vault's naming rules.
 // Get and Set return it without making a request.
@@ -375,18 +375,11 @@ func (e *NameError) Error() string {
 // 0-9, a-z, A-Z and '-', starting with a letter: Key Vault's rules for a
 // secret name.
 func ValidateName(name string) error {
-	if len(name) == 0 || len(name) > MaxNameLen || !isLetter(name[0]) {
+	if !broker.ValidSecretName(name) {
 		return &NameError{Name: name}
-	}
-	for i := 1; i < len(name); i++ {
-		if c := name[i]; !isLetter(c) && !('0' <= c && c <= '9') && c != '-' {
-			return &NameError{Name: name}
-		}
 	}
 	return nil
 }
-
-func isLetter(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }
 
 // ValueError reports a value Set refused to send, because Key Vault could
 // not store it as given. It carries the size, never the value.

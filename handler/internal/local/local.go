@@ -20,11 +20,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
 )
 
 // MaxNameLen is the longest secret or lock name, Key Vault's limit for a
 // secret name.
-const MaxNameLen = 127
+const MaxNameLen = broker.MaxSecretNameLen
 
 // NameError reports a secret or lock name that does not follow Key Vault's
 // rules. Names become file names, so the rules are also what keeps a name
@@ -41,18 +43,11 @@ func (e *NameError) Error() string {
 // 0-9, a-z, A-Z and '-', starting with a letter: the Key Vault secret name
 // rules, so a name that works here works in Key Vault too.
 func ValidateName(name string) error {
-	if len(name) == 0 || len(name) > MaxNameLen || !isLetter(name[0]) {
+	if !broker.ValidSecretName(name) {
 		return &NameError{Name: name}
-	}
-	for i := 1; i < len(name); i++ {
-		if c := name[i]; !isLetter(c) && !('0' <= c && c <= '9') && c != '-' {
-			return &NameError{Name: name}
-		}
 	}
 	return nil
 }
-
-func isLetter(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }
 
 // fileName maps a valid name to its file name. Key Vault names are
 // case-insensitive, and so are the default file systems of Windows and
