@@ -82,9 +82,7 @@ func (cr *consentRoutes) start(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("connection")
 	c, ok := cr.b.Connection(name)
 	if !ok {
-		encodeError(w, &broker.Error{Code: broker.CodeNotFound, Connection: truncate(name, 63),
-			Message:     "no connection is named " + truncate(name, 63),
-			Remediation: "GET /api/connections lists the configured connections."})
+		encodeError(w, unknownConnection(name))
 		return
 	}
 	if c.Grant != broker.GrantRefreshToken {

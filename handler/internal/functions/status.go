@@ -23,12 +23,7 @@ func handleConnection(b Broker) http.Handler {
 		name := r.PathValue("connection")
 		st, ok := b.ConnectionStatus(r.Context(), name)
 		if !ok {
-			encodeError(w, &broker.Error{
-				Code:        broker.CodeNotFound,
-				Connection:  truncate(name, 63),
-				Message:     "no connection is named " + truncate(name, 63),
-				Remediation: "GET /api/connections lists the configured connections.",
-			})
+			encodeError(w, unknownConnection(name))
 			return
 		}
 		w.Header().Set("Cache-Control", "no-store")
@@ -44,12 +39,7 @@ func handleForceRefresh(b Broker) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("connection")
 		if _, ok := b.Connection(name); !ok {
-			encodeError(w, &broker.Error{
-				Code:        broker.CodeNotFound,
-				Connection:  truncate(name, 63),
-				Message:     "no connection is named " + truncate(name, 63),
-				Remediation: "GET /api/connections lists the configured connections.",
-			})
+			encodeError(w, unknownConnection(name))
 			return
 		}
 		st, err := b.ForceRefresh(r.Context(), name)
@@ -60,4 +50,15 @@ func handleForceRefresh(b Broker) http.Handler {
 		w.Header().Set("Cache-Control", "no-store")
 		encode(w, http.StatusOK, st)
 	})
+}
+
+// unknownConnection is the 404 of the routes that take a connection name
+// from the path, which may be anything: it is cut short in the answer.
+func unknownConnection(name string) *broker.Error {
+	return &broker.Error{
+		Code:        broker.CodeNotFound,
+		Connection:  truncate(name, 63),
+		Message:     "no connection is named " + truncate(name, 63),
+		Remediation: "GET /api/connections lists the configured connections.",
+	}
 }
