@@ -56,7 +56,7 @@ type Flow struct {
 	// Scopes are asked for at the authorization endpoint (see Scopes).
 	Scopes []string
 	// HTTPClient sends the token request; nil means a client that gives up
-	// after DefaultExchangeTimeout.
+	// after DefaultExchangeTimeout and follows no redirect.
 	HTTPClient *http.Client
 	// Now is the clock for the token's IssuedAt and default expiry; nil
 	// means time.Now.
@@ -117,7 +117,13 @@ func (f *Flow) Exchange(ctx context.Context, code string, verifier broker.Secret
 	}
 	client := f.HTTPClient
 	if client == nil {
-		client = &http.Client{Timeout: DefaultExchangeTimeout}
+		client = &http.Client{
+			Timeout: DefaultExchangeTimeout,
+			// As package oauth does for every token request: a token
+			// endpoint that redirects is misconfigured, and following it
+			// would send the code and the client secret wherever it points.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
 	}
 	t, err := cfg.Exchange(context.WithValue(ctx, oauth2.HTTPClient, client), code, opts...)
 	if err != nil {
