@@ -308,14 +308,7 @@ func (b *Broker) ForceRefresh(ctx context.Context, name string) (ConnectionStatu
 // refreshNow runs a flight that refreshes st unless some instance has
 // refreshed it at or after since.
 func (b *Broker) refreshNow(ctx context.Context, st *connState, since time.Time) (AccessToken, error) {
-	ch := b.flights.DoChan(st.conn.Name+"\x00force", func() (any, error) {
-		if b.closing.Load() {
-			return nil, &Error{Code: CodeUnavailable, Connection: st.conn.Name, Message: "the handler is shutting down", RetryAfter: 5 * time.Second}
-		}
-		b.inflight.Add(1)
-		defer b.inflight.Done()
-		return b.obtain(st, want{refreshedSince: since})
-	})
+	ch := b.flight(st.conn.Name+"\x00force", st, want{refreshedSince: since})
 	select {
 	case r := <-ch:
 		if r.Err != nil {
@@ -373,15 +366,7 @@ func (b *Broker) token(ctx context.Context, st *connState, w want) (AccessToken,
 	// longer validity than the flight's starter may need one more flight.
 	for range 2 {
 		start := b.now()
-		ch := b.flights.DoChan(name, func() (any, error) {
-			if b.closing.Load() {
-				return nil, &Error{Code: CodeUnavailable, Connection: name, Message: "the handler is shutting down",
-					Remediation: "Retry; another instance, or this one after its restart, will answer.", RetryAfter: 5 * time.Second}
-			}
-			b.inflight.Add(1)
-			defer b.inflight.Done()
-			return b.obtain(st, w)
-		})
+		ch := b.flight(name, st, w)
 		var r singleflight.Result
 		select {
 		case r = <-ch:
@@ -457,6 +442,20 @@ func (ct *cachedToken) validFor(now time.Time, need time.Duration) bool {
 
 func (ct *cachedToken) issuedBefore(t time.Time) bool {
 	return ct.lifetime > 0 && ct.token.Expiry.Add(-ct.lifetime).Before(t)
+}
+
+// flight starts the refresh flight named key for st, or joins the one
+// under way. Once Close has begun, no new flight starts.
+func (b *Broker) flight(key string, st *connState, w want) <-chan singleflight.Result {
+	return b.flights.DoChan(key, func() (any, error) {
+		if b.closing.Load() {
+			return nil, &Error{Code: CodeUnavailable, Connection: st.conn.Name, Message: "the handler is shutting down",
+				Remediation: "Retry; another instance, or this one after its restart, will answer.", RetryAfter: 5 * time.Second}
+		}
+		b.inflight.Add(1)
+		defer b.inflight.Done()
+		return b.obtain(st, w)
+	})
 }
 
 // obtain runs one flight: steps 3 to 8 of the protocol. It runs detached
