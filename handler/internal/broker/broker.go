@@ -607,10 +607,7 @@ func (b *Broker) fromStore(ctx context.Context, st *connState, w want) (*cachedT
 	if s.Value.IsZero() || s.ExpiresOn.IsZero() {
 		return nil, false, nil
 	}
-	ct := &cachedToken{token: AccessToken{Value: s.Value, TokenType: "Bearer", Expiry: s.ExpiresOn}}
-	if !s.UpdatedOn.IsZero() && s.ExpiresOn.After(s.UpdatedOn) {
-		ct.lifetime = s.ExpiresOn.Sub(s.UpdatedOn)
-	}
+	ct := storedToken(s.Value, s.ExpiresOn, s.UpdatedOn)
 	st.remember(ct)
 	if since := w.refreshedSince; !since.IsZero() {
 		// Every refresh writes the access token, so its write time is
@@ -625,6 +622,17 @@ func (b *Broker) fromStore(ctx context.Context, st *connState, w want) (*cachedT
 		return nil, false, lifetimeError(st.conn.Name, w.minValidity, ct.lifetime)
 	}
 	return ct, ct.validFor(b.now(), st.need(w.of(ct.lifetime), ct.lifetime)), nil
+}
+
+// storedToken is an access token as the store keeps it. Its lifetime is
+// known when the store recorded the write time: every refresh writes the
+// token as it is issued.
+func storedToken(value Secret, expires, updated time.Time) *cachedToken {
+	ct := &cachedToken{token: AccessToken{Value: value, TokenType: "Bearer", Expiry: expires}}
+	if !updated.IsZero() && expires.After(updated) {
+		ct.lifetime = expires.Sub(updated)
+	}
+	return ct
 }
 
 // remember caches ct unless a token that lives longer is already cached.

@@ -212,10 +212,7 @@ func (b *Broker) freshInListing(st *connState, info SecretInfo, horizon time.Dur
 	if info.ExpiresOn.IsZero() {
 		return false
 	}
-	ct := &cachedToken{token: AccessToken{Expiry: info.ExpiresOn}}
-	if !info.UpdatedOn.IsZero() && info.ExpiresOn.After(info.UpdatedOn) {
-		ct.lifetime = info.ExpiresOn.Sub(info.UpdatedOn)
-	}
+	ct := storedToken("", info.ExpiresOn, info.UpdatedOn)
 	w := want{minValidity: min(horizon, MaxMinValidity), upToHalfLife: true}
 	return ct.validFor(b.now(), st.need(w.of(ct.lifetime), ct.lifetime))
 }
