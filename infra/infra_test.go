@@ -110,7 +110,10 @@ var hostSettings = []string{
 }
 
 // flexForbidden are settings Flex Consumption rejects or ignores, or that
-// would undo the identity-only storage.
+// would undo the identity-only storage. Source: "Flex Consumption plan
+// deprecations",
+// https://learn.microsoft.com/azure/azure-functions/functions-app-settings#flex-consumption-plan-deprecations
+// (shared/reference/azure-functions-and-sdk-facts.md §3.2).
 var flexForbidden = map[string]string{
 	"FUNCTIONS_WORKER_RUNTIME":                       "Flex takes the runtime from functionAppConfig.runtime",
 	"FUNCTIONS_EXTENSION_VERSION":                    "not used on Flex",
@@ -442,6 +445,28 @@ func TestAppSettingsCoverHandlerSettings(t *testing.T) {
 	for _, name := range []string{"AZURE_CLIENT_ID", "AzureWebJobsStorage__clientId", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"} {
 		if v, ok := ids[name]; !ok || !strings.Contains(v, "userAssignedIdentityClientId") {
 			t.Errorf("with a user-assigned identity, %s is %q, want the identity's client id", name, v)
+		}
+	}
+
+	// Every tunable setting is documented where operators look for it: the
+	// handlerSettings parameter's description and infra/README.md's app
+	// settings table. SWEEP_INTERVAL is tied to the timer's schedule and
+	// stays at its default (TestTimerScheduleMatchesSweepInterval).
+	handlerDesc := strings.Join(loadTemplates(t)["main.bicep"].find("param", "handlerSettings").decorators, " ")
+	infraReadme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	handlerRow := tableRow(string(infraReadme), "anything in `handlerSettings`")
+	for name, c := range handlerSettingsOnAzure {
+		if c.how != tunable || name == "SWEEP_INTERVAL" {
+			continue
+		}
+		if !strings.Contains(handlerDesc, name) {
+			t.Errorf("main.bicep: handlerSettings' @description does not name the tunable setting %s", name)
+		}
+		if !strings.Contains(handlerRow, "`"+name+"`") {
+			t.Errorf("infra/README.md: the handlerSettings row of the app settings table does not name %s", name)
 		}
 	}
 

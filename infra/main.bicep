@@ -14,19 +14,35 @@ metadata description = 'tokenrefresher: keeps OAuth2 tokens fresh for Azure Data
 @description('Region of every resource. Flex Consumption is not offered in every region: az functionapp list-flexconsumption-locations.')
 param location string = resourceGroup().location
 
-@description('Prefix of the resource names: 2-10 lower-case letters and digits.')
+// Every name below is built from namePrefix and a 13-character hash, so the
+// prefix carries the strictest rule of them all: the storage account's
+// "lower-case letters and numbers", 3-24 (the name is cut to 24), and the
+// Key Vault's "start with a letter, end with a letter or number, no
+// consecutive hyphens", 3-24 (resource-name-rules.md,
+// https://learn.microsoft.com/azure/azure-resource-manager/management/resource-name-rules).
+// Bicep has no pattern decorator: validNamePrefix below stops the deployment
+// on any other character. TestDerivedNames derives every name from the
+// shortest, the longest and the oddest prefix this allows.
+@description('Prefix of every resource name: 2-10 characters, lower-case letters a-z and digits 0-9 only (no hyphen, no capital, no other character), because the storage account name is built from it.')
 @minLength(2)
 @maxLength(10)
 param namePrefix string = 'tokref'
 
-@description('Function app name; it is part of the token URL ADF calls.')
+@description('Function app name, part of the token URL ADF calls: 2-60 letters, digits and hyphens, not starting or ending with a hyphen, unique in Azure.')
+@minLength(2)
+@maxLength(60)
 param appName string = '${namePrefix}-${uniqueString(resourceGroup().id)}'
 
 @description('The connections file (README.md, "Connections file") as an object. It names secrets; their values go into the vault, never here.')
 param connections object
 
-@description('Further handler settings with their defaults in README.md: PROVIDER_TIMEOUT, PROVIDER_ATTEMPT_TIMEOUT, PROVIDER_MAX_RESPONSE_BYTES, LOCK_WAIT, LOG_LEVEL.')
-param handlerSettings object = {}
+// App settings are strings; a number or a bool is refused here, at compile
+// time, rather than by ARM (user-defined types, "*" for every further
+// property: https://learn.microsoft.com/azure/azure-resource-manager/bicep/user-defined-data-types).
+type stringMap = { *: string }
+
+@description('Further handler settings, each a string, with their defaults in README.md: PROVIDER_TIMEOUT, PROVIDER_ATTEMPT_TIMEOUT, PROVIDER_MAX_RESPONSE_BYTES, LOCK_WAIT, LOCK_LEASE_DURATION, LOG_LEVEL.')
+param handlerSettings stringMap = {}
 
 @description('Resource id of an existing user-assigned managed identity to run as (its client id becomes AZURE_CLIENT_ID); empty: the system-assigned identity.')
 param userAssignedIdentityResourceId string = ''
@@ -42,10 +58,10 @@ param softDeleteRetentionInDays int = 90
 @description('Object id of the user or group that loads secrets after deployment (granted Key Vault Secrets Officer); empty: grant it yourself.')
 param operatorPrincipalId string = ''
 
-@description('Put App Service authentication in front of the app, admitting only Data Factory\'s managed identity. Off: function keys alone authenticate callers.')
+@description('Put App Service authentication in front of the token route, admitting only Data Factory\'s managed identity; needs authClientId and adfPrincipalId. Off: function keys alone authenticate callers.')
 param enableAppServiceAuth bool = false
 
-@description('With App Service authentication: client id of the app registration that represents this app as an API.')
+@description('With App Service authentication (required then): client id of the app registration that represents this app as an API.')
 param authClientId string = ''
 
 @description('With App Service authentication: further accepted token audiences.')
@@ -57,8 +73,14 @@ param adfPrincipalId string = ''
 @description('With App Service authentication: client (application) id of Data Factory\'s managed identity; empty: not checked.')
 param adfApplicationId string = ''
 
-@description('Most instances the app scales out to.')
-@minValue(40)
+// 1-1000: "The lowest maximum scale is currently 1. The highest currently
+// supported value is 1000." (flex-consumption-plan.md, Considerations,
+// https://learn.microsoft.com/azure/azure-functions/flex-consumption-plan#considerations).
+// Other pages still say 40, and below 40 reached regions one by one
+// (Azure/azure-functions-host#10523): the default stays at 40, which every
+// region accepts.
+@description('Most instances the app scales out to, 1-1000. Below 40 needs a region where Flex Consumption allows it.')
+@minValue(1)
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
@@ -88,10 +110,27 @@ param alertSeverity int = 2
 
 param tags object = {}
 
+// namePrefix, checked character by character: @minLength and @maxLength
+// cover the length. (A parameter's default cannot refer to a variable, so
+// appName's default uses namePrefix itself; the storage account, which
+// the function app waits for, fails first.) fail() stops the deployment
+// with its message: Bicep v0.33 and later (Azure/bicep#15958), documented at
+// https://learn.microsoft.com/azure/azure-resource-manager/bicep/bicep-functions-flow-control.
+var namePrefixAllowedChars = 'abcdefghijklmnopqrstuvwxyz0123456789'
+var namePrefixBadChars = filter(map(range(0, length(namePrefix)), i => substring(namePrefix, i, 1)), c => !contains(namePrefixAllowedChars, c))
+var validNamePrefix = empty(namePrefixBadChars) ? namePrefix : fail('namePrefix may hold only lower-case letters a-z and digits 0-9, since the storage account name is built from it')
+
+// App Service authentication with an empty client id or principal would
+// answer 401 or 403 to every call, so the deployment stops instead, naming
+// the parameter. The module gets these values only, so it is never deployed
+// half-configured.
+var checkedAuthClientId = enableAppServiceAuth && empty(authClientId) ? fail('authClientId is empty, but enableAppServiceAuth is true: give the client id of the app registration that represents this app (infra/README.md, "App Service authentication"), or set enableAppServiceAuth to false') : authClientId
+var checkedAdfPrincipalId = enableAppServiceAuth && empty(adfPrincipalId) ? fail('adfPrincipalId is empty, but enableAppServiceAuth is true: give the object id of Data Factory\'s managed identity (az datafactory show --query identity.principalId), or set enableAppServiceAuth to false') : adfPrincipalId
+
 var suffix = uniqueString(resourceGroup().id)
 // Storage account names allow only lower-case letters and digits.
-var storageAccountName = take(toLower(replace('st${namePrefix}${suffix}', '-', '')), 24)
-var keyVaultName = take('kv-${namePrefix}-${suffix}', 24)
+var storageAccountName = take(toLower(replace('st${validNamePrefix}${suffix}', '-', '')), 24)
+var keyVaultName = take('kv-${validNamePrefix}-${suffix}', 24)
 
 // The handler's default LOCK_CONTAINER (handler/internal/config); set
 // explicitly all the same, so the setting and the container cannot drift.
@@ -138,8 +177,8 @@ module keyVault 'modules/keyvault.bicep' = {
 module monitoring 'modules/monitoring.bicep' = {
   name: 'monitoring'
   params: {
-    workspaceName: 'log-${namePrefix}-${suffix}'
-    appInsightsName: 'appi-${namePrefix}-${suffix}'
+    workspaceName: 'log-${validNamePrefix}-${suffix}'
+    appInsightsName: 'appi-${validNamePrefix}-${suffix}'
     location: location
     tags: tags
     retentionInDays: logRetentionInDays
@@ -149,7 +188,7 @@ module monitoring 'modules/monitoring.bicep' = {
 module functionApp 'modules/functionapp.bicep' = {
   name: 'function-app'
   params: {
-    planName: 'plan-${namePrefix}-${suffix}'
+    planName: 'plan-${validNamePrefix}-${suffix}'
     appName: appName
     location: location
     tags: tags
@@ -165,9 +204,9 @@ module functionApp 'modules/functionapp.bicep' = {
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
     enableAppServiceAuth: enableAppServiceAuth
-    authClientId: authClientId
+    authClientId: checkedAuthClientId
     authAllowedAudiences: authAllowedAudiences
-    adfPrincipalId: adfPrincipalId
+    adfPrincipalId: checkedAdfPrincipalId
     adfApplicationId: adfApplicationId
   }
 }
@@ -192,7 +231,7 @@ module alerts 'modules/alerts.bicep' = {
     location: location
     tags: tags
     appInsightsName: monitoring.outputs.appInsightsName
-    alertName: 'alert-${namePrefix}-refresh-failures'
+    alertName: 'alert-${validNamePrefix}-refresh-failures'
     severity: alertSeverity
     emailAddresses: alertEmailAddresses
     actionGroupIds: alertActionGroupIds
@@ -214,3 +253,9 @@ output systemAssignedPrincipalId string = functionApp.outputs.systemAssignedPrin
 output tokenUrlTemplate string = 'https://${functionApp.outputs.defaultHostName}/api/token/{connection}'
 
 output statusUrl string = 'https://${functionApp.outputs.defaultHostName}/api/connections'
+
+@description('Whether App Service authentication guards the token route: the Entra token of adfPrincipalId is then required besides the function key.')
+output appServiceAuthEnabled bool = enableAppServiceAuth
+
+@description('Paths App Service authentication lets through without a token; function or admin keys alone guard them. Empty when it is off.')
+output authExcludedPaths array = functionApp.outputs.authExcludedPaths

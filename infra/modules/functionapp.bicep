@@ -3,6 +3,10 @@
 // in front of it.
 
 param planName string
+
+@description('Function app name: 2-60 letters, digits and hyphens, not starting or ending with a hyphen.')
+@minLength(2)
+@maxLength(60)
 param appName string
 param location string
 param tags object
@@ -22,10 +26,20 @@ param userAssignedIdentityClientId string = ''
 @description('The connections file, as an object. Holds names of secrets, never their values.')
 param connections object
 
-@description('Further handler settings (PROVIDER_TIMEOUT, LOCK_WAIT, LOG_LEVEL, ...), see README.md.')
-param handlerSettings object = {}
+// App settings are strings: ARM refuses a number or a bool in
+// Microsoft.Web/sites/config 'appsettings'. The type says so at compile time
+// (user-defined types, "*" for every further property:
+// https://learn.microsoft.com/azure/azure-resource-manager/bicep/user-defined-data-types).
+type stringMap = { *: string }
 
-@minValue(40)
+@description('Further handler settings (PROVIDER_TIMEOUT, LOCK_WAIT, LOG_LEVEL, ...), see README.md. Values are strings.')
+param handlerSettings stringMap = {}
+
+// 1-1000: "The lowest maximum scale is currently 1. The highest currently
+// supported value is 1000." (flex-consumption-plan.md, Considerations,
+// https://learn.microsoft.com/azure/azure-functions/flex-consumption-plan#considerations).
+@description('Most instances the app scales out to, 1-1000.')
+@minValue(1)
 @maxValue(1000)
 param maximumInstanceCount int
 
@@ -88,9 +102,13 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    // No ftpsState here: ARM refuses it on Flex Consumption sites (error
+    // 51021, "The following site configuration property
+    // (Site.SiteConfig.FtpsState) for Flex Consumption sites is invalid";
+    // microsoft/azure-pipelines-tasks#21032). FTP and SCM basic
+    // authentication are turned off below instead.
     siteConfig: {
       minTlsVersion: '1.2'
-      ftpsState: 'Disabled'
     }
     functionAppConfig: {
       deployment: {
@@ -114,6 +132,26 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         version: '1.0'
       }
     }
+  }
+}
+
+// No publishing with a user name and password: FTP and the SCM (Kudu)
+// endpoint accept only Entra ID. Deployment to Flex goes to the blob
+// container through the identity-authenticated OneDeploy endpoint.
+// https://learn.microsoft.com/azure/templates/microsoft.web/2024-04-01/sites/basicpublishingcredentialspolicies-ftp
+resource ftpBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+resource scmBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'scm'
+  properties: {
+    allow: false
   }
 }
 
@@ -150,12 +188,34 @@ resource settings 'Microsoft.Web/sites/config@2024-04-01' = {
   properties: appSettings
 }
 
-// App Service authentication: only tokens issued to Data Factory's managed
-// identity for this app's API get through (403 otherwise), and the platform
-// passes the caller's object id on in X-MS-CLIENT-PRINCIPAL-ID, which the
-// handler checks against each connection's allowedCallers. The platform sets
-// WEBSITE_AUTH_ENABLED itself. The functions keep authLevel "function", so a
-// caller needs the function key as well.
+// App Service authentication in front of the token route: only tokens
+// issued to Data Factory's managed identity for this app's API get through
+// (401 without a token, 403 for another identity), and the platform passes
+// the caller's object id on in X-MS-CLIENT-PRINCIPAL-ID, which the handler
+// checks against each connection's allowedCallers. The platform sets
+// WEBSITE_AUTH_ENABLED itself. The functions keep their authLevel, so the
+// token route needs the function key as well.
+//
+// Every other route is excluded, because no Entra token can reach it:
+//   - /api/consent/callback: the provider's redirect of the operator's
+//     browser carries a code and a state, never a token for this API;
+//   - /api/consent/{connection}: opened in a browser with the admin key, and
+//     Return401 has no login page to send a browser to;
+//   - /api/connections, /api/connections/{connection} and .../refresh:
+//     operators' routes, guarded by the function or admin key alone.
+// excludedPaths takes exact paths and "<prefix>/*" wildcards
+// (configure-authentication-file-based.md, "Configuration file reference":
+// "/path1", "/path3/subpath/*";
+// https://learn.microsoft.com/azure/app-service/configure-authentication-file-based).
+// README.md's "HTTP surface" table lists the authentication of each route;
+// TestRouteAuthentication holds this list, the function.json files and that
+// table together.
+var authExcludedPaths = [
+  '/api/connections'
+  '/api/connections/*'
+  '/api/consent/*'
+]
+
 resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (enableAppServiceAuth) {
   parent: site
   name: 'authsettingsV2'
@@ -167,6 +227,7 @@ resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (enableAppServiceAuth
     globalValidation: {
       requireAuthentication: true
       unauthenticatedClientAction: 'Return401'
+      excludedPaths: authExcludedPaths
     }
     httpSettings: {
       requireHttps: true
@@ -204,3 +265,6 @@ resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (enableAppServiceAuth
 output name string = site.name
 output defaultHostName string = site.properties.defaultHostName
 output systemAssignedPrincipalId string = site.identity.principalId
+
+@description('Paths App Service authentication lets through without a token (empty when it is off).')
+output authExcludedPaths array = enableAppServiceAuth ? authExcludedPaths : []
