@@ -71,10 +71,12 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		AuthEnabled:  settings.PrincipalHeadersTrusted(),
 		APIKey:       apiKey,
 		SweepHorizon: 2 * settings.SweepInterval,
+		// Behind the Functions host; see functions.Options.
+		ForwardedByHost: settings.Mode() == config.ModeFunctions,
 	}), log)
 	log.Info("listening", "event", "handler.start", "mode", settings.Mode(), "addr", ln.Addr().String(),
 		"connections", len(conns), "store", storeKind(settings), "lock", lockKind(settings),
-		"api_key", !apiKey.IsZero(), "version", version)
+		"api_key", !apiKey.IsZero(), "instance", instanceName(getenv), "version", version)
 
 	if settings.Mode() == config.ModeStandalone {
 		go sweepEvery(ctx, b, settings.SweepInterval, log)
@@ -262,10 +264,18 @@ func backends(s config.Settings, getenv func(string) string, log *slog.Logger) (
 	return store, locker, nil
 }
 
-// instanceName identifies this process in the status kept beside each
-// lock: the Functions host's instance id when there is one.
+// instanceName identifies this process in the lease's owner, the logs and
+// the status kept beside each lock: the platform's name for the instance
+// when there is one. It reads the variables in the order the Functions
+// host's own EnvironmentExtensions.GetInstanceId does: on Linux Consumption
+// and Flex Consumption WEBSITE_POD_NAME, then CONTAINER_NAME; elsewhere
+// WEBSITE_INSTANCE_ID. Flex sets no WEBSITE_INSTANCE_ID (the host's
+// IsLinuxConsumptionOnLegion, which is Flex, requires !IsAppService(), that
+// is an empty WEBSITE_INSTANCE_ID), so WEBSITE_POD_NAME is read first; the
+// variables of one platform are not set on another. COMPUTERNAME names a
+// Windows machine; host name and pid the rest.
 func instanceName(getenv func(string) string) string {
-	for _, k := range []string{"WEBSITE_INSTANCE_ID", "CONTAINER_NAME", "COMPUTERNAME"} {
+	for _, k := range []string{"WEBSITE_POD_NAME", "CONTAINER_NAME", "WEBSITE_INSTANCE_ID", "COMPUTERNAME"} {
 		if v := getenv(k); v != "" {
 			return v
 		}

@@ -98,6 +98,18 @@ const (
 	maxIdleExpiry      = 400 * day
 )
 
+// reservedConnectionNames are the names that equal a fixed segment of one
+// function's route where another function's route has {connection}: a
+// request for the connection would reach the other function. The Functions
+// host tries the routes in the order of the function names
+// (FunctionMetadataManager.LoadFunctionMetadata sorts them, ignoring case),
+// first match wins, and consent-callback sorts before consent-start.
+// TestReservedNamesAreTheRouteCollisions derives this list from
+// functions/*/function.json.
+var reservedConnectionNames = map[string]string{
+	"callback": "GET /api/consent/callback is the consent-callback function, which the Functions host routes before consent-start's /api/consent/{connection}, so this connection could never start a consent",
+}
+
 // reservedParams are form fields the grant itself sends; a connection's
 // params must not replace them.
 var reservedParams = []string{
@@ -242,7 +254,9 @@ func (p *parser) connection(index int, raw json.RawMessage) *connParser {
 	// is about.
 	if name, ok := c.str("name", "a connection name"); ok {
 		c.written = name
-		if connectionNamePattern.MatchString(name) {
+		if why, reserved := reservedConnectionNames[name]; reserved {
+			c.problem("name", "found %q; this name is reserved: %s. Choose another name", name, why)
+		} else if connectionNamePattern.MatchString(name) {
 			c.conn.Name = name
 		} else {
 			c.problem("name", "found %q; must be 1-63 characters of a-z, 0-9 and -, starting with a letter (it becomes part of URLs, secret names and lock names)", name)

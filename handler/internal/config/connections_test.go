@@ -261,6 +261,7 @@ func TestConnectionProblems(t *testing.T) {
 		{"name starts with digit", `{"name": "1xero", "provider": "xero"}`, "name", []string{`found "1xero"`, "starting with a letter"}, ""},
 		{"name too long", `{"name": "` + strings.Repeat("a", 64) + `", "provider": "xero"}`, "name", []string{"1-63 characters"}, ""},
 		{"name with underscore", `{"name": "my_xero", "provider": "xero"}`, "name", []string{`found "my_xero"`}, ""},
+		{"name a route segment", `{"name": "callback", "provider": "xero"}`, "name", []string{`found "callback"`, "reserved", "/api/consent/callback", "Choose another name"}, ""},
 
 		{"unknown field near miss", `{"name": "c", "provider": "xero", "tokenURL": "https://x.example/t"}`, "tokenURL", []string{"unknown field", `did you mean "tokenUrl"?`}, ""},
 		{"unknown field snake case", `{"name": "c", "provider": "xero", "client_auth": "body"}`, "client_auth", []string{`did you mean "clientAuth"?`}, ""},

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"net/http"
+	"strings"
 
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
 )
@@ -37,7 +38,9 @@ func requireAPIKey(key broker.Secret, h http.Handler) http.Handler {
 		}
 		got := r.Header.Get(keyHeader)
 		if got == "" {
-			got = r.URL.Query().Get(keyQuery)
+			// The host reads ?code= from its query collection, where a
+			// repeated key is one comma-joined value: no valid key.
+			got = strings.Join(r.URL.Query()[keyQuery], ",")
 		}
 		sum := sha256.Sum256([]byte(got))
 		if got != "" && subtle.ConstantTimeCompare(sum[:], want[:]) == 1 {

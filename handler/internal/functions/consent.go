@@ -49,11 +49,14 @@ type consentRoutes struct {
 	authorizationURL func(broker.Connection) (string, error)
 	// client sends the code exchange; nil means consent's default.
 	client *http.Client
+	// forwardedByHost is Options.ForwardedByHost: the redirect URI's host
+	// may come from X-Forwarded-Host.
+	forwardedByHost bool
 }
 
 // callbackPath is the redirect URI's path. A connection named "callback"
-// cannot use the HTTP flow (its start route would be this path); `handler
-// connect` serves it.
+// would have this path as its start route, and the host routes it to the
+// callback (hostRouter); config refuses that name.
 const callbackPath = "/api/consent/callback"
 
 // exchangeTimeout bounds the exchange and the store writes after the
@@ -61,14 +64,23 @@ const callbackPath = "/api/consent/callback"
 // redeemed, a closed tab must not stop the new refresh token being stored.
 const exchangeTimeout = time.Minute
 
-func addConsentRoutes(mux *http.ServeMux, b Broker, o Options) {
-	cr := &consentRoutes{b: b, log: o.Logger, now: o.Now, authorizationURL: consent.AuthorizationURL}
-	cr.register(mux)
+func newConsentRoutes(b Broker, o Options) *consentRoutes {
+	return &consentRoutes{b: b, log: o.Logger, now: o.Now, authorizationURL: consent.AuthorizationURL, forwardedByHost: o.ForwardedByHost}
 }
 
+// hostRoutes are the two functions' routes. The host tries consent-callback
+// first (function names sort so), which is what makes /api/consent/callback
+// the callback and not the start of a connection named "callback".
+func (cr *consentRoutes) hostRoutes() []hostRoute {
+	return []hostRoute{
+		{function: "consent-start", template: "consent/{connection}", methods: []string{http.MethodGet}, handler: http.HandlerFunc(cr.start)},
+		{function: "consent-callback", template: "consent/callback", methods: []string{http.MethodGet}, handler: http.HandlerFunc(cr.callback)},
+	}
+}
+
+// register serves the consent routes alone on mux, as the server does.
 func (cr *consentRoutes) register(mux *http.ServeMux) {
-	mux.Handle(callbackPath, methods(http.HandlerFunc(cr.callback), http.MethodGet))
-	mux.Handle("/api/consent/{connection}", methods(http.HandlerFunc(cr.start), http.MethodGet))
+	mux.Handle("/", newHostRouter(handleNotFound(), cr.hostRoutes()...))
 }
 
 // cookieName is the cookie that binds a connection's pending authorization
@@ -103,13 +115,20 @@ func (cr *consentRoutes) start(w http.ResponseWriter, r *http.Request) {
 			Remediation: "Run `handler connect " + name + " -authorization-url URL` from a workstation instead, with the provider's authorization endpoint."})
 		return
 	}
-	scopes, err := consent.Scopes(c, r.URL.Query()["scope"]...)
+	extra, _, qerr := queryValue(r.URL.Query(), "scope")
+	if qerr != nil {
+		qerr.Connection = name
+		qerr.Remediation = "Pass every extra scope in one parameter, separated by spaces: ?scope=a%20b."
+		encodeError(w, qerr)
+		return
+	}
+	scopes, err := consent.Scopes(c, extra)
 	if err != nil {
 		encodeError(w, &broker.Error{Code: broker.CodeBadRequest, Connection: name, Message: err.Error(),
 			Remediation: "Pass scopes as ?scope=a%20b."})
 		return
 	}
-	redirect, secure, err := callbackURL(r)
+	redirect, secure, err := callbackURL(r, cr.forwardedByHost)
 	if err != nil {
 		encodeError(w, &broker.Error{Code: broker.CodeBadRequest, Connection: name, Message: err.Error(),
 			Remediation: "Call this route on the function app's own host name."})
@@ -172,7 +191,7 @@ func (cr *consentRoutes) callback(w http.ResponseWriter, r *http.Request) {
 			"the consent of "+name+" can only be finished in the browser that started it", restart)
 		return
 	}
-	_, secure, _ := callbackURL(r)
+	_, secure, _ := callbackURL(r, cr.forwardedByHost)
 	http.SetCookie(w, &http.Cookie{Name: cookieName(name), Value: "", Path: callbackPath, MaxAge: -1, HttpOnly: true, Secure: secure, SameSite: http.SameSiteLaxMode})
 
 	store := cb.Store()
@@ -290,18 +309,54 @@ func notImplemented(w http.ResponseWriter, name string) {
 
 // callbackURL is the redirect URI on the host the operator called, which
 // behind the Functions host is the app's public host name: https, except on
-// a loopback host (standalone on a workstation), where it is the request's
-// own scheme. secure reports https.
-func callbackURL(r *http.Request) (uri string, secure bool, err error) {
-	u, err := url.Parse("//" + r.Host)
-	if err != nil || r.Host == "" || u.Host != r.Host || u.User != nil || u.Path != "" {
-		return "", false, fmt.Errorf("the request's host %q cannot make a redirect URI", truncate(r.Host, 100))
+// a loopback host (standalone on a workstation, or `func start`), where it
+// is the request's own scheme. secure reports https.
+//
+// A request the host proxied (enableProxyingHttpRequest) carries Host
+// 127.0.0.1:<port>, the destination YARP's HttpTransformer.Default sends
+// to, and the public host in X-Forwarded-Host; with forwardedByHost that
+// header is used, its last value (YARP's default action replaces the
+// header; were it appended, the host's own value would be the last). A
+// forwarded request (enableForwardingHttpRequest) keeps the original Host,
+// which is not a loopback address, so X-Forwarded-Host is not read then.
+func callbackURL(r *http.Request, forwardedByHost bool) (uri string, secure bool, err error) {
+	host := r.Host
+	if forwardedByHost && isLoopbackHost(host) {
+		if fwd := lastForwardedHost(r.Header.Values("X-Forwarded-Host")); fwd != "" {
+			host = fwd
+		}
+	}
+	u, err := url.Parse("//" + host)
+	if err != nil || host == "" || u.Host != host || u.User != nil || u.Path != "" {
+		return "", false, fmt.Errorf("the request's host %q cannot make a redirect URI", truncate(host, 100))
 	}
 	scheme := "https"
-	if h := u.Hostname(); r.TLS == nil && (strings.EqualFold(h, "localhost") || isLoopbackIP(h)) {
+	if r.TLS == nil && isLoopbackHost(host) {
 		scheme = "http"
 	}
-	return scheme + "://" + r.Host + callbackPath, scheme == "https", nil
+	return scheme + "://" + host + callbackPath, scheme == "https", nil
+}
+
+// isLoopbackHost reports whether a Host value names this machine.
+func isLoopbackHost(host string) bool {
+	u, err := url.Parse("//" + host)
+	if err != nil {
+		return false
+	}
+	h := u.Hostname()
+	return strings.EqualFold(h, "localhost") || isLoopbackIP(h)
+}
+
+// lastForwardedHost is the last element of the X-Forwarded-Host values.
+func lastForwardedHost(values []string) string {
+	if len(values) == 0 {
+		return ""
+	}
+	last := values[len(values)-1]
+	if i := strings.LastIndexByte(last, ','); i >= 0 {
+		last = last[i+1:]
+	}
+	return strings.TrimSpace(last)
 }
 
 func isLoopbackIP(h string) bool {

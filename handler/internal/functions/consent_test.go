@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"strings"
 	"sync"
@@ -398,6 +399,7 @@ func TestConsentStartRefusals(t *testing.T) {
 		{"client credentials need no consent", "/api/consent/ilevel", nil, http.StatusBadRequest, "bad_request"},
 		{"no client secret", "/api/consent/nosecret", nil, http.StatusFailedDependency, "provider_rejected"},
 		{"a bad scope", "/api/consent/xero?scope=%22", nil, http.StatusBadRequest, "bad_request"},
+		{"scope given twice", "/api/consent/xero?scope=a&scope=b", nil, http.StatusBadRequest, "bad_request"},
 		{"no authorization URL", "/api/consent/xero", func(w *consentWorld) {
 			w.routes.authorizationURL = consent.AuthorizationURL
 		}, http.StatusBadRequest, "bad_request"},
@@ -439,28 +441,96 @@ func TestConsentCallbackAnswersProgramsInJSON(t *testing.T) {
 	}
 }
 
+// TestConsentStartBehindTheProxyingHost: proxied by the host
+// (enableProxyingHttpRequest), the start route sees Host 127.0.0.1:<port>
+// and the public host in X-Forwarded-Host, as YARP's default transforms
+// send them (here httputil.ReverseProxy with SetURL and SetXForwarded, which
+// do the same); the redirect URI and the cookie are the public host's.
+func TestConsentStartBehindTheProxyingHost(t *testing.T) {
+	w := newConsentWorld(t)
+	w.routes.forwardedByHost = true
+	backend, err := url.Parse(w.srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seenHost, seenForwarded string
+	front := httptest.NewServer(&httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) {
+		pr.SetURL(backend)
+		pr.SetXForwarded()
+		seenHost, seenForwarded = pr.Out.Host, pr.Out.Header.Get("X-Forwarded-Host")
+	}})
+	t.Cleanup(front.Close)
+	req, err := http.NewRequest(http.MethodGet, front.URL+"/api/consent/xero", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = "myapp.azurewebsites.net"
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if seenHost != "" || seenForwarded != "myapp.azurewebsites.net" {
+		t.Fatalf("the double sent Host %q (empty: the destination's) and X-Forwarded-Host %q", seenHost, seenForwarded)
+	}
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil || resp.StatusCode != http.StatusFound {
+		t.Fatalf("status %d, Location %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if got := loc.Query().Get("redirect_uri"); got != "https://myapp.azurewebsites.net/api/consent/callback" {
+		t.Errorf("redirect_uri %q", got)
+	}
+	cookies := resp.Cookies()
+	if len(cookies) != 1 || !cookies[0].Secure {
+		t.Errorf("cookies %v; want one Secure cookie", cookies)
+	}
+}
+
 func TestCallbackURL(t *testing.T) {
 	tests := []struct {
-		host       string
-		want       string
-		wantSecure bool
-		wantErr    bool
+		host            string
+		forwardedHost   []string // X-Forwarded-Host values
+		forwardedByHost bool
+		want            string
+		wantSecure      bool
+		wantErr         bool
 	}{
-		{"myapp.azurewebsites.net", "https://myapp.azurewebsites.net/api/consent/callback", true, false},
-		{"tokens.example.com:8443", "https://tokens.example.com:8443/api/consent/callback", true, false},
-		{"127.0.0.1:8080", "http://127.0.0.1:8080/api/consent/callback", false, false},
-		{"localhost:7071", "http://localhost:7071/api/consent/callback", false, false},
-		{"[::1]:8080", "http://[::1]:8080/api/consent/callback", false, false},
-		{"", "", false, true},
-		{"evil.example.com/path", "", false, true},
-		{"user@evil.example.com", "", false, true},
+		{host: "myapp.azurewebsites.net", want: "https://myapp.azurewebsites.net/api/consent/callback", wantSecure: true},
+		{host: "tokens.example.com:8443", want: "https://tokens.example.com:8443/api/consent/callback", wantSecure: true},
+		{host: "127.0.0.1:8080", want: "http://127.0.0.1:8080/api/consent/callback"},
+		{host: "localhost:7071", want: "http://localhost:7071/api/consent/callback"},
+		{host: "[::1]:8080", want: "http://[::1]:8080/api/consent/callback"},
+		{host: "", wantErr: true},
+		{host: "evil.example.com/path", wantErr: true},
+		{host: "user@evil.example.com", wantErr: true},
+		// Proxied by the host (enableProxyingHttpRequest): Host is the
+		// handler's loopback address, the public host is forwarded.
+		{host: "127.0.0.1:41234", forwardedHost: []string{"myapp.azurewebsites.net"}, forwardedByHost: true,
+			want: "https://myapp.azurewebsites.net/api/consent/callback", wantSecure: true},
+		{host: "127.0.0.1:41234", forwardedHost: []string{"evil.example.com, myapp.azurewebsites.net"}, forwardedByHost: true,
+			want: "https://myapp.azurewebsites.net/api/consent/callback", wantSecure: true},
+		{host: "127.0.0.1:41234", forwardedHost: []string{"localhost:7071"}, forwardedByHost: true,
+			want: "http://localhost:7071/api/consent/callback"},
+		{host: "127.0.0.1:41234", forwardedHost: []string{"evil.example.com/x"}, forwardedByHost: true, wantErr: true},
+		// Standalone: nothing in front sets the header, so it is not read.
+		{host: "127.0.0.1:8080", forwardedHost: []string{"evil.example.com"},
+			want: "http://127.0.0.1:8080/api/consent/callback"},
+		// Forwarded by an older host: Host is the original one; a client's
+		// X-Forwarded-Host is not read.
+		{host: "myapp.azurewebsites.net", forwardedHost: []string{"evil.example.com"}, forwardedByHost: true,
+			want: "https://myapp.azurewebsites.net/api/consent/callback", wantSecure: true},
 	}
 	for _, tt := range tests {
 		r := httptest.NewRequest(http.MethodGet, "/api/consent/xero", nil)
 		r.Host = tt.host
-		got, secure, err := callbackURL(r)
+		for _, v := range tt.forwardedHost {
+			r.Header.Add("X-Forwarded-Host", v)
+		}
+		got, secure, err := callbackURL(r, tt.forwardedByHost)
 		if (err != nil) != tt.wantErr || got != tt.want || secure != tt.wantSecure {
-			t.Errorf("host %q: got %q, %v, %v; want %q, %v", tt.host, got, secure, err, tt.want, tt.wantSecure)
+			t.Errorf("host %q, X-Forwarded-Host %q, forwardedByHost %v: got %q, %v, %v; want %q, %v",
+				tt.host, tt.forwardedHost, tt.forwardedByHost, got, secure, err, tt.want, tt.wantSecure)
 		}
 	}
 }

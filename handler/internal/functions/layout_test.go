@@ -19,6 +19,7 @@ func TestFunctionFoldersMatchTheServer(t *testing.T) {
 				DefaultExecutablePath string `json:"defaultExecutablePath"`
 			} `json:"description"`
 			EnableForwardingHTTPRequest bool `json:"enableForwardingHttpRequest"`
+			EnableProxyingHTTPRequest   bool `json:"enableProxyingHttpRequest"`
 		} `json:"customHandler"`
 		Extensions struct {
 			HTTP struct {
@@ -27,8 +28,13 @@ func TestFunctionFoldersMatchTheServer(t *testing.T) {
 		} `json:"extensions"`
 	}
 	readJSON(t, filepath.Join(root, "host.json"), &host)
-	if host.CustomHandler.Description.DefaultExecutablePath != "handler" || !host.CustomHandler.EnableForwardingHTTPRequest {
-		t.Fatalf("host.json customHandler: %+v", host.CustomHandler)
+	// Proxying is the documented mode (functions-custom-handlers.md,
+	// "HTTP-only function") and the one current hosts use when both are
+	// on (DefaultHttpWorkerService.InvokeAsync tests it first); hosts
+	// without it ignore the key and forward.
+	if host.CustomHandler.Description.DefaultExecutablePath != "handler" ||
+		!host.CustomHandler.EnableProxyingHTTPRequest || !host.CustomHandler.EnableForwardingHTTPRequest {
+		t.Fatalf("host.json customHandler: %+v; want enableProxyingHttpRequest and enableForwardingHttpRequest", host.CustomHandler)
 	}
 	if host.Extensions.HTTP.RoutePrefix != "api" {
 		t.Fatalf("routePrefix %q; the server's routes assume api", host.Extensions.HTTP.RoutePrefix)

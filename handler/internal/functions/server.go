@@ -1,10 +1,31 @@
 // Package functions is the Azure Functions surface of the handler: the HTTP
-// routes the host forwards (enableForwardingHttpRequest), and the timer
-// invocation envelope it posts to /refresh.
+// routes the host passes on, and the timer invocation envelope it posts to
+// /refresh.
 //
-// Forwarded requests arrive with their original path (/api/token/xero), so
-// the routes here are the public ones. The timer is not an HTTP function:
-// the host posts a JSON envelope to /<function name> and expects one back.
+// host.json turns on both ways the host has of passing an HTTP request on
+// unchanged. Hosts that have enableProxyingHttpRequest (custom handlers on
+// Flex Consumption; DefaultHttpWorkerService.InvokeAsync checks it first)
+// proxy it with YARP; older hosts ignore that key and use
+// enableForwardingHttpRequest, which rebuilds the request
+// (HttpRequestExtensions.ToHttpRequestMessage). Either way the request
+// arrives with its original path (/api/token/xero, in the case and with the
+// trailing slash the client sent), so the routes here are the public ones,
+// matched as the host matches them (hostRouter). What differs:
+//
+//   - Query: proxying passes the query string as sent; forwarding rebuilds
+//     it from the parsed collection, a repeated key joined into one
+//     comma-separated value. queryValue refuses both forms of a repeat.
+//   - Body: proxying streams it (chunked too); forwarding copies it only
+//     when it has a Content-Length, so a chunked body is lost (HTTP/2) or
+//     the invocation fails (HTTP/1.1: HttpClient refuses
+//     Transfer-Encoding: chunked without content). A POST that needs a
+//     body and has none is answered 400 (decodeMinValidity).
+//   - Host: proxying sends Host 127.0.0.1:<port> and the public host in
+//     X-Forwarded-Host (YARP HttpTransformer.Default); forwarding copies
+//     the original Host. callbackURL reads whichever applies.
+//
+// The timer is not an HTTP function: the host posts a JSON envelope to
+// /<function name> and expects one back.
 package functions
 
 import (
@@ -13,6 +34,7 @@ import (
 	"log/slog"
 	"net/http"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -51,6 +73,12 @@ type Options struct {
 	MaxBodyBytes int64
 	// Now is the clock for expires_in. Default time.Now.
 	Now func() time.Time
+	// ForwardedByHost is true in Functions mode, where the only peer is
+	// the Functions host. Then a request whose Host is a loopback address
+	// was proxied, and its X-Forwarded-Host, which the host's YARP
+	// forwarder sets (replacing any a client sent), is the app's public
+	// host name: the consent flow builds its redirect URI from it.
+	ForwardedByHost bool
 }
 
 // NewServer returns the handler for every route.
@@ -100,16 +128,24 @@ func rejectUncleanPaths(h http.Handler) http.Handler {
 	})
 }
 
-// addRoutes is the whole HTTP surface in one place.
+// addRoutes is the whole HTTP surface in one place. The functions' routes
+// go through hostRouter, which matches as the Functions host does; the
+// readiness probe and the timer are called by the host itself, at exactly
+// these paths.
 func addRoutes(mux *http.ServeMux, b Broker, o Options) {
 	mux.Handle("GET /{$}", handleReady())
-	mux.Handle("/api/token/{connection}", methods(handleToken(b, o), http.MethodGet, http.MethodPost))
-	mux.Handle("/api/connections", methods(handleConnections(b), http.MethodGet))
-	mux.Handle("/api/connections/{connection}", methods(handleConnection(b), http.MethodGet))
-	mux.Handle("/api/connections/{connection}/refresh", methods(handleForceRefresh(b), http.MethodPost))
 	mux.Handle("/refresh", methods(handleTimer(b, o), http.MethodPost))
-	addConsentRoutes(mux, b, o) // GET /api/consent/{connection} (admin key) and /api/consent/callback (consent.go)
-	mux.Handle("/", handleNotFound())
+	mux.Handle("/", newHostRouter(handleNotFound(), functionRoutes(b, o)...))
+}
+
+// functionRoutes are the HTTP functions, one per folder in functions/.
+func functionRoutes(b Broker, o Options) []hostRoute {
+	return append([]hostRoute{
+		{function: "token", template: "token/{connection}", methods: []string{http.MethodGet, http.MethodPost}, handler: handleToken(b, o)},
+		{function: "connections", template: "connections", methods: []string{http.MethodGet}, handler: handleConnections(b)},
+		{function: "connection", template: "connections/{connection}", methods: []string{http.MethodGet}, handler: handleConnection(b)},
+		{function: "force-refresh", template: "connections/{connection}/refresh", methods: []string{http.MethodPost}, handler: handleForceRefresh(b)},
+	}, newConsentRoutes(b, o).hostRoutes()...) // consent.go
 }
 
 // handleReady answers the host's readiness probe (it polls GET / until any
@@ -134,25 +170,21 @@ func handleNotFound() http.Handler {
 // for methods a route does not take.
 func methods(h http.Handler, allowed ...string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		for _, m := range allowed {
-			if r.Method == m {
-				h.ServeHTTP(w, r)
-				return
-			}
+		if slices.Contains(allowed, r.Method) {
+			h.ServeHTTP(w, r)
+			return
 		}
-		allow := ""
-		for i, m := range allowed {
-			if i > 0 {
-				allow += ", "
-			}
-			allow += m
-		}
-		w.Header().Set("Allow", allow)
-		encode(w, http.StatusMethodNotAllowed, errorBody{
-			Error:       "method_not_allowed",
-			Message:     r.Method + " is not allowed on " + r.URL.Path,
-			Remediation: "Use " + allow + ".",
-		})
+		methodNotAllowed(w, r, allowed)
+	})
+}
+
+func methodNotAllowed(w http.ResponseWriter, r *http.Request, allowed []string) {
+	allow := strings.Join(allowed, ", ")
+	w.Header().Set("Allow", allow)
+	encode(w, http.StatusMethodNotAllowed, errorBody{
+		Error:       "method_not_allowed",
+		Message:     r.Method + " is not allowed on " + r.URL.Path,
+		Remediation: "Use " + allow + ".",
 	})
 }
 

@@ -133,7 +133,6 @@ func TestTokenSuccess(t *testing.T) {
 	}{
 		{"GET", http.MethodGet, "/api/token/xero", ""},
 		{"GET with minValidity", http.MethodGet, "/api/token/xero?minValidity=600", ""},
-		{"POST empty body", http.MethodPost, "/api/token/xero", ""},
 		{"POST {}", http.MethodPost, "/api/token/xero", "{}"},
 		{"POST number", http.MethodPost, "/api/token/xero", `{"minValidity": 600}`},
 		{"POST numeric string (ADF expressions)", http.MethodPost, "/api/token/xero", `{"minValidity": "600"}`},
@@ -194,6 +193,7 @@ func TestErrorStatuses(t *testing.T) {
 		{name: "400 path traversal", method: "GET", path: "/api/token/..%2F..%2Fetc%2Fpasswd", wantStatus: 400, wantError: "bad_request"},
 		{name: "400 dot segment, not a redirect", method: "GET", path: "/api/token/./xero", wantStatus: 400, wantError: "bad_request"},
 		{name: "400 empty segment, not a redirect", method: "GET", path: "/api//token/xero", wantStatus: 400, wantError: "bad_request"},
+		{name: "400 POST without a body", method: "POST", path: "/api/token/xero", wantStatus: 400, wantError: "bad_request"},
 		{name: "400 JSON array body", method: "POST", path: "/api/token/xero", body: `[1]`, wantStatus: 400, wantError: "bad_request"},
 		{name: "403 allowedCallers without App Service auth", method: "GET", path: "/api/token/restricted", header: map[string]string{"X-MS-CLIENT-PRINCIPAL-ID": adfObjectID}, wantStatus: 403, wantError: "forbidden"},
 		{name: "403 caller not allowed", auth: true, method: "GET", path: "/api/token/restricted", header: map[string]string{"X-MS-CLIENT-PRINCIPAL-ID": "11111111-1111-1111-1111-111111111111"}, wantStatus: 403, wantError: "forbidden"},

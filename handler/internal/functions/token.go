@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
@@ -133,10 +134,22 @@ func authorize(c broker.Connection, r *http.Request, authEnabled bool) *broker.E
 // decodeMinValidity reads minValidity (seconds) from the query or, on POST,
 // from a JSON body {"minValidity": 600}. Absent means 0: the connection's
 // own refresh margin still applies.
+//
+// A POST must carry its body: it is the only reason to POST. One that
+// arrives without a body most likely lost it on the way (forwarding drops a
+// body that has no Content-Length), and serving it as if no minValidity had
+// been asked would hand out a token that expires too soon.
 func decodeMinValidity(w http.ResponseWriter, r *http.Request, maxBody int64) (time.Duration, *broker.Error) {
 	var fromQuery, fromBody *int64
-	if q, ok := r.URL.Query()["minValidity"]; ok {
-		v, err := parseSeconds(strings.Join(q, ","))
+	q, present, qerr := queryValue(r.URL.Query(), "minValidity")
+	if qerr != nil {
+		return 0, qerr
+	}
+	if present {
+		if strings.Contains(q, ",") {
+			return 0, repeatedQuery("minValidity", fmt.Sprintf("has more than one value (%q)", truncate(q, 40)))
+		}
+		v, err := parseSeconds(q)
 		if err != nil {
 			return 0, err
 		}
@@ -160,7 +173,35 @@ func decodeMinValidity(w http.ResponseWriter, r *http.Request, maxBody int64) (t
 	return 0, nil
 }
 
-// tokenRequest is the optional POST body. minValidity may be a number or a
+// queryValue returns the value of key in q, which must appear at most
+// once. Keys match without regard to case, as in the Functions host, whose
+// query collection is case-insensitive: behind enableForwardingHttpRequest
+// ?MinValidity=600 arrives with that spelling, and ?a=1&A=2 as one key.
+// A key given twice is refused, not resolved by picking one; forwarding
+// joins the values with a comma first, which the caller checks where a
+// comma cannot be part of a value.
+func queryValue(q url.Values, key string) (value string, present bool, err *broker.Error) {
+	n := 0
+	for k, vs := range q {
+		if strings.EqualFold(k, key) {
+			n += len(vs)
+			value = vs[0]
+		}
+	}
+	if n > 1 {
+		return "", false, repeatedQuery(key, fmt.Sprintf("is given %d times", n))
+	}
+	return value, n == 1, nil
+}
+
+// repeatedQuery is the 400 for a query parameter given more than once.
+func repeatedQuery(key, what string) *broker.Error {
+	return badRequest(
+		fmt.Sprintf("the query parameter %s %s; it takes one value (the Functions host joins a repeated parameter into one comma-separated value)", key, what),
+		fmt.Sprintf("Give %s once.", key))
+}
+
+// tokenRequest is the POST body. minValidity may be a number or a
 // numeric string: ADF expressions often produce strings.
 type tokenRequest struct {
 	MinValidity json.RawMessage `json:"minValidity"`
@@ -176,7 +217,9 @@ func decodeBody(w http.ResponseWriter, r *http.Request, maxBody int64) (*int64, 
 		return nil, badRequest("the request body could not be read", "Retry the request.")
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
-		return nil, nil
+		return nil, badRequest(
+			"this POST has no body; POST is for sending {\"minValidity\": <seconds>} in a JSON body. Behind the Functions host a body sent without Content-Length (chunked) may be lost on the way",
+			`Send the body with a Content-Length header, e.g. {"minValidity": 600} or {}, or use GET with ?minValidity=600.`)
 	}
 	var req tokenRequest
 	dec := json.NewDecoder(bytes.NewReader(body))

@@ -1,0 +1,171 @@
+package functions
+
+import (
+	"cmp"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+)
+
+// routePrefix is host.json's extensions.http.routePrefix.
+const routePrefix = "api"
+
+// hostRoute is one HTTP function as the Functions host routes it: the
+// function's folder name, its function.json route (without routePrefix)
+// and methods. layout_test.go checks this table against functions/*.
+type hostRoute struct {
+	function string
+	template string
+	methods  []string
+	handler  http.Handler
+	segments []string // routePrefix and the template's segments
+}
+
+// hostRouter matches a request to a function as the Functions host does, so
+// that every request the host forwards reaches the function it chose, and
+// none that it would not route does. The host (checked in its source):
+//
+//   - maps the routes in the order of its function list, which
+//     FunctionMetadataManager.LoadFunctionMetadata sorts by name
+//     (StringComparer.OrdinalIgnoreCase); WebScriptHostHttpRoutesManager.
+//     InitializeHttpFunctionRoutes adds them in that order to one
+//     RouteCollection (azure-webjobs-sdk-extensions WebJobsRouteBuilder.
+//     Build, which does not sort them), and the first route that matches
+//     wins. So consent/callback beats consent/{connection} only because
+//     "consent-callback" sorts before "consent-start"; config refuses a
+//     connection named "callback" for that reason.
+//   - matches literal segments ignoring case (ASP.NET Core
+//     RoutePatternMatcher.TryMatchLiterals, StringComparison.OrdinalIgnoreCase)
+//     and ignores one trailing slash (PathTokenizer: "routing ignores a
+//     trailing slash"); an empty segment matches nothing.
+//   - checks the methods as a route constraint (HttpMethodRouteConstraint):
+//     a route with the wrong method is skipped, and the host answers 404
+//     when no route is left. This server answers 405 instead, for callers
+//     of standalone mode; behind the host such a request never arrives.
+//
+// Parameter values keep the case they were sent in: the host's route values
+// do too, and connection names are lower case, so /api/token/Xero is a 400
+// that says so.
+type hostRouter struct {
+	routes   []hostRoute
+	notFound http.Handler
+}
+
+func newHostRouter(notFound http.Handler, routes ...hostRoute) *hostRouter {
+	for i := range routes {
+		routes[i].segments = append([]string{routePrefix}, strings.Split(routes[i].template, "/")...)
+	}
+	slices.SortStableFunc(routes, func(a, b hostRoute) int {
+		return cmp.Compare(upperASCII(a.function), upperASCII(b.function))
+	})
+	return &hostRouter{routes: routes, notFound: notFound}
+}
+
+func (hr *hostRouter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	segs, ok := requestSegments(r.URL)
+	if !ok {
+		hr.notFound.ServeHTTP(w, r)
+		return
+	}
+	var allowed []string
+	for _, rt := range hr.routes {
+		values, ok := rt.match(segs)
+		if !ok {
+			continue
+		}
+		if !slices.Contains(rt.methods, r.Method) {
+			allowed = append(allowed, rt.methods...)
+			continue
+		}
+		for name, v := range values {
+			r.SetPathValue(name, v)
+		}
+		rt.handler.ServeHTTP(w, r)
+		return
+	}
+	if len(allowed) > 0 {
+		slices.Sort(allowed)
+		methodNotAllowed(w, r, slices.Compact(allowed))
+		return
+	}
+	hr.notFound.ServeHTTP(w, r)
+}
+
+// route returns the function the host would route a request to, "" for
+// none.
+func (hr *hostRouter) route(method string, u *url.URL) string {
+	segs, ok := requestSegments(u)
+	if !ok {
+		return ""
+	}
+	for _, rt := range hr.routes {
+		if _, ok := rt.match(segs); ok && slices.Contains(rt.methods, method) {
+			return rt.function
+		}
+	}
+	return ""
+}
+
+// requestSegments splits the path into unescaped segments, without one
+// trailing slash. It splits the escaped path, so that %2F stays inside its
+// segment, as in the host (Kestrel does not decode %2F) and in ServeMux.
+func requestSegments(u *url.URL) ([]string, bool) {
+	p := u.EscapedPath()
+	if len(p) > 1 && strings.HasSuffix(p, "/") {
+		p = p[:len(p)-1]
+	}
+	raw := strings.Split(strings.TrimPrefix(p, "/"), "/")
+	segs := make([]string, len(raw))
+	for i, s := range raw {
+		v, err := url.PathUnescape(s)
+		if err != nil {
+			return nil, false
+		}
+		segs[i] = v
+	}
+	return segs, true
+}
+
+// match reports whether segs match the route, with its parameter values.
+func (rt hostRoute) match(segs []string) (map[string]string, bool) {
+	if len(segs) != len(rt.segments) {
+		return nil, false
+	}
+	var values map[string]string
+	for i, t := range rt.segments {
+		s := segs[i]
+		if s == "" {
+			return nil, false
+		}
+		if name, ok := strings.CutPrefix(t, "{"); ok {
+			if values == nil {
+				values = map[string]string{}
+			}
+			values[strings.TrimSuffix(name, "}")] = s
+			continue
+		}
+		if !equalFoldASCII(s, t) {
+			return nil, false
+		}
+	}
+	return values, true
+}
+
+// equalFoldASCII compares ignoring the case of ASCII letters only. The
+// route literals are ASCII; strings.EqualFold would also match the Kelvin
+// sign to "k", which .NET's OrdinalIgnoreCase does not.
+func equalFoldASCII(a, b string) bool {
+	return len(a) == len(b) && upperASCII(a) == upperASCII(b)
+}
+
+// upperASCII upper-cases ASCII letters, as OrdinalIgnoreCase compares the
+// function names (all ASCII).
+func upperASCII(s string) string {
+	return strings.Map(func(r rune) rune {
+		if 'a' <= r && r <= 'z' {
+			return r - 'a' + 'A'
+		}
+		return r
+	}, s)
+}
