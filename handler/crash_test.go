@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -30,11 +31,25 @@ import (
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/testprovider"
 )
 
-// Where the child kills itself.
+// Where the child kills itself. The host ends a worker with
+// Process.Kill() (azure-functions-host,
+// src/WebJobs.Script/Workers/ProcessManagement/WorkerProcess.cs, Dispose):
+// SIGKILL, so each point is a SIGKILL too.
 const (
 	crashBeforeProvider = "before-provider" // lock held, provider not called
 	crashAfterProvider  = "after-provider"  // provider answered, nothing persisted
 	crashAfterPersist   = "after-persist"   // both tokens stored, lock not released
+	// The store refuses the refresh token; the child answers its caller
+	// (the refresh token is in the write-ahead record) and is killed.
+	crashStoreRefused = "store-refused"
+	// The store refuses; killed during its retries, lock held, the
+	// write-ahead record written.
+	crashWhileRecord = "while-record"
+	// Killed after the write-ahead record, before the store write.
+	crashBeforeStore = "before-store"
+	// The store refused, then came back; the sweep moved the record into
+	// the store, and the child is killed before clearing the record.
+	crashAfterOutage = "after-outage"
 )
 
 // crashEnv is the environment variable that turns the test binary into a
@@ -75,10 +90,28 @@ func crashBroker(stateDir, storage, container, tokenURL string, grace time.Durat
 	}
 	return broker.New(broker.Options{
 		Store: s, Locker: locker, Grant: g,
-		Connections: []broker.Connection{crashConnection(tokenURL, grace)},
+		// The key is written to the store unwrapped: the faults are the
+		// refresh token's.
+		WriteAheadKey: broker.StoredKey(store, locker),
+		Connections:   []broker.Connection{crashConnection(tokenURL, grace)},
 		// Long enough to outwait a dead holder's lease.
 		LockWait: crashLease + 10*time.Second,
 	})
+}
+
+// crashLocker is a locker on the crash test's container, for looking at
+// the lock blob.
+func crashLocker(t *testing.T, storage, container string) *bloblease.Locker {
+	t.Helper()
+	bc, err := azblob.NewClientFromConnectionString(storage, bloblease.ClientOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := bloblease.New(bc, bloblease.Options{Container: container, LeaseDuration: crashLease})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
 }
 
 // killSelf ends the process the way SIGKILL does: no deferred function, no
@@ -107,13 +140,31 @@ func (g killingGrant) Token(ctx context.Context, c *broker.Connection, cred brok
 
 type killingStore struct {
 	broker.SecretStore
-	point       string
-	accessToken string
+	point        string
+	accessToken  string
+	refreshToken string
+	// outage makes the store refuse refresh-token writes.
+	outage   atomic.Bool
+	rtWrites atomic.Int32
 }
 
-func (s killingStore) Set(ctx context.Context, name string, v broker.StoredSecret) error {
+var errOutage = errors.New("store refuses writes (injected outage)")
+
+func (s *killingStore) Set(ctx context.Context, name string, v broker.StoredSecret) error {
+	if name == s.refreshToken {
+		n := s.rtWrites.Add(1)
+		switch {
+		case s.point == crashBeforeStore,
+			s.point == crashWhileRecord && n == 2:
+			killSelf()
+		case s.outage.Load():
+			return errOutage
+		}
+	}
 	err := s.SecretStore.Set(ctx, name, v)
-	if s.point == crashAfterPersist && name == s.accessToken {
+	switch {
+	case s.point == crashAfterPersist && name == s.accessToken,
+		s.point == crashAfterOutage && name == s.refreshToken:
 		killSelf()
 	}
 	return err
@@ -124,15 +175,31 @@ func (s killingStore) Set(ctx context.Context, name string, v broker.StoredSecre
 func crashChild() int {
 	point := os.Getenv(crashEnv)
 	grace, _ := time.ParseDuration(os.Getenv("CRASH_GRACE"))
+	ks := &killingStore{point: point, accessToken: "xero-access-token", refreshToken: "xero-refresh-token"}
+	switch point {
+	case crashStoreRefused, crashWhileRecord, crashAfterOutage:
+		ks.outage.Store(true)
+	}
 	b, err := crashBroker(os.Getenv("CRASH_STATE_DIR"), os.Getenv("CRASH_STORAGE"), os.Getenv("CRASH_CONTAINER"), os.Getenv("CRASH_TOKEN_URL"), grace,
 		func(s broker.SecretStore, g broker.Grant) (broker.SecretStore, broker.Grant) {
-			return killingStore{SecretStore: s, point: point, accessToken: "xero-access-token"}, killingGrant{Grant: g, point: point}
+			ks.SecretStore = s
+			return ks, killingGrant{Grant: g, point: point}
 		})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "crash child:", err)
 		return 3
 	}
-	_, err = b.Token(context.Background(), "xero", 0)
+	ctx := context.Background()
+	_, err = b.Token(ctx, "xero", 0)
+	switch {
+	case point == crashStoreRefused && err == nil:
+		// The caller has its token; nothing of the refresh token is
+		// left in this process that a kill could lose.
+		killSelf()
+	case point == crashAfterOutage && err == nil:
+		ks.outage.Store(false)
+		b.Sweep(ctx, 0) // reconciles the record, and is killed there
+	}
 	fmt.Fprintf(os.Stderr, "crash child: survived the %s point (Token: %v)\n", point, err)
 	return 4
 }
@@ -143,6 +210,13 @@ func crashChild() int {
 // the provider rotated the refresh token, the new one died with the
 // process, and the old one is spent; the connection needs re-authorization,
 // and the next caller is told so.
+//
+// The points of the write-ahead record (the store refused the refresh
+// token, a kill while the record holds it, between the record and the
+// store write, and after an outage that ended) all lose nothing: the next
+// instance redeems the record's token, without reuse, against a provider
+// that revokes the chain on any reuse, and leaves the store holding the
+// provider's current refresh token and no record behind.
 func TestKilledInstance(t *testing.T) {
 	t.Parallel()
 	az := azurite.Start(t)
@@ -162,6 +236,10 @@ func TestKilledInstance(t *testing.T) {
 		{point: crashAfterProvider, grace: 30 * time.Minute, wantOK: true, wantCalls: 2, waitsForLease: true},
 		{point: crashAfterProvider, wantOK: false, wantCalls: 2, waitsForLease: true},
 		{point: crashAfterPersist, wantOK: true, wantCalls: 1},
+		{point: crashStoreRefused, wantOK: true, wantCalls: 2},
+		{point: crashWhileRecord, wantOK: true, wantCalls: 2, waitsForLease: true},
+		{point: crashBeforeStore, wantOK: true, wantCalls: 2, waitsForLease: true},
+		{point: crashAfterOutage, wantOK: true, wantCalls: 2, waitsForLease: true},
 	}
 	for i, tt := range tests {
 		name := tt.point
@@ -234,6 +312,10 @@ func TestKilledInstance(t *testing.T) {
 			cur, _ := provider.CurrentRefreshToken(firstRT)
 			if rt, err := store.Get(ctx, "xero-refresh-token"); err != nil || rt.Value.Reveal() != cur {
 				t.Errorf("the store's refresh token is not the provider's current one (err %v)", err)
+			}
+			// And no write-ahead record is left over.
+			if has, err := crashLocker(t, storage, container).HasWriteAhead(ctx, "xero"); err != nil || has {
+				t.Errorf("a write-ahead record is left (%v, err %v)", has, err)
 			}
 			// A dead holder blocks others for at most its lease.
 			if limit := crashLease + 5*time.Second; waited > limit {

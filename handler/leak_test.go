@@ -191,7 +191,8 @@ func newLeakWorld(t *testing.T, script providerScript, vault *kvtest.Vault) *lea
 	log := slog.New(slog.NewJSONHandler(&w.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	w.b, err = broker.New(broker.Options{
 		Store: store, Locker: locker, Connections: conns, Logger: log, Instance: "leak-test",
-		LockWait: 2 * time.Second, StoreRetries: 2, StoreRetryDelay: 5 * time.Millisecond,
+		WriteAheadKey: broker.StoredKey(store, locker),
+		LockWait:      2 * time.Second, StoreRetries: 2, StoreRetryDelay: 5 * time.Millisecond,
 		Grant: oauth.New(oauth.Options{Timeout: 2 * time.Second, AttemptTimeout: 300 * time.Millisecond, Backoff: 10 * time.Millisecond, Logger: log}),
 	})
 	if err != nil {
@@ -457,7 +458,7 @@ func TestNoSecretLeaks(t *testing.T) {
 		wantStatus:  http.StatusBadGateway,
 		wantMessage: []string{"did not answer within 300ms"},
 	}, {
-		name:     "Key Vault fails the writes: the rotated refresh token is held in memory",
+		name:     "Key Vault fails the writes: the rotated refresh token is kept in the write-ahead record",
 		script:   success,
 		keyVault: true,
 		fault: func(v *kvtest.Vault) {

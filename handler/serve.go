@@ -202,9 +202,11 @@ func newBrokerAndStore(settings config.Settings, conns []broker.Connection, gete
 		Store:       store,
 		Locker:      locker,
 		Connections: conns,
-		LockWait:    settings.LockWait,
-		Instance:    instanceName(getenv),
-		Logger:      log,
+		// A secret in the store, created on first use (broker.StoredKey).
+		WriteAheadKey: broker.StoredKey(store, locker),
+		LockWait:      settings.LockWait,
+		Instance:      instanceName(getenv),
+		Logger:        log,
 		Grant: oauth.New(oauth.Options{
 			Timeout:          settings.ProviderTimeout,
 			AttemptTimeout:   settings.ProviderAttemptTimeout,

@@ -225,8 +225,10 @@ var ErrNotHeld = errors.New("lease is no longer held by this lock")
 // Error's message names the status and the storage error code but not the
 // request URL, which could carry a SAS token.
 type Error struct {
-	// Op is what failed: "lock", "renew", "release", "record status" or
-	// "read status".
+	// Op is what failed: "lock", "renew", "release", "record status",
+	// "read status", or one of the write-ahead record's ("read write-ahead
+	// record", "write write-ahead record", "clear write-ahead record",
+	// "check write-ahead record").
 	Op string
 	// Name is the lock name.
 	Name string
@@ -344,7 +346,7 @@ func (l *Locker) Lock(ctx context.Context, name string) (broker.Lock, error) {
 		_, err := lc.AcquireLease(ctx, seconds, nil)
 		switch {
 		case err == nil:
-			return l.hold(name, b, lc, sent), nil
+			return l.hold(name, bn, b, lc, sent), nil
 		case bloberror.HasCode(err, bloberror.LeaseAlreadyPresent, bloberror.LeaseIsBreakingAndCannotBeAcquired):
 			held = true
 		case bloberror.HasCode(err, bloberror.BlobNotFound, bloberror.ContainerNotFound) && creates < 3:
@@ -444,12 +446,13 @@ func (l *Locker) ReadStatus(ctx context.Context, name string) (broker.SharedStat
 // hold starts keeping a freshly acquired lease. sent is when the acquire
 // request left: the lease runs for the lease duration from some moment
 // after that, so counting from sent never overestimates what is left.
-func (l *Locker) hold(name string, b *blob.Client, lc *lease.BlobClient, sent time.Time) *heldLock {
+func (l *Locker) hold(name, bn string, b *blob.Client, lc *lease.BlobClient, sent time.Time) *heldLock {
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &heldLock{
 		l:           l,
 		name:        name,
 		blob:        b,
+		block:       l.container.NewBlockBlobClient(bn),
 		lease:       lc,
 		lost:        make(chan struct{}),
 		stopRenewal: cancel,
@@ -468,6 +471,7 @@ type heldLock struct {
 	l     *Locker
 	name  string
 	blob  *blob.Client
+	block *blockblob.Client // the same blob, for writing its content
 	lease *lease.BlobClient
 
 	lost        chan struct{}
@@ -478,6 +482,12 @@ type heldLock struct {
 	releaseMu sync.Mutex // one release request at a time
 	mu        sync.Mutex
 	released  bool // the lease was released, or found not ours, by Release
+	// meta is the blob's metadata (the recorded status) as last read or
+	// written under this lease; writing the blob's content replaces its
+	// metadata, so the write-ahead record carries it along. metaKnown is
+	// false until it has been read or written.
+	meta      map[string]*string
+	metaKnown bool
 }
 
 // Lost returns a channel that is closed when the lease is lost before
@@ -606,6 +616,9 @@ func (h *heldLock) RecordStatus(ctx context.Context, s broker.SharedStatus) erro
 		e.NotHeld = notHeld(err)
 		return e
 	}
+	h.mu.Lock()
+	h.meta, h.metaKnown = encodeStatus(s), true
+	h.mu.Unlock()
 	return nil
 }
 

@@ -294,7 +294,7 @@ func TestNonOwnerCannotRelease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	other := stale.hold("xero", stale.container.NewBlobClient("xero.lock"), lc, time.Now())
+	other := stale.hold("xero", "xero.lock", stale.container.NewBlobClient("xero.lock"), lc, time.Now())
 
 	err = record(other, broker.SharedStatus{LastError: "x"})
 	if !errors.Is(err, ErrNotHeld) {

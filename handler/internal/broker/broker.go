@@ -12,10 +12,12 @@
 //  5. The store is read again under the lock: another instance may have
 //     refreshed.
 //  6. The token endpoint is called once.
-//  7. The rotated refresh token is persisted first, then the access token.
-//     A refresh token the provider issued is never dropped: if the store
-//     keeps failing, the lock stays held and persisting goes on in the
-//     background, so no other instance redeems the old one.
+//  7. The rotated refresh token is made durable before anything else: the
+//     write-ahead record beside the lock first, then the store; then the
+//     access token. Nothing waits in memory for a later write: the host
+//     ends workers with SIGKILL (see writeahead.go). If the store refuses,
+//     the record keeps the token until the next refresh or the sweep moves
+//     it into the store; if neither accepts it, the caller is answered 503.
 //  8. The lock is released and the token served.
 //
 // The broker knows nothing of HTTP, Azure or the file system: it works
@@ -67,12 +69,17 @@ type Options struct {
 	// persisting). It runs detached from the caller: a caller that gives up
 	// does not abort a refresh half way.
 	RefreshTimeout time.Duration
-	// StoreRetries is how many times a failed store write is retried
-	// in the request before persisting moves to the background. Default 3.
+	// StoreRetries is how many times a store write is tried while the
+	// lock is held before a rotated refresh token is left in the
+	// write-ahead record alone. Default 3.
 	StoreRetries int
 	// StoreRetryDelay is the first delay between store write attempts; it
 	// doubles each time. Default 200ms.
 	StoreRetryDelay time.Duration
+	// WriteAheadKey seals write-ahead records (StoredKey in production).
+	// Nil means no record is written: a rotated refresh token goes to the
+	// store alone, and is lost if the store refuses it.
+	WriteAheadKey KeySource
 	// ForceRefreshInterval is how often ForceRefresh may run per
 	// connection (DefaultForceRefreshInterval when zero).
 	ForceRefreshInterval time.Duration
@@ -103,6 +110,7 @@ type Broker struct {
 	log      *slog.Logger
 	now      func() time.Time
 	instance string
+	walKey   KeySource
 
 	lockWait        time.Duration
 	failureCooldown time.Duration
@@ -111,13 +119,11 @@ type Broker struct {
 	storeRetryDelay time.Duration
 	forceInterval   time.Duration
 
-	// base is cancelled by Close after every flight has finished; only
-	// background persisters watch it.
-	base       context.Context
-	stop       context.CancelFunc
-	closing    atomic.Bool
-	inflight   sync.WaitGroup
-	background sync.WaitGroup
+	// base is cancelled by Close after every flight has finished.
+	base     context.Context
+	stop     context.CancelFunc
+	closing  atomic.Bool
+	inflight sync.WaitGroup
 }
 
 // connState is the per-instance state of one connection. The connection
@@ -129,15 +135,12 @@ type connState struct {
 	// cached is the newest access token this instance knows.
 	cached atomic.Pointer[cachedToken]
 
-	mu sync.Mutex
-	// pendingRefresh is a refresh token the provider issued that is not yet
-	// in the store. While set, it is the current refresh token.
-	pendingRefresh Secret
-	failure        *failureRecord
-	lastRefresh    time.Time
-	lastError      *Error
-	lastErrorAt    time.Time
-	lastForced     time.Time
+	mu          sync.Mutex
+	failure     *failureRecord
+	lastRefresh time.Time
+	lastError   *Error
+	lastErrorAt time.Time
+	lastForced  time.Time
 	// secretWarned is one more than the client-secret expiry threshold
 	// (30, 14, 7 or 0 days) last logged, zero when none was: each
 	// threshold is logged once, not on every sweep.
@@ -178,6 +181,7 @@ func New(o Options) (*Broker, error) {
 		log:             o.Logger,
 		now:             o.Now,
 		instance:        o.Instance,
+		walKey:          o.WriteAheadKey,
 		lockWait:        o.LockWait,
 		failureCooldown: o.FailureCooldown,
 		refreshTimeout:  o.RefreshTimeout,
@@ -220,15 +224,14 @@ func New(o Options) (*Broker, error) {
 	return b, nil
 }
 
-// Close refuses new refreshes, lets the ones under way finish (a provider
-// call is never abandoned half way: its answer may hold the only live
-// refresh token), then stops background persisting after one last attempt.
-// Tokens handed out stay valid.
+// Close refuses new refreshes and lets the ones under way finish. Nothing
+// depends on it: the Functions host ends workers with SIGKILL, and a
+// refresh keeps no token in memory only (writeahead.go). Tokens handed out
+// stay valid.
 func (b *Broker) Close() {
 	b.closing.Store(true)
 	b.inflight.Wait()
 	b.stop()
-	b.background.Wait()
 }
 
 // Store returns the secret store the broker reads and writes: the consent
@@ -529,13 +532,8 @@ func (b *Broker) obtain(st *connState, w want) (v any, err error) {
 			Err:         err,
 		}
 	}
-	held := false // set once the background persister owns the lock
 	if lock != nil {
-		defer func() {
-			if !held {
-				b.release(c.Name, lock)
-			}
-		}()
+		defer b.release(c.Name, lock)
 	}
 
 	// Step 5.
@@ -545,10 +543,16 @@ func (b *Broker) obtain(st *connState, w want) (v any, err error) {
 		return ct, nil
 	}
 
-	cred, err := b.credentials(ctx, st)
-	if err != nil {
+	var cur current
+	if cur.cred, err = b.credentials(ctx, st); err != nil {
 		return nil, err
 	}
+	// The write-ahead record, when there is one, may hold a newer refresh
+	// token than the store: read it before redeeming.
+	if err := b.readCurrent(ctx, st, lock, &cur); err != nil {
+		return nil, err
+	}
+	cred := cur.cred
 	if lock != nil {
 		select {
 		case <-lock.Lost():
@@ -566,16 +570,15 @@ func (b *Broker) obtain(st *connState, w want) (v any, err error) {
 	// Step 6.
 	tok, err := b.grant.Token(ctx, c, cred)
 	if err != nil {
-		tok, cred, err = b.retryAfterRace(ctx, st, cred, err)
+		tok, cur, err = b.retryAfterRace(ctx, st, cur, err)
+		cred = cur.cred
 	}
 	if err != nil {
 		var pe *ProviderError
 		if errors.As(err, &pe) && !pe.IssuedRefreshToken.IsZero() && pe.IssuedRefreshToken != cred.RefreshToken {
-			issued := &Token{RefreshToken: pe.IssuedRefreshToken, IssuedAt: b.now()}
-			if b.persistRefreshToken(ctx, st, issued) && lock != nil {
-				held = true
-				b.persistInBackground(st, lock, issued)
-			}
+			// An error that came with a new refresh token: the provider
+			// rotated it all the same. Its loss is logged there.
+			_, _ = b.keepRefreshToken(ctx, st, lock, cur, pe.IssuedRefreshToken, b.now())
 		}
 		failure := b.providerFailure(ctx, st, cred, err)
 		b.recordShared(ctx, st, lock, err)
@@ -583,12 +586,15 @@ func (b *Broker) obtain(st *connState, w want) (v any, err error) {
 	}
 
 	// Step 7.
-	ct, pending := b.persist(ctx, st, cred, tok)
-	b.recordShared(ctx, st, lock, nil)
-	if pending && lock != nil {
-		held = true
-		b.persistInBackground(st, lock, tok)
+	ct, err := b.persist(ctx, st, lock, cur, tok)
+	if err != nil {
+		st.mu.Lock()
+		st.lastError, st.lastErrorAt = asError(c.Name, err), b.now()
+		st.mu.Unlock()
+		b.recordShared(ctx, st, lock, err)
+		return nil, err
 	}
+	b.recordShared(ctx, st, lock, nil)
 	// Step 8 is the deferred release.
 	return ct, nil
 }
@@ -648,8 +654,9 @@ func (st *connState) remember(ct *cachedToken) {
 	}
 }
 
-// credentials reads what the grant needs. A refresh token that is issued
-// but not yet persisted wins over the store's.
+// credentials reads what the grant needs from the store. Under the lock,
+// readCurrent then settles whether the write-ahead record holds a newer
+// refresh token.
 func (b *Broker) credentials(ctx context.Context, st *connState) (Credentials, error) {
 	c := &st.conn
 	var cred Credentials
@@ -667,18 +674,11 @@ func (b *Broker) credentials(ctx context.Context, st *connState) (Credentials, e
 	}
 	cred.ClientSecret = s
 	if c.Grant == GrantRefreshToken {
-		st.mu.Lock()
-		pending := st.pendingRefresh
-		st.mu.Unlock()
-		if !pending.IsZero() {
-			cred.RefreshToken = pending
-		} else {
-			s, err := b.readRequired(ctx, c, c.Secrets.RefreshToken, "refresh token")
-			if err != nil {
-				return cred, err
-			}
-			cred.RefreshToken = s
+		s, err := b.readRequired(ctx, c, c.Secrets.RefreshToken, "refresh token")
+		if err != nil {
+			return cred, err
 		}
+		cred.RefreshToken = s
 	}
 	return cred, nil
 }
@@ -704,35 +704,35 @@ func (b *Broker) readRequired(ctx context.Context, c *Connection, secret, what s
 // a different refresh token than the one sent (an operator stored a new
 // one, or a peer rotated it while our lock was lost), the grant is not dead;
 // try once more with the current one.
-func (b *Broker) retryAfterRace(ctx context.Context, st *connState, sent Credentials, err error) (*Token, Credentials, error) {
+func (b *Broker) retryAfterRace(ctx context.Context, st *connState, sent current, err error) (*Token, current, error) {
 	var pe *ProviderError
 	if st.conn.Grant != GrantRefreshToken || !errors.As(err, &pe) || pe.Code != "invalid_grant" {
 		return nil, sent, err
 	}
-	st.mu.Lock()
-	pending := st.pendingRefresh
-	st.mu.Unlock()
-	if !pending.IsZero() {
+	if sent.fromRecord {
 		// The store's token is older than the one just refused: it was
-		// redeemed to obtain the pending one, and sending it would be reuse.
+		// redeemed to obtain the record's, and sending it would be reuse.
 		return nil, sent, err
 	}
-	cur, gerr := b.store.Get(ctx, st.conn.Secrets.RefreshToken)
-	if gerr != nil || cur.Value.IsZero() || cur.Value == sent.RefreshToken {
+	s, gerr := b.store.Get(ctx, st.conn.Secrets.RefreshToken)
+	if gerr != nil || s.Value.IsZero() || s.Value == sent.cred.RefreshToken {
 		return nil, sent, err
 	}
 	b.log.Info("refresh token changed in the store after invalid_grant; retrying with the current one",
 		"event", "refresh.race_recovered", "connection", st.conn.Name)
-	cred := sent
-	cred.RefreshToken = cur.Value
-	tok, err := b.grant.Token(ctx, &st.conn, cred)
-	return tok, cred, err
+	cur := sent
+	cur.cred.RefreshToken = s.Value
+	cur.base = hashToken(s.Value)
+	tok, err := b.grant.Token(ctx, &st.conn, cur.cred)
+	return tok, cur, err
 }
 
-// persist writes the new refresh token, then the access token, and caches
-// the result. pending reports that the refresh token could not be written
-// and is held in memory only.
-func (b *Broker) persist(ctx context.Context, st *connState, cred Credentials, tok *Token) (*cachedToken, bool) {
+// persist makes the new refresh token durable (keepRefreshToken), then
+// writes the access token and caches the result. An error means the
+// rotated refresh token could not be kept anywhere; the access token is
+// then not handed out either (the caller is answered 503, and told the
+// connection will need consent).
+func (b *Broker) persist(ctx context.Context, st *connState, lock Lock, cur current, tok *Token) (*cachedToken, error) {
 	c := &st.conn
 	now := b.now()
 	issued := tok.IssuedAt
@@ -746,10 +746,22 @@ func (b *Broker) persist(ctx context.Context, st *connState, cred Credentials, t
 	if ct.token.TokenType == "" {
 		ct.token.TokenType = "Bearer"
 	}
-	rotated := !tok.RefreshToken.IsZero() && tok.RefreshToken != cred.RefreshToken
-	pending := rotated && b.persistRefreshToken(ctx, st, tok)
+	rotated := !tok.RefreshToken.IsZero() && tok.RefreshToken != cur.cred.RefreshToken
+	pending := false
+	switch {
+	case rotated:
+		var err error
+		if pending, err = b.keepRefreshToken(ctx, st, lock, cur, tok.RefreshToken, issued); err != nil {
+			return nil, err
+		}
+	case cur.fromRecord:
+		// The answer did not rotate: the token just redeemed stays
+		// current, and is so far only in the write-ahead record (durable
+		// there). Try the store again while the lock is held.
+		pending = !b.moveToStore(ctx, st, lock, lock.(WriteAheadLog), cur.cred.RefreshToken, issued)
+	}
 	if !pending {
-		err := b.retryStore(ctx, func(ctx context.Context) error {
+		err := b.retryStore(ctx, lock, func(ctx context.Context) error {
 			return b.store.Set(ctx, c.Secrets.AccessToken, StoredSecret{Value: tok.AccessToken, ExpiresOn: tok.Expiry, UpdatedOn: issued})
 		})
 		if err != nil {
@@ -768,97 +780,7 @@ func (b *Broker) persist(ctx context.Context, st *connState, cred Credentials, t
 	st.mu.Unlock()
 	b.log.Info("token refreshed", "event", "token.refreshed", "connection", c.Name,
 		"expires_on", tok.Expiry.UTC().Format(time.RFC3339), "rotated", rotated, "persist_pending", pending)
-	return ct, pending
-}
-
-// persistRefreshToken makes tok.RefreshToken the current refresh token:
-// in memory first, whatever the store does, then in the store. It reports
-// whether the store write is still pending.
-func (b *Broker) persistRefreshToken(ctx context.Context, st *connState, tok *Token) (pending bool) {
-	c := &st.conn
-	st.mu.Lock()
-	st.pendingRefresh = tok.RefreshToken
-	st.mu.Unlock()
-	err := b.retryStore(ctx, func(ctx context.Context) error {
-		return b.store.Set(ctx, c.Secrets.RefreshToken, StoredSecret{Value: tok.RefreshToken, UpdatedOn: tok.IssuedAt})
-	})
-	if err != nil {
-		b.log.Error("could not persist the rotated refresh token; holding it in memory and retrying in the background",
-			"event", "persist.pending", "connection", c.Name, "secret", c.Secrets.RefreshToken, "error", err.Error())
-		return true
-	}
-	st.clearPending(tok.RefreshToken)
-	return false
-}
-
-func (st *connState) clearPending(rt Secret) {
-	st.mu.Lock()
-	if st.pendingRefresh == rt {
-		st.pendingRefresh = ""
-	}
-	st.mu.Unlock()
-}
-
-// persistInBackground keeps retrying to store a rotated refresh token,
-// holding the connection's lock meanwhile so no other instance reads and
-// redeems the old one. Once the refresh token is stored the lock is
-// released; the access token is written once, best effort, as in persist.
-// It stops when the refresh token is no longer the pending one, when the
-// lock is lost (a write now could overwrite a newer token), or when the
-// broker closes. The one loss window left is this process dying before the
-// store recovers.
-func (b *Broker) persistInBackground(st *connState, lock Lock, tok *Token) {
-	c := st.conn
-	b.background.Add(1)
-	go func() {
-		defer b.background.Done()
-		defer b.release(c.Name, lock)
-		defer func() {
-			if p := recover(); p != nil {
-				b.log.Error("panic while persisting a rotated refresh token", "event", "persist.abandoned", "connection", c.Name, "panic", fmt.Sprint(p))
-			}
-		}()
-		delay := b.storeRetryDelay
-		for attempt := 1; ; attempt++ {
-			st.mu.Lock()
-			current := st.pendingRefresh == tok.RefreshToken
-			st.mu.Unlock()
-			if !current {
-				return
-			}
-			ctx, cancel := context.WithTimeout(context.WithoutCancel(b.base), 30*time.Second)
-			err := b.store.Set(ctx, c.Secrets.RefreshToken, StoredSecret{Value: tok.RefreshToken, UpdatedOn: tok.IssuedAt})
-			if err == nil {
-				st.clearPending(tok.RefreshToken)
-				if !tok.AccessToken.IsZero() {
-					if aerr := b.store.Set(ctx, c.Secrets.AccessToken, StoredSecret{Value: tok.AccessToken, ExpiresOn: tok.Expiry, UpdatedOn: tok.IssuedAt}); aerr != nil {
-						b.log.Warn("could not persist the access token", "event", "persist.access_token_failed", "connection", c.Name, "error", aerr.Error())
-					}
-				}
-				cancel()
-				b.log.Info("rotated refresh token persisted", "event", "persist.recovered", "connection", c.Name, "attempts", attempt)
-				return
-			}
-			cancel()
-			if b.base.Err() != nil {
-				b.log.Error("shutting down with a rotated refresh token not persisted; the connection will need re-authorization unless the provider allows reuse",
-					"event", "persist.abandoned", "connection", c.Name, "secret", c.Secrets.RefreshToken, "error", err.Error())
-				return
-			}
-			select {
-			case <-b.base.Done():
-			case <-lock.Lost():
-				// Another instance may hold the lock now; writing could
-				// replace a newer token. This instance keeps the pending
-				// token and uses it, under the lock, on its next refresh.
-				b.log.Error("lock lost while a rotated refresh token is pending; keeping it in memory for the next refresh",
-					"event", "persist.lock_lost", "connection", c.Name)
-				return
-			case <-time.After(jitter(delay)):
-			}
-			delay = min(delay*2, 30*time.Second)
-		}
-	}()
+	return ct, nil
 }
 
 // recordShared writes the outcome of a refresh beside the lock, while it is
@@ -917,15 +839,23 @@ func (b *Broker) release(name string, lock Lock) {
 	}
 }
 
-// retryStore runs a store write with bounded retries and doubling delays.
-func (b *Broker) retryStore(ctx context.Context, write func(context.Context) error) error {
+// retryStore runs a store write with bounded retries and doubling delays,
+// retrying only while lock (when not nil) is held: once another instance
+// may hold it, a late write could replace a newer token.
+func (b *Broker) retryStore(ctx context.Context, lock Lock, write func(context.Context) error) error {
 	delay := b.storeRetryDelay
+	var lost <-chan struct{}
+	if lock != nil {
+		lost = lock.Lost()
+	}
 	var err error
 	for attempt := 0; attempt < b.storeRetries; attempt++ {
 		if attempt > 0 {
 			select {
 			case <-ctx.Done():
 				return errors.Join(err, ctx.Err())
+			case <-lost:
+				return errors.Join(err, ErrLockLost)
 			case <-time.After(jitter(delay)):
 			}
 			delay *= 2

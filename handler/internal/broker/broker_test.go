@@ -171,6 +171,7 @@ func (e *env) broker(conns []broker.Connection, opts ...brokerOption) *broker.Br
 		LockWait:        2 * time.Second,
 		StoreRetryDelay: time.Millisecond,
 		Now:             e.clock.Now,
+		WriteAheadKey:   testKey,
 	}
 	for _, f := range opts {
 		f(&o)
@@ -457,48 +458,6 @@ func TestStoreWriteFailsThenSucceeds(t *testing.T) {
 	}
 }
 
-func TestPersistPendingHoldsTheLock(t *testing.T) {
-	e := newEnv(t, testprovider.Config{Rotate: true})
-	c := e.conn("xero", broker.GrantRefreshToken)
-	e.seed(c)
-	b := e.broker([]broker.Connection{c})
-	ctx := context.Background()
-	e.store.failSets.Store(1 << 30) // the store refuses every write
-	tok, err := b.Token(ctx, "xero", 0)
-	if err != nil {
-		t.Fatalf("the token issued must still be served: %v", err)
-	}
-	st, _ := b.ConnectionStatus(ctx, "xero")
-	if !st.PersistPending || st.State != broker.StateFailing {
-		t.Fatalf("status %+v, want persist pending", st)
-	}
-	// While pending, no other instance can take the lock and redeem the
-	// old refresh token.
-	other := e.broker([]broker.Connection{c}, func(o *broker.Options) { o.LockWait = 50 * time.Millisecond })
-	if _, err := other.Token(ctx, "xero", 0); code(err) != broker.CodeUnavailable {
-		t.Fatalf("other instance: %v, want unavailable", err)
-	}
-	if got := e.provider.Stats(); got.TokenRequests != 1 || got.ReuseDetected != 0 {
-		t.Fatalf("provider stats %+v", got)
-	}
-	// The store recovers: the background persister writes and releases.
-	e.store.failSets.Store(0)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		s, err := e.store.SecretStore.Get(ctx, c.Secrets.AccessToken)
-		if err == nil && s.Value == tok.Value {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the pending refresh token was never persisted")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	if tok2, err := other.Token(ctx, "xero", 0); err != nil || tok2.Value != tok.Value {
-		t.Fatalf("other instance after recovery: %v", err)
-	}
-}
-
 func TestLockHeldElsewhereTimesOut(t *testing.T) {
 	e := newEnv(t, testprovider.Config{Rotate: true})
 	c := e.conn("xero", broker.GrantRefreshToken)
@@ -644,35 +603,6 @@ func TestUnusableResponseStillKeepsTheRotatedRefreshToken(t *testing.T) {
 	}
 }
 
-// losableLocker wraps a real locker; the test decides when a lock is lost
-// and sees when it is released.
-type losableLocker struct {
-	broker.Locker
-	lost     chan struct{}
-	released chan struct{}
-}
-
-type losableLock struct {
-	broker.Lock
-	l *losableLocker
-}
-
-func (l *losableLocker) Lock(ctx context.Context, name string) (broker.Lock, error) {
-	lk, err := l.Locker.Lock(ctx, name)
-	if err != nil {
-		return nil, err
-	}
-	return &losableLock{Lock: lk, l: l}, nil
-}
-
-func (k *losableLock) Lost() <-chan struct{} { return k.l.lost }
-
-func (k *losableLock) Release(ctx context.Context) error {
-	err := k.Lock.Release(ctx)
-	close(k.l.released)
-	return err
-}
-
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -681,66 +611,6 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting until %s", what)
 		}
 		time.Sleep(2 * time.Millisecond)
-	}
-}
-
-func TestBackgroundWriterStopsWhenTheLockIsLost(t *testing.T) {
-	e := newEnv(t, testprovider.Config{Rotate: true})
-	c := e.conn("xero", broker.GrantRefreshToken)
-	e.seed(c)
-	ll := &losableLocker{Locker: e.locker, lost: make(chan struct{}), released: make(chan struct{})}
-	b := e.broker([]broker.Connection{c}, func(o *broker.Options) { o.Locker = ll })
-	old := e.storedRefreshToken(c)
-	e.store.failSets.Store(1 << 30)
-	if _, err := b.Token(context.Background(), "xero", 0); err != nil {
-		t.Fatal(err)
-	}
-	close(ll.lost)
-	select {
-	case <-ll.released:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the background writer did not stop after the lock was lost")
-	}
-	if n := e.store.sets.Load(); n > 20 {
-		t.Fatalf("%d store writes: the writer spun instead of stopping", n)
-	}
-	// Nothing stale was written, and the pending token is still this
-	// instance's current one: its next refresh uses it.
-	if got := e.storedRefreshToken(c); got != old {
-		t.Fatal("a write after the lock was lost")
-	}
-	st, _ := b.ConnectionStatus(context.Background(), "xero")
-	if !st.PersistPending {
-		t.Fatal("the pending refresh token was dropped")
-	}
-}
-
-func TestBackgroundWriterReleasesOnceTheRefreshTokenIsStored(t *testing.T) {
-	e := newEnv(t, testprovider.Config{Rotate: true})
-	c := e.conn("xero", broker.GrantRefreshToken)
-	e.seed(c)
-	ll := &losableLocker{Locker: e.locker, lost: make(chan struct{}), released: make(chan struct{})}
-	b := e.broker([]broker.Connection{c}, func(o *broker.Options) { o.Locker = ll })
-	// The refresh-token write fails through the in-request retries, then
-	// works; the access-token write keeps failing.
-	e.store.failSets.Store(3)
-	if _, err := b.Token(context.Background(), "xero", 0); err != nil {
-		t.Fatal(err)
-	}
-	at := c.Secrets.AccessToken
-	e.store.failOnly.Store(&at)
-	e.store.failSets.Store(1 << 30)
-	select {
-	case <-ll.released:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the lock is still held although the refresh token could be stored")
-	}
-	st, _ := b.ConnectionStatus(context.Background(), "xero")
-	if st.PersistPending {
-		t.Fatal("still pending after the refresh token was stored")
-	}
-	if live, ok := e.provider.CurrentRefreshToken(e.storedRefreshToken(c).Reveal()); !ok || live != e.storedRefreshToken(c).Reveal() {
-		t.Fatal("the stored refresh token is not the live one")
 	}
 }
 

@@ -40,6 +40,10 @@ var ErrLockTimeout = errors.New("lock is held by another refresh")
 // not be reached, as opposed to being held by someone else.
 var ErrLockUnavailable = errors.New("lock backend unavailable")
 
+// ErrLockLost is wrapped by a write the broker stopped retrying because
+// its lock stopped being held.
+var ErrLockLost = errors.New("lock lost")
+
 // Locker serialises refreshes of one connection across every instance that
 // shares the store.
 type Locker interface {

@@ -45,8 +45,9 @@ type ConnectionStatus struct {
 	Failures int `json:"failures"`
 	// Refreshes counts this instance's refreshes since start.
 	Refreshes int `json:"refreshes"`
-	// PersistPending is true while a rotated refresh token is held in
-	// memory because the store refused it.
+	// PersistPending is true while the connection's current refresh
+	// token is in the write-ahead record beside its lock and not in the
+	// store, which refused it; the next refresh or sweep moves it there.
 	PersistPending bool `json:"persistPending"`
 	// RefreshTokenUpdatedOn is when the refresh token was last written
 	// (rotated by a refresh, or stored by an operator); zero when unknown.
@@ -191,9 +192,11 @@ func (b *Broker) statusFrom(ctx context.Context, st *connState, listed map[strin
 	st.mu.Lock()
 	cs.LastRefresh = st.lastRefresh
 	cs.Refreshes = st.refreshes
-	cs.PersistPending = !st.pendingRefresh.IsZero()
 	lastErr, lastErrAt := st.lastError, st.lastErrorAt
 	st.mu.Unlock()
+	if chk, ok := b.locker.(WriteAheadChecker); ok && c.Grant == GrantRefreshToken {
+		cs.PersistPending, _ = chk.HasWriteAhead(ctx, c.Name)
+	}
 	if lastErr != nil {
 		cs.LastError = &StatusError{Code: lastErr.Code, Category: lastErr.Category, Message: lastErr.Message, Remediation: lastErr.Remediation}
 		cs.Failures = max(cs.Failures, 1)
@@ -210,7 +213,7 @@ func (b *Broker) statusFrom(ctx context.Context, st *connState, listed map[strin
 		cs.NextAction = lastErr.Remediation
 	case cs.PersistPending:
 		cs.State = StateFailing
-		cs.NextAction = fmt.Sprintf("Restore the store's reachability: the rotated refresh token of %q is held in memory only, and is lost if this instance stops.", c.Name)
+		cs.NextAction = fmt.Sprintf("Restore the store's write access: the current refresh token of %q is in the write-ahead record beside its lock, and the next refresh or sweep moves it into secret %q.", c.Name, c.Secrets.RefreshToken)
 	case lastErr != nil:
 		cs.State = StateFailing
 		cs.NextAction = "Retried on the next call or sweep. " + lastErr.Remediation

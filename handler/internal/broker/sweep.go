@@ -64,6 +64,9 @@ var secretWarningDays = []int{30, 14, 7, 0}
 // expires: with Key Vault, one paged request instead of reads per
 // connection.
 func (b *Broker) Sweep(ctx context.Context, horizon time.Duration) []SweepResult {
+	// First, refresh tokens the store refused, from their write-ahead
+	// records into the store (writeahead.go).
+	b.reconcileWriteAhead(ctx)
 	listed := b.listSecrets(ctx)
 	results := make([]SweepResult, len(b.order))
 	var g errgroup.Group

@@ -8,6 +8,7 @@
 //
 //	<dir>/secrets/<name>.json   one secret: {"value","expiresOn","updatedOn"}
 //	<dir>/locks/<name>.lock     one lock; the file's content is unused
+//	<dir>/locks/<name>.journal  the lock's write-ahead journal (journal.go)
 //
 // The subdirectories are 0700 and the files 0600 whatever the umask, because
 // the secrets are refresh tokens and client secrets.

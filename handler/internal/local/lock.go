@@ -114,7 +114,7 @@ func (l *Locker) Lock(ctx context.Context, name string) (broker.Lock, error) {
 				fl.Unlock()
 				return nil, &LockError{Name: name, Path: p, Waited: time.Since(start), Err: err}
 			}
-			return &fileLock{name: name, fl: fl, statusPath: l.statusPath(name)}, nil
+			return &fileLock{name: name, fl: fl, statusPath: l.statusPath(name), journalPath: l.journalPath(name)}, nil
 		}
 		d := l.poll/2 + rand.N(l.poll)
 		if wait == nil {
@@ -152,9 +152,10 @@ func fixMode(fl *flock.Flock) error {
 var neverLost = make(chan struct{})
 
 type fileLock struct {
-	name       string
-	fl         *flock.Flock
-	statusPath string
+	name        string
+	fl          *flock.Flock
+	statusPath  string
+	journalPath string
 }
 
 // Lost returns a channel that is never closed.
