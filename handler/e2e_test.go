@@ -981,21 +981,31 @@ func startHandler(t *testing.T, name string, env []string, dir string) *handlerP
 	return p
 }
 
-// event waits for the first JSON log record on stdout whose "event" is ev.
+// logLines returns the complete lines of both streams (INFO and DEBUG
+// records are on stdout, WARN and ERROR on stderr: logsplit) and channels
+// closed when either has another.
+func (p *handlerProcess) logLines() ([]string, <-chan struct{}, <-chan struct{}) {
+	out, outChanged := p.stdout.snapshot()
+	errLines, errChanged := p.stderr.snapshot()
+	return append(out, errLines...), outChanged, errChanged
+}
+
+// event waits for the first JSON log record whose "event" is ev.
 func (p *handlerProcess) event(ev string, timeout time.Duration) (map[string]any, error) {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	for {
-		lines, changed := p.stdout.snapshot()
+		lines, outChanged, errChanged := p.logLines()
 		if r := findEvent(lines, ev); r != nil {
 			return r, nil
 		}
 		select {
-		case <-changed:
+		case <-outChanged:
+		case <-errChanged:
 		case <-p.exited:
 			// The output is drained by the time exited closes: the
 			// lines are final.
-			lines, _ := p.stdout.snapshot()
+			lines, _, _ := p.logLines()
 			if r := findEvent(lines, ev); r != nil {
 				return r, nil
 			}
@@ -1037,9 +1047,9 @@ func (p *handlerProcess) waitListening(t *testing.T, timeout time.Duration) {
 	p.addr = addr
 }
 
-// hasRecord reports whether a stdout JSON record satisfies match.
+// hasRecord reports whether a JSON log record satisfies match.
 func (p *handlerProcess) hasRecord(match func(map[string]any) bool) bool {
-	lines, _ := p.stdout.snapshot()
+	lines, _, _ := p.logLines()
 	for _, l := range lines {
 		var r map[string]any
 		if json.Unmarshal([]byte(l), &r) == nil && match(r) {

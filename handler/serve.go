@@ -21,6 +21,7 @@ import (
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/functions"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/keyvault"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/local"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/logsplit"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/oauth"
 )
 
@@ -30,9 +31,9 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		fmt.Fprintf(stderr, "handler: bad settings:\n%v\n", err)
 		return 2
 	}
-	// JSON lines on stdout: the Functions host forwards them to Application
-	// Insights; stderr lines are logged as errors there.
-	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: settings.LogLevel}))
+	// JSON lines, INFO and DEBUG on stdout, WARN and ERROR on stderr: the
+	// Functions host reads the severity from the stream (see logsplit).
+	log := slog.New(logsplit.New(stdout, stderr, settings.LogLevel))
 	conns, err := settings.ReadConnections()
 	if err != nil {
 		fmt.Fprintf(stderr, "handler: bad connections:\n%v\n", err)

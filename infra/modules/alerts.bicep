@@ -4,8 +4,13 @@
 //   - requests: the `token` function answered 424 (the provider rejected the
 //     credentials; someone has to act) or 502 (the provider failed after
 //     retries);
-//   - traces: the handler's JSON log line with event "token.refresh_failed"
-//     (the custom handler's stdout, forwarded by the Functions host);
+//   - traces: the handler's JSON log line with event "token.refresh_failed".
+//     The handler writes ERROR lines to stderr; the Functions host logs each
+//     stderr line of a custom handler at Error (severityLevel 3) under the
+//     category Host.Function.Console, with the raw line as the message
+//     (WorkerProcess.ParseErrorMessageAndLog, WorkerConsoleLogService). The
+//     query reads the connection with parse_json, not a regex: an ERROR line
+//     has any "warn" JSON-escaped (handler/internal/logsplit);
 //   - traces: the timer sweep's invocation log, "<connection>: refresh failed: ...",
 //     which catches refresh tokens dying while no pipeline is running.
 
