@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -23,6 +24,10 @@ const (
 	SweepKeptAlive SweepAction = "kept_alive"
 	// SweepFailed: the refresh failed; Err says why.
 	SweepFailed SweepAction = "failed"
+	// SweepDeferred: the sweep's deadline came too near to start this
+	// connection; the next sweep reaches it first, as its token is due
+	// before every one this sweep refreshed.
+	SweepDeferred SweepAction = "deferred"
 )
 
 // SweepResult is the outcome of a sweep for one connection.
@@ -63,22 +68,101 @@ var secretWarningDays = []int{30, 14, 7, 0}
 // fresh, how old each refresh token is and when each client secret
 // expires: with Key Vault, one paged request instead of reads per
 // connection.
+//
+// A sweep ends inside ctx's deadline, when it has one. Connections are
+// taken most due first (see sweepDue), and none is started once less than
+// the reserve (two refreshes' RefreshTimeout, at most half the time the
+// sweep had) is left: the ones started finish before the deadline, and the
+// rest are answered SweepDeferred. The next sweep needs no cursor to carry
+// on: what was refreshed is now due last, so the deferred connections come
+// first, on whichever instance runs it, after any SIGKILL. The order is
+// the store's expiry dates, which every instance reads alike.
+//
+// The time left is read once, from the real clock; the time spent is
+// counted on the broker's clock (Options.Now), so a test can run a sweep
+// of hours in no time.
 func (b *Broker) Sweep(ctx context.Context, horizon time.Duration) []SweepResult {
 	// First, refresh tokens the store refused, from their write-ahead
 	// records into the store (writeahead.go).
 	b.reconcileWriteAhead(ctx)
+	start := b.now()
 	listed := b.listSecrets(ctx)
+	stopAt, bounded := b.sweepStop(ctx, start)
+
+	type item struct {
+		i   int
+		due time.Time
+	}
+	items := make([]item, len(b.order))
+	for i, name := range b.order {
+		items[i] = item{i, b.sweepDue(ctx, b.conns[name], listed)}
+	}
+	// Stable: equally due connections keep the configuration's order.
+	slices.SortStableFunc(items, func(x, y item) int { return x.due.Compare(y.due) })
+
 	results := make([]SweepResult, len(b.order))
 	var g errgroup.Group
 	g.SetLimit(DefaultSweepParallelism)
-	for i, name := range b.order {
+	for _, it := range items {
+		st := b.conns[b.order[it.i]]
+		// Go blocks until a slot is free, so the check below runs when the
+		// connection would really start.
 		g.Go(func() error {
-			results[i] = b.sweepOne(ctx, b.conns[name], horizon, listed)
+			if bounded && !b.now().Before(stopAt) {
+				results[it.i] = SweepResult{Connection: st.conn.Name, Action: SweepDeferred,
+					ExpiresOn: b.secretInfo(ctx, listed, st.conn.Secrets.AccessToken).ExpiresOn,
+					Reason:    "the sweep stopped starting refreshes to answer before its deadline; the next sweep starts with this connection"}
+				return nil
+			}
+			results[it.i] = b.sweepOne(ctx, st, horizon, listed)
 			return nil
 		})
 	}
 	_ = g.Wait()
 	return results
+}
+
+// sweepStop is when a sweep that started at start (on the broker's clock)
+// starts no more connections: the reserve before ctx's deadline. bounded
+// is false when ctx has no deadline.
+func (b *Broker) sweepStop(ctx context.Context, start time.Time) (stopAt time.Time, bounded bool) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return time.Time{}, false
+	}
+	left := time.Until(deadline)
+	// One connection is at most two flights (a refresh for the warm token,
+	// then one that keeps an idle refresh token alive), each bounded by
+	// RefreshTimeout. A short budget still starts something in its first
+	// half rather than nothing at all.
+	reserve := min(2*b.refreshTimeout, left/2)
+	return start.Add(left - reserve), true
+}
+
+// sweepDue is when the sweep must act on a connection at the latest: the
+// access token's expiry when it is kept warm (none stored: now, first of
+// all), the day its refresh token has been idle for half its idle expiry,
+// whichever comes first. A connection with nothing to keep comes last.
+func (b *Broker) sweepDue(ctx context.Context, st *connState, listed map[string]SecretInfo) time.Time {
+	c := &st.conn
+	due := time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC)
+	var access SecretInfo
+	if c.KeepWarm || c.IdleExpiry > 0 {
+		access = b.secretInfo(ctx, listed, c.Secrets.AccessToken)
+	}
+	if c.KeepWarm {
+		due = access.ExpiresOn
+	}
+	if c.Grant == GrantRefreshToken && c.IdleExpiry > 0 {
+		lastUsed := access.UpdatedOn
+		if r := b.secretInfo(ctx, listed, c.Secrets.RefreshToken); r.UpdatedOn.After(lastUsed) {
+			lastUsed = r.UpdatedOn
+		}
+		if idle := lastUsed.Add(c.IdleExpiry / 2); !lastUsed.IsZero() && idle.Before(due) {
+			due = idle
+		}
+	}
+	return due
 }
 
 // listSecrets describes the store's secrets by name, or returns nil when
