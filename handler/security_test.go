@@ -145,17 +145,17 @@ func TestReadAPIKey(t *testing.T) {
 func TestHTTPServerTimeouts(t *testing.T) {
 	srv := httpServer(http.NotFoundHandler(), slog.New(slog.DiscardHandler))
 	for name, d := range map[string]time.Duration{
-		"ReadHeaderTimeout": srv.ReadHeaderTimeout, "ReadTimeout": srv.ReadTimeout,
-		"WriteTimeout": srv.WriteTimeout, "IdleTimeout": srv.IdleTimeout,
+		"ReadHeaderTimeout": srv.ReadHeaderTimeout, "ReadTimeout": srv.ReadTimeout, "IdleTimeout": srv.IdleTimeout,
 	} {
 		if d <= 0 || d > 5*time.Minute {
 			t.Errorf("%s = %v, want a bound of at most 5m", name, d)
 		}
 	}
-	// A caller waits at most LOCK_WAIT + PROVIDER_TIMEOUT (55 s at most):
-	// the write timeout must not cut that answer off.
-	if srv.WriteTimeout < time.Minute {
-		t.Errorf("WriteTimeout %v is shorter than the longest token call", srv.WriteTimeout)
+	// Writes are bounded per route (functions/deadline.go, tested there):
+	// a server-wide WriteTimeout would cut the timer's answer to a sweep
+	// that runs for most of functionTimeout.
+	if srv.WriteTimeout != 0 {
+		t.Errorf("WriteTimeout %v: the routes set their own write deadlines", srv.WriteTimeout)
 	}
 	if srv.MaxHeaderBytes <= 0 || srv.MaxHeaderBytes > 1<<20 {
 		t.Errorf("MaxHeaderBytes = %d", srv.MaxHeaderBytes)

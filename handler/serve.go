@@ -67,11 +67,16 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		fmt.Fprintf(stderr, "handler: cannot listen on %s: %v\n", addr, err)
 		return 1
 	}
+	timerTimeout, warning := sweepTimeout(getenv)
+	if warning != "" {
+		log.Warn(warning, "event", "config.function_timeout", "sweep_timeout", timerTimeout.String())
+	}
 	srv := httpServer(functions.NewServer(b, functions.Options{
 		Logger:       log,
 		AuthEnabled:  settings.PrincipalHeadersTrusted(),
 		APIKey:       apiKey,
 		SweepHorizon: 2 * settings.SweepInterval,
+		SweepTimeout: timerTimeout,
 		// Behind the Functions host; see functions.Options.
 		ForwardedByHost: settings.Mode() == config.ModeFunctions,
 	}), log)
@@ -107,9 +112,11 @@ func httpServer(h http.Handler, log *slog.Logger) *http.Server {
 		ReadHeaderTimeout: 10 * time.Second,
 		// Bodies are at most 64 KiB (functions.Options.MaxBodyBytes).
 		ReadTimeout: 30 * time.Second,
-		// The host's own limit is 230 s; a token call waits at most
-		// LockWait plus the provider timeout.
-		WriteTimeout:   2 * time.Minute,
+		// No WriteTimeout: each route sets its own deadline and write
+		// deadline (functions/deadline.go), 55 s for the HTTP routes and
+		// host.json's functionTimeout less a minute for the timer. One
+		// server-wide figure cut the timer's answer to a long sweep, and
+		// the host then recorded a failed invocation.
 		IdleTimeout:    2 * time.Minute,
 		MaxHeaderBytes: 64 << 10,
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),

@@ -71,6 +71,12 @@ type Options struct {
 	SweepHorizon time.Duration
 	// MaxBodyBytes bounds request bodies. Default 64 KiB.
 	MaxBodyBytes int64
+	// RequestTimeout is the deadline of every HTTP route (deadline.go).
+	// Default DefaultRequestTimeout.
+	RequestTimeout time.Duration
+	// SweepTimeout is the deadline of the timer invocation: host.json's
+	// functionTimeout less SweepMargin. Default DefaultSweepTimeout.
+	SweepTimeout time.Duration
 	// Now is the clock for expires_in. Default time.Now.
 	Now func() time.Time
 	// ForwardedByHost is true in Functions mode, where the only peer is
@@ -95,9 +101,15 @@ func NewServer(b Broker, o Options) http.Handler {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.RequestTimeout <= 0 {
+		o.RequestTimeout = DefaultRequestTimeout
+	}
+	if o.SweepTimeout <= 0 {
+		o.SweepTimeout = DefaultSweepTimeout
+	}
 	mux := http.NewServeMux()
 	addRoutes(mux, b, o)
-	h := rejectUncleanPaths(mux)
+	h := rejectUncleanPaths(withDeadlines(mux, o, mux))
 	if !o.APIKey.IsZero() {
 		// Outermost but for the log: an unauthenticated caller learns
 		// nothing from the routes, not even which paths exist.
@@ -134,7 +146,7 @@ func rejectUncleanPaths(h http.Handler) http.Handler {
 // these paths.
 func addRoutes(mux *http.ServeMux, b Broker, o Options) {
 	mux.Handle("GET /{$}", handleReady())
-	mux.Handle("/refresh", methods(handleTimer(b, o), http.MethodPost))
+	mux.Handle(timerRoute, methods(handleTimer(b, o), http.MethodPost))
 	mux.Handle("/", newHostRouter(handleNotFound(), functionRoutes(b, o)...))
 }
 
@@ -198,6 +210,10 @@ func (s *statusRecorder) WriteHeader(code int) {
 	s.status = code
 	s.ResponseWriter.WriteHeader(code)
 }
+
+// Unwrap lets http.ResponseController reach the connection beneath: each
+// route sets its own write deadline (deadline.go).
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // logRequests logs one line per request. The query string is left out: it
 // may carry a function key (?code=).

@@ -41,6 +41,10 @@ type invocationResponse struct {
 // timerBinding is the binding name in functions/refresh/function.json.
 const timerBinding = "timer"
 
+// timerRoute is where the host posts the timer's envelope: the function's
+// name, functions/refresh.
+const timerRoute = "/refresh"
+
 func handleTimer(b Broker, o Options) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		info, err := decodeTimer(w, r, o.MaxBodyBytes)
@@ -53,16 +57,23 @@ func handleTimer(b Broker, o Options) http.Handler {
 			logs = append(logs, "timer is past due (the app was idle or restarting); sweeping now")
 		}
 		start := time.Now()
+		// The request's context ends at the timer's deadline (deadline.go):
+		// the sweep starts nothing it could not finish by then, and
+		// returns the rest as deferred, so the host gets this answer in
+		// time, with its logs, instead of cancelling the invocation.
 		results := b.Sweep(r.Context(), o.SweepHorizon)
-		failed := 0
-		warnings := 0
+		failed, warnings, deferred := 0, 0, 0
 		for _, res := range results {
 			line := sweepLine(res)
 			logs = append(logs, line)
-			if res.Action == broker.SweepFailed {
+			switch res.Action {
+			case broker.SweepFailed:
 				failed++
 				o.Logger.Error(line, "event", "sweep.failed", "connection", res.Connection, "code", string(res.Err.Code), "category", res.Err.Category)
-			} else {
+			case broker.SweepDeferred:
+				deferred++
+				o.Logger.Info(line, "event", "sweep.deferred", "connection", res.Connection)
+			default:
 				o.Logger.Info(line, "event", "sweep."+string(res.Action), "connection", res.Connection)
 			}
 			for _, w := range res.Warnings {
@@ -70,7 +81,16 @@ func handleTimer(b Broker, o Options) http.Handler {
 				warnings++
 			}
 		}
-		logs = append(logs, fmt.Sprintf("sweep done: %d connections, %d failed, %d warnings, %s", len(results), failed, warnings, time.Since(start).Round(time.Millisecond)))
+		took := time.Since(start).Round(time.Millisecond)
+		if deferred > 0 {
+			summary := fmt.Sprintf("sweep stopped before its deadline: %d of %d connections done, %d left for the next tick, which starts with them; %d failed, %d warnings, %s",
+				len(results)-deferred, len(results), deferred, failed, warnings, took)
+			logs = append(logs, summary)
+			o.Logger.Warn(summary, "event", "sweep.incomplete", "done", len(results)-deferred, "left", deferred,
+				"connections", len(results), "sweep_timeout", o.SweepTimeout.String())
+		} else {
+			logs = append(logs, fmt.Sprintf("sweep done: %d connections, %d failed, %d warnings, %s", len(results), failed, warnings, took))
+		}
 		encode(w, http.StatusOK, invocationResponse{Outputs: map[string]any{}, Logs: logs})
 	})
 }
@@ -83,6 +103,11 @@ func sweepLine(r broker.SweepResult) string {
 		return fmt.Sprintf("%s: refreshed (%s); valid until %s", r.Connection, r.Reason, r.ExpiresOn.UTC().Format(time.RFC3339))
 	case broker.SweepKeptAlive:
 		return fmt.Sprintf("%s: refresh token kept alive (%s); valid until %s", r.Connection, r.Reason, r.ExpiresOn.UTC().Format(time.RFC3339))
+	case broker.SweepDeferred:
+		if r.ExpiresOn.IsZero() {
+			return fmt.Sprintf("%s: deferred to the next tick (the sweep's time ran out); no access token is stored", r.Connection)
+		}
+		return fmt.Sprintf("%s: deferred to the next tick (the sweep's time ran out); valid until %s", r.Connection, r.ExpiresOn.UTC().Format(time.RFC3339))
 	case broker.SweepFresh:
 		if r.ExpiresOn.IsZero() {
 			return fmt.Sprintf("%s: nothing to do; no access token is stored, callers will fetch one", r.Connection)

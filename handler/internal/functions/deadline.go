@@ -1,0 +1,64 @@
+package functions
+
+import (
+	"context"
+	"net/http"
+	"time"
+)
+
+// Route deadlines. The server (handler/serve.go) sets no write timeout of
+// its own: one figure cannot fit both a token call, which must answer
+// inside ADF's minute, and the timer's sweep, which may run for most of
+// host.json's functionTimeout. Each route gets its own here instead.
+const (
+	// DefaultRequestTimeout bounds every HTTP route. ADF's Web activity
+	// gives up after its httpRequestTimeout, "If not explicitly specified
+	// defaults to 00:01:00" (max 00:10:00;
+	// https://learn.microsoft.com/azure/data-factory/control-flow-web-activity,
+	// "Type properties"); the 5 s left cover the front end and the host's
+	// forwarding, so the pipeline reads our 503 with its remediation, not a
+	// timeout. It is the budget config checks LOCK_WAIT plus
+	// PROVIDER_TIMEOUT against, and well inside the 230 s an HTTP-triggered
+	// function has before Azure Load Balancer's idle timeout drops the
+	// request (https://learn.microsoft.com/azure/azure-functions/functions-scale#timeout,
+	// note 1; MicrosoftDocs/azure-docs includes/functions-timeout-duration.md).
+	DefaultRequestTimeout = 55 * time.Second
+	// DefaultSweepTimeout bounds the timer invocation when the handler is
+	// not told host.json's functionTimeout: Flex Consumption's default, 30
+	// minutes (same page; ScriptJobHostOptionsSetup.DefaultFunctionTimeout
+	// and ConfigureFunctionTimeout in Azure/azure-functions-host), less
+	// SweepMargin.
+	DefaultSweepTimeout = 30*time.Minute - SweepMargin
+	// SweepMargin is what the timer keeps between its own deadline and
+	// the host's functionTimeout, which the host counts from before it
+	// posts the envelope: room for the answer to be written and read.
+	SweepMargin = time.Minute
+	// writeSlack is how long after its deadline a route may still be
+	// writing its answer: the handler answers as soon as the deadline
+	// passes, so the write deadline only cuts a client that stopped
+	// reading.
+	writeSlack = 5 * time.Second
+)
+
+// withDeadlines gives each request the deadline of the route mux serves it
+// with: the timer's SweepTimeout, RequestTimeout for every other route. The
+// request's context ends at the deadline, so the broker stops waiting and
+// the route answers (a token call a 503 with Retry-After, the sweep its
+// summary); a refresh under way is not cut, it runs detached from callers
+// (broker.Options.RefreshTimeout). The connection's write deadline is set
+// a little after, replacing any server-wide WriteTimeout for this request.
+func withDeadlines(mux *http.ServeMux, o Options, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		d := o.RequestTimeout
+		if _, pattern := mux.Handler(r); pattern == timerRoute {
+			d = o.SweepTimeout
+		}
+		deadline := time.Now().Add(d)
+		ctx, cancel := context.WithDeadline(r.Context(), deadline)
+		defer cancel()
+		// ErrNotSupported only from writers that are not a connection
+		// (httptest.ResponseRecorder), which have no deadline to miss.
+		_ = http.NewResponseController(w).SetWriteDeadline(deadline.Add(writeSlack))
+		h.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
