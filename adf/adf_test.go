@@ -968,6 +968,15 @@ func readHandler() (*handlerSurface, error) {
 		return nil, err
 	}
 	h.muxPatterns = functions.muxPatterns()
+	// The functions' routes go through the handler's host router, a table
+	// of hostRoute{template: ...} under the package's routePrefix.
+	prefix, err := functions.stringValue("routePrefix")
+	if err != nil {
+		return nil, err
+	}
+	for _, tmpl := range functions.hostRouteTemplates() {
+		h.muxPatterns = append(h.muxPatterns, "/"+prefix+"/"+tmpl)
+	}
 	if h.tokenFields, err = functions.jsonFields("tokenResponse"); err != nil {
 		return nil, err
 	}
@@ -1242,6 +1251,27 @@ func (p *goPackage) muxPatterns() []string {
 			if s, ok := stringLit(call.Args[0]); ok {
 				if i := strings.IndexByte(s, '/'); i >= 0 {
 					out = append(out, s[i:])
+				}
+			}
+			return true
+		})
+	}
+	return out
+}
+
+// hostRouteTemplates are the template fields of every hostRoute literal:
+// the routes the handler's host router serves, without routePrefix.
+func (p *goPackage) hostRouteTemplates() []string {
+	var out []string
+	for _, f := range p.files {
+		ast.Inspect(f, func(n ast.Node) bool {
+			kv, ok := n.(*ast.KeyValueExpr)
+			if !ok {
+				return true
+			}
+			if key, ok := kv.Key.(*ast.Ident); ok && key.Name == "template" {
+				if s, ok := stringLit(kv.Value); ok {
+					out = append(out, s)
 				}
 			}
 			return true

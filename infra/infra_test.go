@@ -96,6 +96,7 @@ var handlerSettingsOnAzure = map[string]struct {
 	"LOG_LEVEL":                           {tunable, ""},
 	"IDENTITY_ENDPOINT":                   {byPlatform, "the managed identity endpoint"},
 	"MSI_ENDPOINT":                        {byPlatform, "the older managed identity endpoint"},
+	"FUNCTIONS_APP_ROOT_PATH":             {byPlatform, "the host sets it on the worker (HttpWorkerProcess.CreateWorkerProcess); the handler reads host.json's functionTimeout there"},
 }
 
 // hostSettings are app settings for the Functions host rather than the
@@ -637,7 +638,7 @@ func TestAlertQueryMatchesHandler(t *testing.T) {
 		{`name == "token"`, func() error {
 			return functionExists(t, "token", "httpTrigger")
 		}},
-		{`"/api/token/`, func() error {
+		{`"(?i)/api/token/`, func() error {
 			if want := "/" + routePrefix + "/" + strings.TrimSuffix(tokenRoute, "{connection}"); want != "/api/token/" {
 				return fmt.Errorf("the token route is %s{connection}, not /api/token/{connection}", want)
 			}

@@ -75,6 +75,8 @@ func TestRefreshFailureAlertSelectsHandlerLines(t *testing.T) {
 	rows = append(rows,
 		kqlRow{"$table": "requests", "name": "token", "resultCode": "424", "url": "https://app.example/api/token/hubspot"},
 		kqlRow{"$table": "requests", "name": "token", "resultCode": "200", "url": "https://app.example/api/token/xero"},
+		// The host routes literal segments ignoring case (functions/routes.go).
+		kqlRow{"$table": "requests", "name": "token", "resultCode": "502", "url": "https://app.example/api/Token/hubspot/"},
 		kqlRow{"$table": "traces", "operation_Name": "refresh", "severityLevel": 1.0,
 			"customDimensions": map[string]any{"Category": "Function.refresh.User"},
 			"message":          "sage: refresh failed: invalid_grant (reauthorize): the refresh token expired"},
@@ -82,7 +84,7 @@ func TestRefreshFailureAlertSelectsHandlerLines(t *testing.T) {
 			"customDimensions": map[string]any{"Category": "Function.refresh.User"},
 			"message":          "xero: fresh; valid until 2026-01-02T04:04:05Z"},
 	)
-	want["hubspot"]++
+	want["hubspot"] += 2
 	want["sage"]++
 	got, err := kqlSummarizeCount(kql, rows)
 	if err != nil {
