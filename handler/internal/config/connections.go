@@ -120,11 +120,8 @@ var reservedParams = []string{
 const exampleFile = `{"connections": [{"name": "xero", "provider": "xero"}]}`
 
 var (
-	// Connection names end up in URLs, Key Vault secret names and blob
-	// names; this is what all three accept.
-	connectionNamePattern = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
-	guidPattern           = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
-	domainPattern         = regexp.MustCompile(`^(?i)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$`)
+	guidPattern   = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+	domainPattern = regexp.MustCompile(`^(?i)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$`)
 	// hostPartPattern is one DNS label or more: an account id, an instance
 	// name, a subdomain, a whole host.
 	hostPartPattern = regexp.MustCompile(`^(?i)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
@@ -256,7 +253,10 @@ func (p *parser) connection(index int, raw json.RawMessage) *connParser {
 		c.written = name
 		if why, reserved := reservedConnectionNames[name]; reserved {
 			c.problem("name", "found %q; this name is reserved: %s. Choose another name", name, why)
-		} else if connectionNamePattern.MatchString(name) {
+		} else if broker.ValidConnectionName(name) {
+			// Connection names end up in URLs, Key Vault secret names
+			// and blob names; the rule is what all three accept, and the
+			// HTTP routes check a requested name by the same function.
 			c.conn.Name = name
 		} else {
 			c.problem("name", "found %q; must be 1-63 characters of a-z, 0-9 and -, starting with a letter (it becomes part of URLs, secret names and lock names)", name)

@@ -91,7 +91,7 @@ func TestPresetInvariants(t *testing.T) {
 		if i > 0 && all[i-1].Name == p.Name {
 			t.Errorf("preset %q listed twice", p.Name)
 		}
-		if !connectionNamePattern.MatchString(p.Name) {
+		if !broker.ValidConnectionName(p.Name) {
 			t.Errorf("preset name %q is not lower-case a-z, 0-9 and -", p.Name)
 		}
 		for field, text := range map[string]string{"Title": p.Title, "Summary": p.Summary, "Notes": p.Notes} {

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
 )
 
 // TestReservedNamesAreTheRouteCollisions derives the reserved connection
@@ -64,7 +66,7 @@ func TestReservedNamesAreTheRouteCollisions(t *testing.T) {
 						same = false
 					}
 				}
-				if same && connectionNamePattern.MatchString(strings.ToLower(other.segments[i])) {
+				if same && broker.ValidConnectionName(strings.ToLower(other.segments[i])) {
 					collisions[strings.ToLower(other.segments[i])] = true
 				}
 			}
