@@ -113,6 +113,9 @@ func TestReadmeAlertsSelectHandlerLines(t *testing.T) {
 		"lock trouble": func(l map[string]any) bool {
 			return l["event"] == "lock.lost" || l["event"] == "lock.unavailable"
 		},
+		"standby grant used": func(l map[string]any) bool {
+			return l["event"] == "standby.promoted" || l["event"] == "standby.lost"
+		},
 	}
 	row := regexp.MustCompile("(?m)^\\| ([a-z ]+) \\| `(traces .*?)` \\|")
 	found := 0

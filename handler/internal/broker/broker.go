@@ -552,6 +552,9 @@ func (b *Broker) obtain(st *connState, w want) (v any, err error) {
 	if err := b.readCurrent(ctx, st, lock, &cur); err != nil {
 		return nil, err
 	}
+	// A promotion of the standby interrupted before it emptied the
+	// standby: finish it before the promoted token is redeemed (standby.go).
+	b.finishPromotion(ctx, st, lock, cur.cred.RefreshToken)
 	cred := cur.cred
 	if lock != nil {
 		select {
@@ -571,6 +574,12 @@ func (b *Broker) obtain(st *connState, w want) (v any, err error) {
 	tok, err := b.grant.Token(ctx, c, cred)
 	if err != nil {
 		tok, cur, err = b.retryAfterRace(ctx, st, cur, err)
+		cred = cur.cred
+	}
+	if err != nil && st.conn.Standby {
+		// The primary family is lost: the standby grant replaces it and
+		// the caller is served (standby.go).
+		tok, cur, err = b.promoteStandby(ctx, st, lock, cur, err)
 		cred = cur.cred
 	}
 	if err != nil {

@@ -35,6 +35,11 @@ type SecretNames struct {
 	ClientSecret string
 	RefreshToken string
 	AccessToken  string
+	// StandbyRefreshToken holds the standby grant's refresh token; set
+	// when Connection.Standby is (DefaultStandbySecretName unless named).
+	// Its value is empty after the standby was promoted, until a person
+	// consents to a new one (standby.go).
+	StandbyRefreshToken string
 }
 
 // DefaultSecretNames returns the conventional secret names for a connection.
@@ -45,6 +50,13 @@ func DefaultSecretNames(connection string) SecretNames {
 		RefreshToken: connection + "-refresh-token",
 		AccessToken:  connection + "-access-token",
 	}
+}
+
+// DefaultStandbySecretName is the secret that holds a connection's standby
+// refresh token (Connection.Standby) unless the connections file names
+// another.
+func DefaultStandbySecretName(connection string) string {
+	return connection + "-standby-refresh-token"
 }
 
 // Connection is one configured credential at one provider: everything the
@@ -95,6 +107,12 @@ type Connection struct {
 	// status hours before a pipeline needs it. Off, the sweep only keeps
 	// the refresh token alive, and callers refresh on demand.
 	KeepWarm bool
+
+	// Standby makes the connection hold a second, independent grant of the
+	// same user and client (a second consent), kept alive by the sweep and
+	// never used for callers, which replaces the first when the provider
+	// revokes it (standby.go).
+	Standby bool
 
 	// AllowedCallers lists the object ids that may fetch this connection's
 	// token; empty allows every caller the platform let through.

@@ -23,6 +23,10 @@ const (
 	// StateNeedsReauthorization: the provider rejected the credentials;
 	// someone has to act (see LastError.Remediation).
 	StateNeedsReauthorization State = "needs_reauthorization"
+	// StateStandbyUsed: the connection serves tokens, but its primary
+	// grant was lost and the standby grant took its place; a person
+	// should consent to a new standby (NextAction says how).
+	StateStandbyUsed State = "standby_used"
 )
 
 // ConnectionStatus is the non-secret state of one connection. It never
@@ -58,8 +62,11 @@ type ConnectionStatus struct {
 	RefreshTokenIdleExpiresOn time.Time `json:"refreshTokenIdleExpiresOn,omitzero"`
 	// ClientSecretExpiresOn is the client secret's expiry as recorded in
 	// the store (Key Vault's expiry attribute); zero when none is.
-	ClientSecretExpiresOn time.Time    `json:"clientSecretExpiresOn,omitzero"`
-	LastError             *StatusError `json:"lastError,omitempty"`
+	ClientSecretExpiresOn time.Time `json:"clientSecretExpiresOn,omitzero"`
+	// Standby is the state of the connection's standby grant (ready,
+	// used, missing); omitted when it has none configured.
+	Standby   StandbyState `json:"standby,omitempty"`
+	LastError *StatusError `json:"lastError,omitempty"`
 	// NextAction says what happens next, or what someone must do.
 	NextAction string `json:"nextAction"`
 }
@@ -224,6 +231,7 @@ func (b *Broker) statusFrom(ctx context.Context, st *connState, listed map[strin
 		cs.State = StateExpiring
 		cs.NextAction = "None: refreshed by the next call or sweep."
 	}
+	b.standbyStatus(ctx, &cs, st)
 	// A coming deadline outranks "none".
 	if cs.State == StateHealthy || cs.State == StateExpiring {
 		switch {

@@ -41,6 +41,11 @@ type SweepResult struct {
 	// that expires within 30 days. One line each, naming the secret.
 	Warnings []string
 	Err      *Error
+	// Standby is what the sweep did for the connection's standby grant:
+	// SweepKeptAlive, SweepFailed (StandbyErr says why), or "" for
+	// nothing.
+	Standby    SweepAction
+	StandbyErr *Error
 }
 
 // DefaultSweepParallelism bounds how many connections one sweep refreshes at
@@ -115,6 +120,7 @@ func (b *Broker) Sweep(ctx context.Context, horizon time.Duration) []SweepResult
 				return nil
 			}
 			results[it.i] = b.sweepOne(ctx, st, horizon, listed)
+			b.sweepStandby(ctx, st, listed, &results[it.i])
 			return nil
 		})
 	}

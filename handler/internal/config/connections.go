@@ -84,9 +84,9 @@ var (
 	connectionFields = []string{
 		"name", "provider", "grant", "tokenUrl", "tenant", "clientAuth", "scopes", "params",
 		"clientId", "secrets", "rotating", "reuseGrace", "refreshBefore", "defaultLifetime",
-		"idleExpiry", "keepWarm", "allowedCallers", commentField,
+		"idleExpiry", "keepWarm", "standby", "allowedCallers", commentField,
 	}
-	secretFields = []string{"clientId", "clientSecret", "refreshToken", "accessToken"}
+	secretFields = []string{"clientId", "clientSecret", "refreshToken", "accessToken", "standbyRefreshToken"}
 )
 
 // Bounds of the per-connection durations.
@@ -202,6 +202,7 @@ func (p *parser) parse(data []byte) []broker.Connection {
 	}
 	p.checkUniqueNames(parsed)
 	p.checkSecretNames(parsed)
+	p.checkStandbyLocks(parsed)
 	// Cross-connection problems were found last; list them with the rest
 	// of their connection's.
 	slices.SortStableFunc(p.problems, func(a, b Problem) int { return cmp.Compare(a.Index, b.Index) })
@@ -404,7 +405,31 @@ func (c *connParser) resolve(preset Preset, presetKnown bool) {
 		conn.KeepWarm = w
 	}
 
+	c.standby(preset, presetKnown)
+
 	conn.AllowedCallers = c.allowedCallers()
+}
+
+// standby reads "standby": a second, independent grant (broker/standby.go).
+// It needs a refresh-token grant and a provider that keeps several grants
+// of one user and client active; a preset known to keep one refuses it.
+func (c *connParser) standby(preset Preset, presetKnown bool) {
+	s, ok := c.boolean("standby")
+	if !ok || !s {
+		return
+	}
+	switch {
+	case c.conn.Grant != broker.GrantRefreshToken:
+		c.problem("standby", "found true; grant %q has no refresh token, so there is no grant to keep in reserve: remove standby", c.conn.Grant)
+	case presetKnown && preset.SeveralGrants == GrantsOne:
+		c.problem("standby", "found true; %s keeps one active grant per user and client, so a second consent would revoke the first (%s): remove standby",
+			preset.Title, preset.SeveralGrantsSource)
+	default:
+		c.conn.Standby = true
+		if c.conn.Secrets.StandbyRefreshToken == "" && c.conn.Name != "" {
+			c.conn.Secrets.StandbyRefreshToken = broker.DefaultStandbySecretName(c.conn.Name)
+		}
+	}
 }
 
 func (c *connParser) resolveTokenURL(preset Preset, presetKnown bool) {
@@ -684,6 +709,7 @@ func (c *connParser) resolveSecrets(refreshGrant bool) {
 	c.secretOK = map[string]bool{
 		"clientId": c.conn.Name != "", "clientSecret": c.conn.Name != "",
 		"refreshToken": c.conn.Name != "", "accessToken": c.conn.Name != "",
+		"standbyRefreshToken": c.conn.Name != "",
 	}
 	raw, ok := c.fields["secrets"]
 	if !ok {
@@ -731,6 +757,16 @@ func (c *connParser) resolveSecrets(refreshGrant bool) {
 			c.conn.Secrets.RefreshToken = name
 		case "accessToken":
 			c.conn.Secrets.AccessToken = name
+		case "standbyRefreshToken":
+			if !refreshGrant {
+				c.problem(field, "is never used: grant %q has no refresh token; remove it", c.conn.Grant)
+				continue
+			}
+			if on := false; json.Unmarshal(c.fields["standby"], &on) != nil || !on {
+				c.problem(field, "is never used without \"standby\": true; remove it, or set standby")
+				continue
+			}
+			c.conn.Secrets.StandbyRefreshToken = name
 		}
 		c.secretOK[k] = true
 	}
@@ -936,8 +972,10 @@ func (p *parser) checkSecretNames(conns []*connParser) {
 			{i, "clientSecret", s.ClientSecret, false},
 			{i, "refreshToken", s.RefreshToken, true},
 			{i, "accessToken", s.AccessToken, true},
+			{i, "standbyRefreshToken", s.StandbyRefreshToken, true},
 		} {
-			if !c.secretOK[u.role] || u.name == "" || (u.role == "refreshToken" && !refresh) {
+			if !c.secretOK[u.role] || u.name == "" || (u.role == "refreshToken" && !refresh) ||
+				(u.role == "standbyRefreshToken" && !c.conn.Standby) {
 				continue
 			}
 			if u.role == "clientId" && c.conn.ClientID != "" {
@@ -972,6 +1010,26 @@ func (p *parser) checkSecretNames(conns []*connParser) {
 			conns[u.conn].problem("secrets."+u.role, "secret %q is also %s; a %s is written on every refresh and needs a secret of its own (set \"secrets\": {%q: \"...\"})",
 				u.name, where, u.role, u.role)
 			break
+		}
+	}
+}
+
+// checkStandbyLocks reports a connection whose name is another's standby
+// lock (broker.StandbyLockName): the two would share a lock and its
+// write-ahead record.
+func (p *parser) checkStandbyLocks(conns []*connParser) {
+	names := map[string]int{}
+	for i, c := range conns {
+		if c.conn.Name != "" && !c.duplicate {
+			names[c.conn.Name] = i
+		}
+	}
+	for i, c := range conns {
+		if !c.conn.Standby || c.conn.Name == "" {
+			continue
+		}
+		if j, taken := names[broker.StandbyLockName(c.conn.Name)]; taken {
+			conns[j].problem("name", "found %q, the name of the standby grant's lock of connections[%d] (%q); choose another name", conns[j].conn.Name, i, c.written)
 		}
 	}
 }

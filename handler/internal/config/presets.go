@@ -67,7 +67,28 @@ type Preset struct {
 	// Source is where the facts above come from. Notes name any other
 	// source a fact comes from.
 	Source string
+	// SeveralGrants says whether the provider keeps several grants of one
+	// user and client active at once, each with its own refresh tokens,
+	// as a standby grant needs (broker/standby.go). GrantsUnknown unless
+	// SeveralGrantsSource documents it.
+	SeveralGrants GrantCount
+	// SeveralGrantsSource is where SeveralGrants comes from.
+	SeveralGrantsSource string
 }
+
+// GrantCount is how many active grants a provider keeps per user and
+// client.
+type GrantCount int
+
+const (
+	// GrantsUnknown: the provider does not say.
+	GrantsUnknown GrantCount = iota
+	// GrantsSeveral: a new consent leaves earlier grants active (up to a
+	// limit, past which the oldest goes).
+	GrantsSeveral
+	// GrantsOne: a new consent revokes the earlier grant.
+	GrantsOne
+)
 
 // tenantPlaceholder is replaced in a preset's URLs by the connection's
 // tenant.
@@ -282,6 +303,11 @@ var presets = []Preset{
 			"at consent to get a refresh token. Apps whose OAuth consent screen is in \"Testing\" get " +
 			"refresh tokens that expire after 7 days whatever their use.",
 		Source: "https://developers.google.com/identity/protocols/oauth2/web-server#offline",
+		// "Limits apply to the number of refresh tokens that are issued per
+		// client-user combination ... older refresh tokens stop working":
+		// several per user and client, up to the limit.
+		SeveralGrants:       GrantsSeveral,
+		SeveralGrantsSource: "https://developers.google.com/identity/protocols/oauth2#expiration",
 	},
 	{
 		Name:             "hubspot",
@@ -345,6 +371,11 @@ var presets = []Preset{
 			"tokens die after 90 days unused (AADSTS700082). App registration client secrets expire; " +
 			"record the expiry on the secret so the sweep can warn.",
 		Source: "https://learn.microsoft.com/entra/identity-platform/refresh-tokens",
+		// "Refresh tokens are bound to a combination of user and client";
+		// each authorization issues its own, and redeeming one does not
+		// revoke others.
+		SeveralGrants:       GrantsSeveral,
+		SeveralGrantsSource: "https://learn.microsoft.com/entra/identity-platform/refresh-tokens",
 	},
 	{
 		Name:             "netsuite",
@@ -457,6 +488,11 @@ var presets = []Preset{
 			"salesforce-sandbox provider for sandboxes. A refresh token policy shorter than 30 days " +
 			"unused needs idleExpiry.",
 		Source: "https://help.salesforce.com/s/articleView?id=xcloud.remoteaccess_oauth_refresh_token_flow.htm&type=5",
+		// "Every connected application permits five distinctive approvals
+		// per user. Once a sixth approval is created, the oldest approval is
+		// revoked."
+		SeveralGrants:       GrantsSeveral,
+		SeveralGrantsSource: "https://docs.oracle.com/en/cloud/paas/integration-cloud/sforce-adapter/error-when-connected-app-attempts-access-your-salesforce-data.html",
 	},
 	{
 		Name:             "salesforce-sandbox",
@@ -472,6 +508,11 @@ var presets = []Preset{
 		Summary:          "Salesforce sandboxes (test.salesforce.com)",
 		Notes:            "Salesforce sandboxes log in at test.salesforce.com; otherwise as the salesforce provider.",
 		Source:           "https://help.salesforce.com/s/articleView?id=xcloud.remoteaccess_oauth_refresh_token_flow.htm&type=5",
+		// "Every connected application permits five distinctive approvals
+		// per user. Once a sixth approval is created, the oldest approval is
+		// revoked."
+		SeveralGrants:       GrantsSeveral,
+		SeveralGrantsSource: "https://docs.oracle.com/en/cloud/paas/integration-cloud/sforce-adapter/error-when-connected-app-attempts-access-your-salesforce-data.html",
 	},
 	{
 		Name:             "servicenow",
@@ -561,6 +602,9 @@ var presets = []Preset{
 			"(https://www.zoho.com/workerly/developer-guide/refresh.html): give each connection its own " +
 			"consent and never create refresh tokens in a loop. Request access_type=offline at consent.",
 		Source: "https://www.zoho.com/accounts/protocol/oauth/web-apps/access-token-expiry.html",
+		// "A user can have a maximum of twenty refresh tokens."
+		SeveralGrants:       GrantsSeveral,
+		SeveralGrantsSource: "https://www.zoho.com/projects/help/rest-api/faq/oauth.html",
 	},
 }
 

@@ -51,8 +51,8 @@ func TestREADMEPresetTable(t *testing.T) {
 // generic last, then what "tenant" means for the presets that need one.
 func presetTable(presets []Preset) string {
 	var b strings.Builder
-	b.WriteString("| preset | provider | grant | token endpoint | client auth | refresh tokens | lifetime without `expires_in` | idle expiry | notes |\n")
-	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	b.WriteString("| preset | provider | grant | token endpoint | client auth | refresh tokens | lifetime without `expires_in` | idle expiry | several grants | notes |\n")
+	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	var generic *Preset
 	for i, p := range presets {
 		if p.Name == genericPreset {
@@ -74,11 +74,11 @@ func presetTable(presets []Preset) string {
 		if p.RefreshBefore != defaultRefreshBefore {
 			notes += fmt.Sprintf("; refreshBefore %s", formatDuration(p.RefreshBefore))
 		}
-		fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s | %s | %s | %s | %s ([source](%s)) |\n",
-			p.Name, p.Title, p.Grant, endpoint, auth, rotation, formatDuration(p.DefaultLifetime), idle, notes, p.Source)
+		fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s | %s | %s | %s | %s | %s ([source](%s)) |\n",
+			p.Name, p.Title, p.Grant, endpoint, auth, rotation, formatDuration(p.DefaultLifetime), idle, severalGrants(p), notes, p.Source)
 	}
 	if generic != nil {
-		fmt.Fprintf(&b, "| `%s` | %s | %s | `tokenUrl` | `clientAuth` | `rotating`, `reuseGrace` | %s | `idleExpiry` | %s |\n",
+		fmt.Fprintf(&b, "| `%s` | %s | %s | `tokenUrl` | `clientAuth` | `rotating`, `reuseGrace` | %s | `idleExpiry` | unknown | %s |\n",
 			generic.Name, generic.Title, generic.Grant, formatDuration(generic.DefaultLifetime), generic.Summary)
 	}
 	b.WriteString("\nWhere the token endpoint has `{tenant}`, the connection's `tenant` fills it in:\n\n")
@@ -90,6 +90,19 @@ func presetTable(presets []Preset) string {
 	return b.String()
 }
 
+// severalGrants is the "several grants" cell: whether a standby grant
+// (a second consent of the same user and client) can live beside the
+// first, with its source.
+func severalGrants(p Preset) string {
+	switch p.SeveralGrants {
+	case GrantsSeveral:
+		return fmt.Sprintf("yes ([source](%s))", p.SeveralGrantsSource)
+	case GrantsOne:
+		return fmt.Sprintf("no ([source](%s))", p.SeveralGrantsSource)
+	}
+	return "unknown"
+}
+
 func TestPresetTable(t *testing.T) {
 	table := presetTable(Presets())
 	lines := strings.Split(table, "\n")
@@ -97,8 +110,8 @@ func TestPresetTable(t *testing.T) {
 	for _, l := range lines {
 		if strings.HasPrefix(l, "| `") {
 			rows++
-			if got := strings.Count(l, " | ") + 1; got != 9 {
-				t.Errorf("row has %d cells, want 9: %s", got, l)
+			if got := strings.Count(l, " | ") + 1; got != 10 {
+				t.Errorf("row has %d cells, want 10: %s", got, l)
 			}
 		}
 	}
@@ -106,7 +119,8 @@ func TestPresetTable(t *testing.T) {
 		t.Errorf("%d rows for %d presets", rows, len(Presets()))
 	}
 	for _, want := range []string{
-		"| `xero` | Xero | refresh_token | `https://identity.xero.com/connect/token` | basic | rotating, old one valid 30m | 30m | 60d |",
+		"| `xero` | Xero | refresh_token | `https://identity.xero.com/connect/token` | basic | rotating, old one valid 30m | 30m | 60d | unknown |",
+		"| 1h | 180d | yes ([source](https://developers.google.com/identity/protocols/oauth2#expiration)) |",
 		"| `exact-online` | Exact Online |",
 		"; refreshBefore 30s (",
 		"| `generic` |",
