@@ -101,8 +101,10 @@ type Locker struct {
 
 	// Test hooks. renewEvery overrides the renewal period, and noRenew
 	// makes held locks never renew, as a holder that was killed would.
+	// now, when set, is the clock Held reads.
 	renewEvery time.Duration
 	noRenew    bool
+	now        func() time.Time
 }
 
 var (
@@ -457,6 +459,7 @@ func (l *Locker) hold(name, bn string, b *blob.Client, lc *lease.BlobClient, sen
 		lost:        make(chan struct{}),
 		stopRenewal: cancel,
 		renewed:     make(chan struct{}),
+		heldUntil:   sent.Add(l.duration - l.duration/6),
 	}
 	if l.noRenew {
 		close(h.renewed)
@@ -488,6 +491,11 @@ type heldLock struct {
 	// false until it has been read or written.
 	meta      map[string]*string
 	metaKnown bool
+	// heldUntil is when the renewal gives up unless a renewal succeeds
+	// first: a sixth of the lease before the earliest time the lease,
+	// counted from the latest acquire or renewal request that succeeded,
+	// can expire.
+	heldUntil time.Time
 }
 
 // Lost returns a channel that is closed when the lease is lost before
@@ -499,6 +507,27 @@ type heldLock struct {
 func (h *heldLock) Lost() <-chan struct{} { return h.lost }
 
 func (h *heldLock) markLost() { h.lostOnce.Do(func() { close(h.lost) }) }
+
+// Held reports whether the lease is this lock's now: not released, Lost
+// not closed, and the latest successful renewal (or the acquire) still
+// covers this moment with a sixth of the lease to spare. The last
+// condition needs no request and does not wait for the renewal goroutine:
+// a renewal stuck in a slow request has not closed Lost yet when the
+// margin is already gone.
+func (h *heldLock) Held() bool {
+	select {
+	case <-h.lost:
+		return false
+	default:
+	}
+	now := time.Now()
+	if h.l.now != nil {
+		now = h.l.now()
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return !h.released && now.Before(h.heldUntil)
+}
 
 // renew renews the lease until ctx is cancelled or the lease is lost.
 //
@@ -532,6 +561,9 @@ func (h *heldLock) renew(ctx context.Context, sent time.Time) {
 		switch {
 		case err == nil:
 			giveUp = sent.Add(d - d/6)
+			h.mu.Lock()
+			h.heldUntil = giveUp
+			h.mu.Unlock()
 			timer.Reset(every)
 			continue
 		case ctx.Err() != nil:
@@ -565,6 +597,9 @@ func (h *heldLock) renew(ctx context.Context, sent time.Time) {
 func (h *heldLock) Release(ctx context.Context) error {
 	h.stopRenewal()
 	<-h.renewed
+	h.mu.Lock()
+	h.heldUntil = time.Time{} // not renewed any more: Held is false from here
+	h.mu.Unlock()
 	h.releaseMu.Lock()
 	defer h.releaseMu.Unlock()
 	if h.isReleased() {

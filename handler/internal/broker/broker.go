@@ -571,9 +571,9 @@ func (b *Broker) obtain(st *connState, w want) (v any, err error) {
 	}
 
 	// Step 6.
-	tok, err := b.grant.Token(ctx, c, cred)
+	tok, err := b.redeem(ctx, st, lock, cred) // checks the lock is held now
 	if err != nil {
-		tok, cur, err = b.retryAfterRace(ctx, st, cur, err)
+		tok, cur, err = b.retryAfterRace(ctx, st, lock, cur, err)
 		cred = cur.cred
 	}
 	if err != nil && st.conn.Standby {
@@ -713,7 +713,7 @@ func (b *Broker) readRequired(ctx context.Context, c *Connection, secret, what s
 // a different refresh token than the one sent (an operator stored a new
 // one, or a peer rotated it while our lock was lost), the grant is not dead;
 // try once more with the current one.
-func (b *Broker) retryAfterRace(ctx context.Context, st *connState, sent current, err error) (*Token, current, error) {
+func (b *Broker) retryAfterRace(ctx context.Context, st *connState, lock Lock, sent current, err error) (*Token, current, error) {
 	var pe *ProviderError
 	if st.conn.Grant != GrantRefreshToken || !errors.As(err, &pe) || pe.Code != "invalid_grant" {
 		return nil, sent, err
@@ -732,7 +732,9 @@ func (b *Broker) retryAfterRace(ctx context.Context, st *connState, sent current
 	cur := sent
 	cur.cred.RefreshToken = s.Value
 	cur.base = hashToken(s.Value)
-	tok, err := b.grant.Token(ctx, &st.conn, cur.cred)
+	// The lock may have been lost while the first request ran: a peer
+	// may be redeeming this very token.
+	tok, err := b.redeem(ctx, st, lock, cur.cred)
 	return tok, cur, err
 }
 

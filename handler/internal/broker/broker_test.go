@@ -489,6 +489,7 @@ func (lostLocker) Lock(context.Context, string) (broker.Lock, error) {
 	return lostLock{ch}, nil
 }
 func (l lostLock) Lost() <-chan struct{}         { return l.ch }
+func (l lostLock) Held() bool                    { return false }
 func (l lostLock) Release(context.Context) error { return nil }
 
 // downLocker cannot reach its backend.

@@ -58,6 +58,13 @@ type Lock interface {
 	// that could not be renewed in time. A refresh that has not yet called
 	// the provider must then abort.
 	Lost() <-chan struct{}
+	// Held reports whether the lock is held at this moment, as far as the
+	// holder can tell without asking its backend: false once Lost is
+	// closed or Release has run, and false as soon as the time its backend
+	// last confirmed the hold for has run out, even before Lost is closed
+	// (a lease's renewal may be late to notice). The broker asks it right
+	// before every token request that redeems a refresh token.
+	Held() bool
 	// Release gives the lock up. It is owner-checked: releasing a lock
 	// someone else now holds does nothing to their hold.
 	Release(ctx context.Context) error

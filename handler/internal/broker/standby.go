@@ -202,7 +202,7 @@ func (b *Broker) promoteStandby(ctx context.Context, st *connState, lock Lock, c
 	if !pending {
 		next.base = hashToken(standby)
 	}
-	tok, err := b.grant.Token(ctx, c, next.cred)
+	tok, err := b.redeem(ctx, st, lock, next.cred) // checks the lock is held now (held.go)
 	return tok, next, err
 }
 
@@ -256,7 +256,8 @@ func (b *Broker) keepStandbyAlive(ctx context.Context, st *connState, listed map
 		return false, nil
 	}
 	// The standby's token, under its own lock, held now (held.go).
-	tok, err := b.grant.Token(ctx, c, scur.cred)
+	// The standby's token, under its own lock, held now (held.go).
+	tok, err := b.redeem(ctx, st, slock, scur.cred)
 	if err != nil {
 		if isInvalidGrant(err) {
 			// A dead standby would be promoted for nothing: empty it,

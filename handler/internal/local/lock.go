@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"github.com/gofrs/flock"
@@ -156,15 +157,21 @@ type fileLock struct {
 	fl          *flock.Flock
 	statusPath  string
 	journalPath string
+	released    atomic.Bool
 }
 
 // Lost returns a channel that is never closed.
 func (l *fileLock) Lost() <-chan struct{} { return neverLost }
 
+// Held reports whether Release has not yet run: the OS holds a file lock
+// for its open file until then, however long it takes.
+func (l *fileLock) Held() bool { return !l.released.Load() }
+
 // Release unlocks and closes the lock file. Releasing twice is harmless:
 // the second call finds its own file already unlocked and returns nil. It
 // cannot touch another holder's lock, which lives on another open file.
 func (l *fileLock) Release(context.Context) error {
+	l.released.Store(true)
 	if err := l.fl.Unlock(); err != nil {
 		return &LockError{Name: l.name, Path: l.fl.Path(), Err: err}
 	}

@@ -1,0 +1,179 @@
+package broker_test
+
+// Tests that drive one interleaving each, through gates in the doubles
+// below (a lock that can be lost or expire on demand and holds its
+// Release, a grant and a store that call back at a chosen point), never
+// through sleeps.
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/testprovider"
+)
+
+// gatedLocker wraps a real locker. Each lock it hands out can be lost
+// (Lost closed, as a lease whose renewal was refused) or expire (Held
+// false while Lost is still open, as a lease whose renewal is late to
+// notice) on demand, and calls afterRelease once its real lock is
+// released.
+type gatedLocker struct {
+	broker.Locker
+	mu           sync.Mutex
+	locks        []*gatedLock
+	afterRelease func(n int) // n counts the locks handed out, from 1
+}
+
+type gatedLock struct {
+	broker.Lock
+	l       *gatedLocker
+	n       int
+	lost    chan struct{}
+	once    sync.Once
+	expired atomic.Bool
+}
+
+func (l *gatedLocker) Lock(ctx context.Context, name string) (broker.Lock, error) {
+	k, err := l.Locker.Lock(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	g := &gatedLock{Lock: k, l: l, n: len(l.locks) + 1, lost: make(chan struct{})}
+	l.locks = append(l.locks, g)
+	return g, nil
+}
+
+// latest is the lock handed out last.
+func (l *gatedLocker) latest() *gatedLock {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.locks[len(l.locks)-1]
+}
+
+func (g *gatedLock) Lost() <-chan struct{} { return g.lost }
+
+func (g *gatedLock) Held() bool {
+	select {
+	case <-g.lost:
+		return false
+	default:
+	}
+	return !g.expired.Load() && g.Lock.Held()
+}
+
+func (g *gatedLock) lose()   { g.once.Do(func() { close(g.lost) }) }
+func (g *gatedLock) expire() { g.expired.Store(true) }
+
+func (g *gatedLock) Release(ctx context.Context) error {
+	err := g.Lock.Release(ctx)
+	if f := g.l.afterRelease; f != nil {
+		f(g.n)
+	}
+	return err
+}
+
+// gatedGrant wraps a grant and calls after once each token request has
+// been answered, before the broker sees the answer.
+type gatedGrant struct {
+	broker.Grant
+	calls atomic.Int64
+	after func(n int64)
+}
+
+func (g *gatedGrant) Token(ctx context.Context, c *broker.Connection, cred broker.Credentials) (*broker.Token, error) {
+	tok, err := g.Grant.Token(ctx, c, cred)
+	if n := g.calls.Add(1); g.after != nil {
+		g.after(n)
+	}
+	return tok, err
+}
+
+// gatedStore wraps a store and calls beforeGet before each read.
+type gatedStore struct {
+	broker.SecretStore
+	beforeGet func(name string)
+}
+
+func (s *gatedStore) Get(ctx context.Context, name string) (broker.StoredSecret, error) {
+	if s.beforeGet != nil {
+		s.beforeGet(name)
+	}
+	return s.SecretStore.Get(ctx, name)
+}
+
+// TestNoRedemptionWithoutTheLock (issue 15, defect 1): no refresh token is
+// sent to the provider unless the lock is held at that moment, on the
+// first request and on the retry after a race alike. A lease lost at the
+// gate may already be another instance's, redeeming the same token.
+func TestNoRedemptionWithoutTheLock(t *testing.T) {
+	tests := []struct {
+		name string
+		// replaced: the broker first reads a refresh token an operator has
+		// just replaced, so the provider answers invalid_grant and the
+		// broker retries with the store's current one.
+		replaced bool
+		// gate runs at the named point with the flight's lock.
+		atRefreshTokenRead func(*gatedLock)
+		afterFirstRequest  func(*gatedLock)
+		wantRequests       int64
+	}{
+		{name: "lease expires while the refresh token is read; Lost not yet closed",
+			atRefreshTokenRead: (*gatedLock).expire, wantRequests: 0},
+		{name: "lease lost while the refresh token is read",
+			atRefreshTokenRead: (*gatedLock).lose, wantRequests: 0},
+		{name: "lease lost during the request that met invalid_grant: no retry",
+			replaced: true, afterFirstRequest: (*gatedLock).lose, wantRequests: 1},
+		{name: "lease expires during the request that met invalid_grant: no retry",
+			replaced: true, afterFirstRequest: (*gatedLock).expire, wantRequests: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, testprovider.Config{Rotate: true})
+			c := e.conn("xero", broker.GrantRefreshToken)
+			e.seed(c)
+			locker := &gatedLocker{Locker: e.locker}
+			var armed atomic.Bool
+			armed.Store(true)
+			store := &gatedStore{SecretStore: e.store, beforeGet: func(name string) {
+				if name == c.Secrets.RefreshToken && tt.atRefreshTokenRead != nil && armed.CompareAndSwap(true, false) {
+					tt.atRefreshTokenRead(locker.latest())
+				}
+			}}
+			var grant *gatedGrant
+			b := e.broker([]broker.Connection{c}, func(o *broker.Options) {
+				o.Locker, o.Store = locker, store
+				grant = &gatedGrant{Grant: o.Grant, after: func(n int64) {
+					if n == 1 && tt.afterFirstRequest != nil {
+						tt.afterFirstRequest(locker.latest())
+					}
+				}}
+				o.Grant = grant
+			})
+			if tt.replaced {
+				e.store.mu.Lock()
+				e.store.staleName, e.store.stale = c.Secrets.RefreshToken, "replaced-refresh-token"
+				e.store.mu.Unlock()
+			}
+			ctx := context.Background()
+			_, err := b.Token(ctx, "xero", 0)
+			if code(err) != broker.CodeUnavailable {
+				t.Fatalf("got %v, want unavailable: the lock was not held", err)
+			}
+			if got := e.provider.Stats().TokenRequests; int64(got) != tt.wantRequests {
+				t.Fatalf("%d token requests, want %d: a refresh token was sent without the lock", got, tt.wantRequests)
+			}
+			// The next caller, under a lock held again, is served.
+			if _, err := b.Token(ctx, "xero", 0); err != nil {
+				t.Fatalf("the next call: %v", err)
+			}
+			if st := e.provider.Stats(); st.ReuseDetected != 0 {
+				t.Fatalf("provider stats %+v: a refresh token was reused", st)
+			}
+		})
+	}
+}
