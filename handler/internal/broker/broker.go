@@ -476,17 +476,18 @@ func (b *Broker) obtain(st *connState, w want) (v any, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), b.refreshTimeout)
 	defer cancel()
 	c := &st.conn
-	defer func() {
-		// Lock and store trouble shows in status too, not only provider
-		// failures.
-		var e *Error
-		if errors.As(err, &e) && e.Code == CodeUnavailable {
-			st.mu.Lock()
-			st.lastError = e
-			st.lastErrorAt = b.now()
-			st.mu.Unlock()
+	// Lock and store trouble shows in status too, not only provider
+	// failures. Under the lock it is noted before the release (below):
+	// once the lock is gone, a peer's refresh may succeed under it, and a
+	// later note would cover that success with this failure.
+	noted := false
+	note := func() {
+		if !noted {
+			noted = true
+			b.noteUnavailable(st, err)
 		}
-	}()
+	}
+	defer note()
 
 	// Step 3.
 	if ct, ok, err := b.fromStore(ctx, st, w); err != nil {
@@ -533,7 +534,10 @@ func (b *Broker) obtain(st *connState, w want) (v any, err error) {
 		}
 	}
 	if lock != nil {
-		defer b.release(c.Name, lock)
+		defer func() {
+			note()
+			b.release(c.Name, lock)
+		}()
 	}
 
 	// Step 5.

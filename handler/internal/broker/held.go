@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -52,4 +53,18 @@ func held(lock Lock) bool {
 	default:
 	}
 	return lock.Held()
+}
+
+// noteUnavailable records err as the connection's last failure when it is
+// lock or store trouble (CodeUnavailable). obtain calls it before it
+// releases the lock, so that it never lands after a success a peer had
+// under the lock since.
+func (b *Broker) noteUnavailable(st *connState, err error) {
+	var e *Error
+	if errors.As(err, &e) && e.Code == CodeUnavailable {
+		st.mu.Lock()
+		st.lastError = e
+		st.lastErrorAt = b.now()
+		st.mu.Unlock()
+	}
 }

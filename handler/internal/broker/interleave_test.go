@@ -177,3 +177,41 @@ func TestNoRedemptionWithoutTheLock(t *testing.T) {
 		})
 	}
 }
+
+// TestFailureIsRecordedBeforeTheLockGoes (issue 15, defect 2): a flight
+// that fails under the lock records its failure before it releases the
+// lock. At the gate, right after the release, an operator's forced refresh
+// takes the lock and succeeds; the failure must not then land on top of
+// that success.
+func TestFailureIsRecordedBeforeTheLockGoes(t *testing.T) {
+	e := newEnv(t, testprovider.Config{Rotate: true})
+	c := e.conn("xero", broker.GrantRefreshToken)
+	e.seed(c)
+	locker := &gatedLocker{Locker: e.locker}
+	var armed atomic.Bool
+	armed.Store(true)
+	store := &gatedStore{SecretStore: e.store, beforeGet: func(name string) {
+		if name == c.Secrets.RefreshToken && armed.CompareAndSwap(true, false) {
+			locker.latest().lose() // the first flight fails: its lease is lost
+		}
+	}}
+	var b *broker.Broker
+	var forced error
+	locker.afterRelease = func(n int) {
+		if n == 1 {
+			_, forced = b.ForceRefresh(context.Background(), "xero")
+		}
+	}
+	b = e.broker([]broker.Connection{c}, func(o *broker.Options) { o.Locker, o.Store = locker, store })
+	ctx := context.Background()
+	if _, err := b.Token(ctx, "xero", 0); code(err) != broker.CodeUnavailable {
+		t.Fatalf("first flight: %v, want unavailable", err)
+	}
+	if forced != nil {
+		t.Fatalf("the forced refresh at the gate: %v", forced)
+	}
+	st, _ := b.ConnectionStatus(ctx, "xero")
+	if st.State != broker.StateHealthy || st.LastError != nil {
+		t.Fatalf("status after a failure then a success: %s, last error %+v; want healthy: the failure was recorded after the lock went", st.State, st.LastError)
+	}
+}
