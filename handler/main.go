@@ -39,6 +39,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		return statusCommand(ctx, args[1:], getenv, stdout, stderr)
 	case "connect":
 		return connectCommand(ctx, args[1:], getenv, stdout, stderr)
+	case "consent-link":
+		return consentLinkCommand(ctx, args[1:], getenv, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "tokenrefresher handler", version)
 		return 0
@@ -56,6 +58,7 @@ const usage = `Usage:
   handler status [-json] [CONNECTION]    each connection's health and next action; exit 1 if any needs attention
   handler connect CONNECTION [-port N] [-no-browser] [-scope S]... [-timeout 5m] [-authorization-url URL]
                                          consent at the provider in a browser; stores the first refresh token
+  handler consent-link CONNECTION        a one-time address that starts a consent on the running standalone handler
   handler version                        print the version
 
 Settings are environment variables; see the README.

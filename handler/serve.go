@@ -39,7 +39,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		fmt.Fprintf(stderr, "handler: bad connections:\n%v\n", err)
 		return 2
 	}
-	b, store, err := newBrokerAndStore(settings, conns, getenv, log)
+	b, store, key, err := newBrokerAndStore(settings, conns, getenv, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "handler: %v\n", err)
 		return 2
@@ -79,6 +79,8 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		SweepTimeout: timerTimeout,
 		// Behind the Functions host; see functions.Options.
 		ForwardedByHost: settings.Mode() == config.ModeFunctions,
+		ConsentKey:      key,
+		LoopbackPort:    loopbackPort(settings, ln),
 	}), log)
 	log.Info("listening", "event", "handler.start", "mode", settings.Mode(), "addr", ln.Addr().String(),
 		"connections", len(conns), "store", storeKind(settings), "lock", lockKind(settings),
@@ -102,6 +104,17 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 	}
 	log.Info("stopped", "event", "handler.stop")
 	return 0
+}
+
+// loopbackPort is the port a standalone handler listens on when it listens
+// on loopback only, where it refuses requests that name another host
+// (functions.Options.LoopbackPort); 0 otherwise.
+func loopbackPort(s config.Settings, ln net.Listener) int {
+	a, ok := ln.Addr().(*net.TCPAddr)
+	if s.Mode() != config.ModeStandalone || !ok || !a.IP.IsLoopback() {
+		return 0
+	}
+	return a.Port
 }
 
 // httpServer serves h with timeouts on every phase of a request, so that
@@ -195,23 +208,25 @@ func securityWarnings(s config.Settings, conns []broker.Connection) []securityWa
 
 // newBroker wires the backends the settings choose to a broker.
 func newBroker(settings config.Settings, conns []broker.Connection, getenv func(string) string, log *slog.Logger) (*broker.Broker, error) {
-	b, _, err := newBrokerAndStore(settings, conns, getenv, log)
+	b, _, _, err := newBrokerAndStore(settings, conns, getenv, log)
 	return b, err
 }
 
 // newBrokerAndStore is newBroker that also returns the secret store, for
-// the secrets the handler itself reads (the API key).
-func newBrokerAndStore(settings config.Settings, conns []broker.Connection, getenv func(string) string, log *slog.Logger) (*broker.Broker, broker.SecretStore, error) {
+// the secrets the handler itself reads (the API key), and the write-ahead
+// key, from which the consent flow derives its signing keys.
+func newBrokerAndStore(settings config.Settings, conns []broker.Connection, getenv func(string) string, log *slog.Logger) (*broker.Broker, broker.SecretStore, broker.KeySource, error) {
 	store, locker, err := backends(settings, getenv, log)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
+	key := broker.StoredKey(store, locker)
 	b, err := broker.New(broker.Options{
 		Store:       store,
 		Locker:      locker,
 		Connections: conns,
 		// A secret in the store, created on first use (broker.StoredKey).
-		WriteAheadKey: broker.StoredKey(store, locker),
+		WriteAheadKey: key,
 		LockWait:      settings.LockWait,
 		Instance:      instanceName(getenv),
 		Logger:        log,
@@ -223,9 +238,9 @@ func newBrokerAndStore(settings config.Settings, conns []broker.Connection, gete
 		}),
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return b, store, nil
+	return b, store, key, nil
 }
 
 // backends chooses the store and the lock, each independently (DESIGN.md):

@@ -2,6 +2,7 @@ package functions
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -50,9 +52,24 @@ type consentRoutes struct {
 	// client sends the code exchange; nil means consent's default.
 	client *http.Client
 	// forwardedByHost is Options.ForwardedByHost: the redirect URI's host
-	// may come from X-Forwarded-Host.
+	// may come from X-Forwarded-Host, and the client's address from
+	// X-Forwarded-For.
 	forwardedByHost bool
+	// authEnabled is Options.AuthEnabled, for allowedCallers.
+	authEnabled bool
+	// keys returns the state-signing and ticket keys (consentKeys).
+	keys func(context.Context) (consentKeys, error)
+	// limit bounds the callbacks per client address.
+	limit *addrLimiter
+	// needTicket: the start route needs a ticket (standalone mode,
+	// checkTicket); tickets are those already used.
+	needTicket bool
+	tickets    *usedTickets
 }
+
+// consentKeys are derived from Options.ConsentKey: one signs states, the
+// other start tickets (consent.StateKey, consent.TicketKey).
+type consentKeys struct{ state, ticket []byte }
 
 // callbackPath is the redirect URI's path. A connection named "callback"
 // would have this path as its start route, and the host routes it to the
@@ -65,7 +82,28 @@ const callbackPath = "/api/consent/callback"
 const exchangeTimeout = time.Minute
 
 func newConsentRoutes(b Broker, o Options) *consentRoutes {
-	return &consentRoutes{b: b, log: o.Logger, now: o.Now, authorizationURL: consent.AuthorizationURL, forwardedByHost: o.ForwardedByHost}
+	return &consentRoutes{b: b, log: o.Logger, now: o.Now, authorizationURL: consent.AuthorizationURL, forwardedByHost: o.ForwardedByHost,
+		authEnabled: o.AuthEnabled, keys: keySource(o.ConsentKey), limit: newAddrLimiter(),
+		needTicket: !o.ForwardedByHost, tickets: &usedTickets{}}
+}
+
+// keySource derives the consent keys from material, read once (the
+// KeySource caches). Without material (tests, a broker that keeps no
+// store) the keys are random for the life of the process, which serves
+// one instance.
+func keySource(material broker.KeySource) func(context.Context) (consentKeys, error) {
+	if material == nil {
+		random := make([]byte, 32)
+		_, _ = rand.Read(random) // never fails (crypto/rand)
+		material = func(context.Context) ([]byte, error) { return random, nil }
+	}
+	return func(ctx context.Context) (consentKeys, error) {
+		m, err := material(ctx)
+		if err != nil {
+			return consentKeys{}, err
+		}
+		return consentKeys{state: consent.StateKey(m), ticket: consent.TicketKey(m)}, nil
+	}
 }
 
 // hostRoutes are the two functions' routes. The host tries consent-callback
@@ -96,6 +134,16 @@ func (cr *consentRoutes) start(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		encodeError(w, unknownConnection(name))
 		return
+	}
+	if err := authorize(c, r, cr.authEnabled); err != nil {
+		encodeError(w, err)
+		return
+	}
+	if cr.needTicket {
+		if err := cr.checkTicket(r, name); err != nil {
+			encodeError(w, err)
+			return
+		}
 	}
 	if c.Grant != broker.GrantRefreshToken {
 		encodeError(w, &broker.Error{Code: broker.CodeBadRequest, Connection: name,
@@ -135,12 +183,17 @@ func (cr *consentRoutes) start(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
+	keys, err := cr.keys(ctx)
+	if err != nil {
+		encodeError(w, consentError(name, err))
+		return
+	}
 	clientID, clientSecret, err := consent.ClientCredentials(ctx, store, c)
 	if err != nil {
 		encodeError(w, consentError(name, err))
 		return
 	}
-	p := consent.NewPending(name, redirect, cr.now())
+	p := consent.NewSignedPending(keys.state, name, redirect, cr.now())
 	flow := consent.Flow{Connection: c, AuthorizationURL: authURL, RedirectURL: redirect, ClientID: clientID, ClientSecret: clientSecret, Scopes: scopes}
 	location, err := flow.AuthCodeURL(p.State, p.Verifier)
 	if err != nil {
@@ -164,31 +217,58 @@ func (cr *consentRoutes) start(w http.ResponseWriter, r *http.Request) {
 
 // callback finishes an authorization: it claims the pending authorization
 // the state names, exchanges the code and stores the tokens.
+//
+// It is anonymous, so everything before the store is read costs nothing
+// and tells nothing: the client's rate is bounded first, then the state's
+// signature, connection and expiry are checked (consent.VerifyState, no
+// I/O beyond the signing key, read once per process), then the browser's
+// cookie. Only a state that passes all of them reaches the store, where
+// claiming it makes it single-use. Every refusal of a state, from a forged
+// one to a replayed one, gets the same answer (refuseState), so the
+// answers do not tell which connections exist or have a consent under way.
 func (cr *consentRoutes) callback(w http.ResponseWriter, r *http.Request) {
+	if ok, retry := cr.limit.allow(clientAddress(r, cr.forwardedByHost), cr.now()); !ok {
+		w.Header().Set("Retry-After", strconv.Itoa(int((retry+time.Second-1)/time.Second)))
+		cr.refuse(w, r, http.StatusTooManyRequests, string(broker.CodeTooManyRequests), "", "Too many attempts",
+			"too many consent callbacks came from this address", "Wait a minute, then start again at /api/consent/{connection}.")
+		return
+	}
 	q := r.URL.Query()
 	state := q.Get("state")
+	if len(q["state"]) != 1 {
+		cr.refuseState(w, r, "", "the redirect carries no state, or more than one")
+		return
+	}
 	name, ok := consent.ConnectionOfState(state)
 	var c broker.Connection
 	if ok {
 		c, ok = cr.b.Connection(name)
 	}
-	if !ok || len(q["state"]) != 1 {
-		cr.refuse(w, r, http.StatusBadRequest, "invalid_state", "", "This consent link is not valid", "the provider's redirect carries no state this app issued",
-			"Start again at /api/consent/{connection} with the admin key.")
-		return
-	}
-	restart := fmt.Sprintf("Start again at /api/consent/%s with the admin key.", name)
-	cb, ok := cr.b.(ConsentBroker)
 	if !ok {
-		cr.refuse(w, r, http.StatusNotImplemented, "not_implemented", name, "Consent is not available", notImplementedMessage, "Use `handler connect "+name+"` from a workstation.")
+		cr.refuseState(w, r, "", "the state names no connection of this app")
 		return
 	}
 	cookie, err := r.Cookie(cookieName(name))
 	if err != nil || subtle.ConstantTimeCompare([]byte(cookie.Value), []byte(state)) != 1 {
 		// Nothing is claimed: the browser that started the consent can
 		// still finish it.
-		cr.refuse(w, r, http.StatusBadRequest, "invalid_state", name, "This consent was started in another browser",
-			"the consent of "+name+" can only be finished in the browser that started it", restart)
+		cr.refuseState(w, r, name, "the browser does not carry the cookie the start set (another browser, or not started here)")
+		return
+	}
+	keys, err := cr.keys(r.Context())
+	if err != nil {
+		cr.refuse(w, r, http.StatusServiceUnavailable, string(broker.CodeUnavailable), "", "The secret store could not be reached",
+			"the key that signs consent states could not be read", "Start again in a minute.")
+		return
+	}
+	if _, err := consent.VerifyState(keys.state, state, cr.now()); err != nil {
+		cr.refuseState(w, r, name, err.Error())
+		return
+	}
+	restart := fmt.Sprintf("Start again at /api/consent/%s with the admin key.", name)
+	cb, ok := cr.b.(ConsentBroker)
+	if !ok {
+		cr.refuse(w, r, http.StatusNotImplemented, "not_implemented", name, "Consent is not available", notImplementedMessage, "Use `handler connect "+name+"` from a workstation.")
 		return
 	}
 	_, secure, _ := callbackURL(r, cr.forwardedByHost)
@@ -199,7 +279,7 @@ func (cr *consentRoutes) callback(w http.ResponseWriter, r *http.Request) {
 	var se *consent.StateError
 	switch {
 	case errors.As(err, &se):
-		cr.refuse(w, r, http.StatusBadRequest, "invalid_state", name, "This consent link cannot be used", se.Err.Error(), restart)
+		cr.refuseState(w, r, name, se.Err.Error())
 		return
 	case err != nil:
 		cr.refuse(w, r, http.StatusServiceUnavailable, string(broker.CodeUnavailable), name, "The secret store could not be reached", err.Error(), restart)
@@ -268,6 +348,53 @@ func (cr *consentRoutes) refuse(w http.ResponseWriter, r *http.Request, status i
 		return
 	}
 	consent.WritePage(w, status, consent.Page{Title: title, Message: capitalize(message) + ".", Remediation: remediation})
+}
+
+// refuseState is the one answer to every state the callback cannot
+// accept: forged, expired, unknown, used, superseded, or from another
+// browser. Only the log line says which (why), with the connection the
+// state names.
+func (cr *consentRoutes) refuseState(w http.ResponseWriter, r *http.Request, connection, why string) {
+	cr.log.Warn("consent not completed", "event", "consent.failed", "connection", connection, "status", http.StatusBadRequest,
+		"error", "invalid_state", "message", why)
+	const (
+		title       = "This consent link is not valid"
+		message     = "the provider's redirect does not carry a consent under way in this browser: it was not started here, has expired or was already used"
+		remediation = "Start again at /api/consent/{connection} with the admin key, in this browser."
+	)
+	if !acceptsHTML(r) {
+		w.Header().Set("Cache-Control", "no-store")
+		encode(w, http.StatusBadRequest, errorBody{Error: "invalid_state", Message: message, Remediation: remediation})
+		return
+	}
+	consent.WritePage(w, http.StatusBadRequest, consent.Page{Title: title, Message: capitalize(message) + ".", Remediation: remediation})
+}
+
+// checkTicket is the start route's guard in standalone mode, where nothing
+// but the loopback interface stands between the route and any web page the
+// operator's browser shows: a page could navigate the browser here and
+// start a consent. The start needs a one-time ticket that only the
+// operator has: `handler consent-link` signs one with the key in the
+// store and prints the address with it.
+func (cr *consentRoutes) checkTicket(r *http.Request, name string) *broker.Error {
+	remedy := "Run `handler consent-link " + name + "` on this machine and open the address it prints (a ticket is good once, for " +
+		consent.TicketTTL.String() + "), or use `handler connect " + name + "`."
+	ticket, present, qerr := queryValue(r.URL.Query(), "ticket")
+	if qerr != nil || !present {
+		return &broker.Error{Code: broker.CodeForbidden, Connection: name, Remediation: remedy,
+			Message: "in standalone mode a consent starts only from a one-time address printed by handler consent-link, so that no web page can start one"}
+	}
+	keys, err := cr.keys(r.Context())
+	if err != nil {
+		return consentError(name, err)
+	}
+	now := cr.now()
+	got, err := consent.VerifyState(keys.ticket, ticket, now)
+	if err != nil || got != name || !cr.tickets.use(ticket, now) {
+		return &broker.Error{Code: broker.CodeForbidden, Connection: name, Remediation: remedy,
+			Message: "the ticket is not valid for this connection, has expired or was already used"}
+	}
+	return nil
 }
 
 // acceptsHTML reports whether the client is a browser, which asks for

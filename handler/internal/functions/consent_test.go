@@ -109,6 +109,7 @@ func newConsentWorld(t *testing.T) *consentWorld {
 	w.routes = &consentRoutes{
 		b: storeBroker{w.broker, w.store}, log: log, now: w.now,
 		authorizationURL: func(broker.Connection) (string, error) { return w.psrv.URL + "/authorize", nil },
+		keys:             keySource(nil), limit: newAddrLimiter(), tickets: &usedTickets{},
 	}
 	mux := http.NewServeMux()
 	w.routes.register(mux)
@@ -284,15 +285,15 @@ func TestConsentCallbackRefusals(t *testing.T) {
 		}, http.StatusBadRequest, "access_denied: The user denied the request"},
 		{"another browser", func(w *consentWorld, c *http.Client) page {
 			return w.finishElsewhere(c)
-		}, http.StatusBadRequest, "only be finished in the browser that started it"},
+		}, http.StatusBadRequest, stateRefused},
 		{"expired", func(w *consentWorld, c *http.Client) page {
 			return w.finishAfter(c, func() { w.advance(consent.PendingTTL) })
-		}, http.StatusBadRequest, "expired"},
+		}, http.StatusBadRequest, stateRefused},
 		{"superseded by a later start", func(w *consentWorld, c *http.Client) page {
 			return w.finishAfter(c, func() {
 				w.read(browser(w.t).Get(w.srv.URL + "/api/consent/xero"))
 			})
-		}, http.StatusBadRequest, "No authorization under way has this state"},
+		}, http.StatusBadRequest, stateRefused},
 		{"wrong verifier", func(w *consentWorld, c *http.Client) page {
 			return w.finishAfter(c, func() { w.swapVerifier() })
 		}, http.StatusBadGateway, "code_verifier does not match"},
@@ -318,6 +319,9 @@ func TestConsentCallbackRefusals(t *testing.T) {
 		})
 	}
 }
+
+// stateRefused is in the one answer to every state the callback refuses.
+const stateRefused = "not started here, has expired or was already used"
 
 // consentCallback runs a consent of xero in c up to the provider's
 // redirect back, which it returns without following.

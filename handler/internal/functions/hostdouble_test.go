@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/functions"
 )
 
 // hostDouble stands in front of the handler as the Functions host does for
@@ -218,7 +220,7 @@ func TestRequestsThroughTheHost(t *testing.T) {
 		{name: "POST without a body", method: "POST", path: "/api/token/xero",
 			proxy: want{400, "token", -1, "this POST has no body"}},
 		{name: "consent callback", method: "GET", path: "/api/Consent/Callback/",
-			proxy: want{400, "consent-callback", -1, "no state"}},
+			proxy: want{400, "consent-callback", -1, "not started here"}},
 		{name: "consent start", method: "GET", path: "/api/consent/xero",
 			proxy: want{501, "consent-start", -1, ""}},
 		{name: "no such function", method: "GET", path: "/api/token/xero/extra",
@@ -233,7 +235,9 @@ func TestRequestsThroughTheHost(t *testing.T) {
 				if mode == "forward" && tt.forward.status != 0 {
 					w = tt.forward
 				}
-				b, h := newFuzzServer(false)
+				// Behind the host, as serve.go builds it in Functions mode.
+				b := &fakeBroker{now: time.Date(2026, 11, 23, 3, 0, 0, 0, time.UTC)}
+				h := functions.NewServer(b, functions.Options{ForwardedByHost: true, MaxBodyBytes: fuzzMaxBody, Now: func() time.Time { return b.now }})
 				front := newHostDouble(t, mode, h)
 				var body io.Reader
 				if tt.body != "" {

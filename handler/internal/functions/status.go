@@ -1,7 +1,10 @@
 package functions
 
 import (
+	"context"
 	"net/http"
+	"sync"
+	"time"
 
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
 )
@@ -11,19 +14,79 @@ type connectionsResponse struct {
 	Connections []broker.ConnectionStatus `json:"connections"`
 }
 
-func handleConnections(b Broker) http.Handler {
+// statusTTL is how long GET /api/connections serves one reading of the
+// status. Each reading costs store reads for every connection; a caller
+// polling the route, or many callers at once, cost one reading per
+// statusTTL instead.
+const statusTTL = 5 * time.Second
+
+// statusCache holds the last reading of every connection's status. Callers
+// that arrive while a reading is under way wait for it rather than start
+// their own.
+type statusCache struct {
+	b   Broker
+	now func() time.Time
+
+	mu    sync.Mutex
+	at    time.Time
+	list  []broker.ConnectionStatus
+	valid bool
+}
+
+func (c *statusCache) get(ctx context.Context) []broker.ConnectionStatus {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	if c.valid && now.Sub(c.at) < statusTTL && !now.Before(c.at) {
+		return c.list
+	}
+	c.list, c.at, c.valid = c.b.Status(ctx), now, true
+	return c.list
+}
+
+// handleConnections lists the status of the connections the caller may
+// use: those whose allowedCallers admit it (authorize), as on the token
+// route, so a caller learns nothing of the others, not even their names.
+func handleConnections(b Broker, o Options) http.Handler {
+	cache := &statusCache{b: b, now: o.Now}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		all := cache.get(r.Context())
+		visible := make([]broker.ConnectionStatus, 0, len(all))
+		for _, st := range all {
+			if c, ok := b.Connection(st.Name); ok && authorize(c, r, o.AuthEnabled) == nil {
+				visible = append(visible, st)
+			}
+		}
 		w.Header().Set("Cache-Control", "no-store")
-		encode(w, http.StatusOK, connectionsResponse{Connections: b.Status(r.Context())})
+		encode(w, http.StatusOK, connectionsResponse{Connections: visible})
 	})
 }
 
-func handleConnection(b Broker) http.Handler {
+// connectionFor is the connection a route names in its path, once the
+// caller may use it: 404 for no such connection, and the token route's 403
+// (authorize) for one whose allowedCallers do not admit the caller.
+func connectionFor(b Broker, r *http.Request, o Options) (broker.Connection, *broker.Error) {
+	name := r.PathValue("connection")
+	c, ok := b.Connection(name)
+	if !ok {
+		return broker.Connection{}, unknownConnection(name)
+	}
+	if err := authorize(c, r, o.AuthEnabled); err != nil {
+		return broker.Connection{}, err
+	}
+	return c, nil
+}
+
+func handleConnection(b Broker, o Options) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		name := r.PathValue("connection")
-		st, ok := b.ConnectionStatus(r.Context(), name)
+		c, err := connectionFor(b, r, o)
+		if err != nil {
+			encodeError(w, err)
+			return
+		}
+		st, ok := b.ConnectionStatus(r.Context(), c.Name)
 		if !ok {
-			encodeError(w, unknownConnection(name))
+			encodeError(w, unknownConnection(c.Name))
 			return
 		}
 		w.Header().Set("Cache-Control", "no-store")
@@ -35,16 +98,16 @@ func handleConnection(b Broker) http.Handler {
 // refresh token or client secret, refresh now instead of waiting out a
 // failure's cool-down. Its function (functions/force-refresh) takes the
 // admin (master) key, not a function key: a pipeline has no business here.
-func handleForceRefresh(b Broker) http.Handler {
+func handleForceRefresh(b Broker, o Options) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		name := r.PathValue("connection")
-		if _, ok := b.Connection(name); !ok {
-			encodeError(w, unknownConnection(name))
-			return
-		}
-		st, err := b.ForceRefresh(r.Context(), name)
+		c, err := connectionFor(b, r, o)
 		if err != nil {
 			encodeError(w, err)
+			return
+		}
+		st, ferr := b.ForceRefresh(r.Context(), c.Name)
+		if ferr != nil {
+			encodeError(w, ferr)
 			return
 		}
 		w.Header().Set("Cache-Control", "no-store")
