@@ -31,18 +31,21 @@ const (
 // without one too.
 func requireAPIKey(key broker.Secret, h http.Handler) http.Handler {
 	want := sha256.Sum256([]byte(key.Reveal()))
+	// Canonical once here, so that Get need not canonicalize (and
+	// allocate) on every request.
+	header := http.CanonicalHeaderKey(keyHeader)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if isAnonymous(r) {
 			h.ServeHTTP(w, r)
 			return
 		}
-		got := r.Header.Get(keyHeader)
+		got := r.Header.Get(header)
 		if got == "" {
 			// The host reads ?code= from its query collection, where a
 			// repeated key is one comma-joined value: no valid key.
 			got = strings.Join(r.URL.Query()[keyQuery], ",")
 		}
-		sum := sha256.Sum256([]byte(got))
+		sum := sha256Of(got)
 		if got != "" && subtle.ConstantTimeCompare(sum[:], want[:]) == 1 {
 			h.ServeHTTP(w, r)
 			return
@@ -69,4 +72,15 @@ func isAnonymous(r *http.Request) bool {
 		return false
 	}
 	return r.URL.Path == "/" || r.URL.Path == callbackPath
+}
+
+// sha256Of is sha256.Sum256([]byte(s)), which allocates the copy of a key
+// longer than 32 bytes on every request; a key up to 256 bytes is copied
+// on the stack instead.
+func sha256Of(s string) [sha256.Size]byte {
+	var buf [256]byte
+	if len(s) <= len(buf) {
+		return sha256.Sum256(append(buf[:0], s...))
+	}
+	return sha256.Sum256([]byte(s))
 }

@@ -40,25 +40,47 @@ const (
 	writeSlack = 5 * time.Second
 )
 
-// withDeadlines gives each request the deadline of the route mux serves it
-// with: the timer's SweepTimeout, RequestTimeout for every other route. The
+// withDeadlines gives each request the deadline of the route it goes to:
+// the timer's SweepTimeout, RequestTimeout for every other route. The
 // request's context ends at the deadline, so the broker stops waiting and
 // the route answers (a token call a 503 with Retry-After, the sweep its
 // summary); a refresh under way is not cut, it runs detached from callers
 // (broker.Options.RefreshTimeout). The connection's write deadline is set
 // a little after, replacing any server-wide WriteTimeout for this request.
-func withDeadlines(mux *http.ServeMux, o Options, h http.Handler) http.Handler {
+//
+// The timer is told by its path alone: the mux routes exactly the clean
+// path timerRoute to it whatever the method (rejectUncleanPaths has
+// answered any other spelling), and r.URL.Path is already unescaped, as
+// the mux matches it. Asking the mux (ServeMux.Handler) would cost a second
+// lookup on every request.
+func withDeadlines(o Options, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		d := o.RequestTimeout
-		if _, pattern := mux.Handler(r); pattern == timerRoute {
+		if r.URL.Path == timerRoute {
 			d = o.SweepTimeout
 		}
 		deadline := time.Now().Add(d)
 		ctx, cancel := context.WithDeadline(r.Context(), deadline)
 		defer cancel()
-		// ErrNotSupported only from writers that are not a connection
-		// (httptest.ResponseRecorder), which have no deadline to miss.
-		_ = http.NewResponseController(w).SetWriteDeadline(deadline.Add(writeSlack))
+		setWriteDeadline(w, deadline.Add(writeSlack))
 		h.ServeHTTP(w, r.WithContext(ctx))
 	})
+}
+
+// setWriteDeadline is http.ResponseController.SetWriteDeadline without the
+// controller, which escapes to the heap on every request: it unwraps w
+// (statusRecorder.Unwrap) down to the connection. A writer that is not a
+// connection (httptest.ResponseRecorder) has no deadline to miss.
+func setWriteDeadline(w http.ResponseWriter, deadline time.Time) {
+	for {
+		switch t := w.(type) {
+		case interface{ SetWriteDeadline(time.Time) error }:
+			_ = t.SetWriteDeadline(deadline)
+			return
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = t.Unwrap()
+		default:
+			return
+		}
+	}
 }

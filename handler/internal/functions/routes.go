@@ -63,23 +63,25 @@ func newHostRouter(notFound http.Handler, routes ...hostRoute) *hostRouter {
 }
 
 func (hr *hostRouter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	segs, ok := requestSegments(r.URL)
+	var buf [maxSegments]string
+	segs, ok := requestSegments(buf[:0], r.URL)
 	if !ok {
 		hr.notFound.ServeHTTP(w, r)
 		return
 	}
 	var allowed []string
 	for _, rt := range hr.routes {
-		values, ok := rt.match(segs)
-		if !ok {
+		if !rt.match(segs) {
 			continue
 		}
 		if !slices.Contains(rt.methods, r.Method) {
 			allowed = append(allowed, rt.methods...)
 			continue
 		}
-		for name, v := range values {
-			r.SetPathValue(name, v)
+		for i, t := range rt.segments {
+			if name, ok := parameter(t); ok {
+				r.SetPathValue(name, segs[i])
+			}
 		}
 		rt.handler.ServeHTTP(w, r)
 		return
@@ -95,68 +97,99 @@ func (hr *hostRouter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // route returns the function the host would route a request to, "" for
 // none.
 func (hr *hostRouter) route(method string, u *url.URL) string {
-	segs, ok := requestSegments(u)
+	segs, ok := requestSegments(nil, u)
 	if !ok {
 		return ""
 	}
 	for _, rt := range hr.routes {
-		if _, ok := rt.match(segs); ok && slices.Contains(rt.methods, method) {
+		if rt.match(segs) && slices.Contains(rt.methods, method) {
 			return rt.function
 		}
 	}
 	return ""
 }
 
-// requestSegments splits the path into unescaped segments, without one
-// trailing slash. It splits the escaped path, so that %2F stays inside its
-// segment, as in the host (Kestrel does not decode %2F) and in ServeMux.
-func requestSegments(u *url.URL) ([]string, bool) {
+// maxSegments is room for the segments of every route's path on the
+// stack: the longest route has 4, and a path with more matches none.
+const maxSegments = 8
+
+// requestSegments appends the path's unescaped segments, without one
+// trailing slash, to dst. It splits the escaped path, so that %2F stays
+// inside its segment, as in the host (Kestrel does not decode %2F) and in
+// ServeMux. It allocates only to unescape a segment that has a '%'; given
+// room for them in dst, none for the segments themselves (the hit path).
+func requestSegments(dst []string, u *url.URL) ([]string, bool) {
 	p := u.EscapedPath()
 	if len(p) > 1 && strings.HasSuffix(p, "/") {
 		p = p[:len(p)-1]
 	}
-	raw := strings.Split(strings.TrimPrefix(p, "/"), "/")
-	segs := make([]string, len(raw))
-	for i, s := range raw {
-		v, err := url.PathUnescape(s)
-		if err != nil {
-			return nil, false
+	p = strings.TrimPrefix(p, "/")
+	for {
+		s, rest, more := strings.Cut(p, "/")
+		if strings.IndexByte(s, '%') >= 0 {
+			v, err := url.PathUnescape(s)
+			if err != nil {
+				return nil, false
+			}
+			s = v
 		}
-		segs[i] = v
+		dst = append(dst, s)
+		if !more {
+			return dst, true
+		}
+		p = rest
 	}
-	return segs, true
 }
 
-// match reports whether segs match the route, with its parameter values.
-func (rt hostRoute) match(segs []string) (map[string]string, bool) {
+// match reports whether segs match the route; its parameters' values are
+// the segments at the positions of its {parameter} segments.
+func (rt *hostRoute) match(segs []string) bool {
 	if len(segs) != len(rt.segments) {
-		return nil, false
+		return false
 	}
-	var values map[string]string
 	for i, t := range rt.segments {
 		s := segs[i]
 		if s == "" {
-			return nil, false
+			return false
 		}
-		if name, ok := strings.CutPrefix(t, "{"); ok {
-			if values == nil {
-				values = map[string]string{}
-			}
-			values[strings.TrimSuffix(name, "}")] = s
+		if _, ok := parameter(t); ok {
 			continue
 		}
 		if !equalFoldASCII(s, t) {
-			return nil, false
+			return false
 		}
 	}
-	return values, true
+	return true
+}
+
+// parameter returns the name of a {parameter} template segment.
+func parameter(t string) (string, bool) {
+	if len(t) < 2 || t[0] != '{' || t[len(t)-1] != '}' {
+		return "", false
+	}
+	return t[1 : len(t)-1], true
 }
 
 // equalFoldASCII compares ignoring the case of ASCII letters only. The
 // route literals are ASCII; strings.EqualFold would also match the Kelvin
 // sign to "k", which .NET's OrdinalIgnoreCase does not.
 func equalFoldASCII(a, b string) bool {
-	return len(a) == len(b) && upperASCII(a) == upperASCII(b)
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		if upperByte(a[i]) != upperByte(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func upperByte(c byte) byte {
+	if 'a' <= c && c <= 'z' {
+		return c - 'a' + 'A'
+	}
+	return c
 }
 
 // upperASCII upper-cases ASCII letters, as OrdinalIgnoreCase compares the

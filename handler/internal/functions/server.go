@@ -85,15 +85,6 @@ type Options struct {
 	// forwarder sets (replacing any a client sent), is the app's public
 	// host name: the consent flow builds its redirect URI from it.
 	ForwardedByHost bool
-	// ConsentKey is the key material the consent flow derives its signing
-	// keys from (states, start tickets): the write-ahead key
-	// (broker.StoredKey), shared by every instance. Nil means a random key
-	// for this process, enough for one instance.
-	ConsentKey broker.KeySource
-	// LoopbackPort, when not zero, says the server listens on a loopback
-	// address at this port in standalone mode: a request must then name a
-	// loopback host at this port (guardLocal).
-	LoopbackPort int
 }
 
 // NewServer returns the handler for every route.
@@ -117,15 +108,12 @@ func NewServer(b Broker, o Options) http.Handler {
 		o.SweepTimeout = DefaultSweepTimeout
 	}
 	mux := http.NewServeMux()
-	addRoutes(mux, b, o)
-	h := rejectUncleanPaths(withDeadlines(mux, o, mux))
+	functions := addRoutes(mux, b, o)
+	h := rejectUncleanPaths(withDeadlines(o, functionsFirst(functions, mux)))
 	if !o.APIKey.IsZero() {
 		// Outermost but for the log: an unauthenticated caller learns
 		// nothing from the routes, not even which paths exist.
 		h = requireAPIKey(o.APIKey, h)
-	}
-	if !o.ForwardedByHost {
-		h = guardLocal(o.LoopbackPort, h) // standalone: keep web pages out (guard.go)
 	}
 	return logRequests(o.Logger, h)
 }
@@ -155,20 +143,41 @@ func rejectUncleanPaths(h http.Handler) http.Handler {
 // addRoutes is the whole HTTP surface in one place. The functions' routes
 // go through hostRouter, which matches as the Functions host does; the
 // readiness probe and the timer are called by the host itself, at exactly
-// these paths.
-func addRoutes(mux *http.ServeMux, b Broker, o Options) {
+// these paths. It returns the host router, which serves every path but
+// those two.
+func addRoutes(mux *http.ServeMux, b Broker, o Options) http.Handler {
+	functions := newHostRouter(handleNotFound(), functionRoutes(b, o)...)
 	mux.Handle("GET /{$}", handleReady())
 	mux.Handle(timerRoute, methods(handleTimer(b, o), http.MethodPost))
-	mux.Handle("/", newHostRouter(handleNotFound(), functionRoutes(b, o)...))
+	mux.Handle("/", functions)
+	return functions
+}
+
+// functionsFirst hands a path under /api/ (routePrefix, in any case)
+// straight to the host router, where the mux would send it anyway: no
+// pattern of the mux but "/" matches such a path, a request that reaches
+// here has a clean path (rejectUncleanPaths), and no path under /api/
+// makes the mux redirect (it redirects only to add a trailing slash that
+// an exact pattern needs). This saves the mux's lookup, and its
+// allocations, on every token request.
+func functionsFirst(functions http.Handler, mux *http.ServeMux) http.Handler {
+	const prefix = "/" + routePrefix + "/"
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.Path; len(p) >= len(prefix) && equalFoldASCII(p[:len(prefix)], prefix) {
+			functions.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 // functionRoutes are the HTTP functions, one per folder in functions/.
 func functionRoutes(b Broker, o Options) []hostRoute {
 	return append([]hostRoute{
 		{function: "token", template: "token/{connection}", methods: []string{http.MethodGet, http.MethodPost}, handler: handleToken(b, o)},
-		{function: "connections", template: "connections", methods: []string{http.MethodGet}, handler: handleConnections(b, o)},
-		{function: "connection", template: "connections/{connection}", methods: []string{http.MethodGet}, handler: handleConnection(b, o)},
-		{function: "force-refresh", template: "connections/{connection}/refresh", methods: []string{http.MethodPost}, handler: handleForceRefresh(b, o)},
+		{function: "connections", template: "connections", methods: []string{http.MethodGet}, handler: handleConnections(b)},
+		{function: "connection", template: "connections/{connection}", methods: []string{http.MethodGet}, handler: handleConnection(b)},
+		{function: "force-refresh", template: "connections/{connection}/refresh", methods: []string{http.MethodPost}, handler: handleForceRefresh(b)},
 	}, newConsentRoutes(b, o).hostRoutes()...) // consent.go
 }
 
@@ -229,6 +238,11 @@ func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter 
 
 // logRequests logs one line per request. The query string is left out: it
 // may carry a function key (?code=).
+//
+// The line is built only when the logger takes its level: a successful
+// request logs at DEBUG, which LOG_LEVEL leaves off by default, and
+// building it anyway (reading the header, boxing the attributes) was work
+// on every token request for a line nobody reads.
 func logRequests(log *slog.Logger, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -238,24 +252,20 @@ func logRequests(log *slog.Logger, h http.Handler) http.Handler {
 		if rec.status >= 400 {
 			level = slog.LevelWarn
 		}
+		if !log.Enabled(r.Context(), level) {
+			return
+		}
 		log.LogAttrs(r.Context(), level, "request", slog.String("event", "http.request"),
-			slog.String("method", r.Method), slog.String("path", loggedPath(r.URL.Path)),
+			slog.String("method", r.Method), slog.String("path", r.URL.Path),
 			slog.Int("status", rec.status), slog.Duration("duration", time.Since(start)),
-			slog.String("invocation_id", r.Header.Get("X-Azure-Functions-InvocationId")))
+			slog.String("invocation_id", r.Header.Get(invocationIDHeader)))
 	})
 }
 
-// maxLoggedPath bounds the path in the request log. A path may be as long
-// as the server takes (tens of kilobytes), and a 401 is logged for anyone
-// who sends one; every real route's path is far shorter.
-const maxLoggedPath = 256
-
-func loggedPath(p string) string {
-	if len(p) <= maxLoggedPath {
-		return p
-	}
-	return truncate(p, maxLoggedPath)
-}
+// invocationIDHeader is the header the Functions host puts the invocation
+// id in, as http.Header keeps it (canonical, so Get need not allocate to
+// canonicalize it).
+const invocationIDHeader = "X-Azure-Functions-Invocationid"
 
 // encode writes v as JSON with the given status.
 func encode(w http.ResponseWriter, status int, v any) {

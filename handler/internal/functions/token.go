@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -35,10 +34,6 @@ type errorBody struct {
 	Retryable   bool   `json:"retryable"`
 }
 
-// connectionName is DESIGN.md's rule: valid as a Key Vault secret name and a
-// blob name.
-var connectionName = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
-
 // principalHeader carries the caller's object id when App Service
 // authentication is on.
 const principalHeader = "X-MS-CLIENT-PRINCIPAL-ID"
@@ -46,7 +41,7 @@ const principalHeader = "X-MS-CLIENT-PRINCIPAL-ID"
 func handleToken(b Broker, o Options) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("connection")
-		if !connectionName.MatchString(name) {
+		if !broker.ValidConnectionName(name) { // the rule config holds names to
 			encodeError(w, &broker.Error{
 				Code:        broker.CodeBadRequest,
 				Message:     fmt.Sprintf("%q is not a valid connection name", truncate(name, 80)),
@@ -76,14 +71,7 @@ func handleToken(b Broker, o Options) http.Handler {
 			encodeError(w, terr)
 			return
 		}
-		w.Header().Set("Cache-Control", "no-store")
-		w.Header().Set("Pragma", "no-cache")
-		encode(w, http.StatusOK, tokenResponse{
-			AccessToken: tok.Value.Reveal(),
-			TokenType:   tok.TokenType,
-			ExpiresIn:   int64(tok.Expiry.Sub(o.Now()) / time.Second),
-			ExpiresOn:   tok.Expiry.UTC().Format(time.RFC3339),
-		})
+		writeToken(w, tok, o.Now())
 	})
 }
 
@@ -141,9 +129,14 @@ func authorize(c broker.Connection, r *http.Request, authEnabled bool) *broker.E
 // been asked would hand out a token that expires too soon.
 func decodeMinValidity(w http.ResponseWriter, r *http.Request, maxBody int64) (time.Duration, *broker.Error) {
 	var fromQuery, fromBody *int64
-	q, present, qerr := queryValue(r.URL.Query(), "minValidity")
-	if qerr != nil {
-		return 0, qerr
+	var q string
+	var present bool
+	if r.URL.RawQuery != "" { // parsing an empty query allocates its map
+		var qerr *broker.Error
+		q, present, qerr = queryValue(r.URL.Query(), "minValidity")
+		if qerr != nil {
+			return 0, qerr
+		}
 	}
 	if present {
 		if strings.Contains(q, ",") {
