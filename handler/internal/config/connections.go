@@ -518,6 +518,36 @@ func withoutQuery(s string) string {
 	return s
 }
 
+// credentialWords are parts of query keys that name a credential.
+var credentialWords = []string{"secret", "password", "passwd", "pwd", "token", "key", "assertion", "auth", "credential", "sig", "code", "session", "bearer"}
+
+// credentialQueryKey returns the first key of a raw query that looks like
+// it carries a credential (client_secret, password, api_key, token,
+// access_token, code, ...), or "". Keys are compared without case,
+// '-' and '_', so Client-Secret and clientSecret are caught too.
+func credentialQueryKey(rawQuery string) string {
+	for part := range strings.SplitSeq(rawQuery, "&") {
+		key, _, _ := strings.Cut(part, "=")
+		if k, err := url.QueryUnescape(key); err == nil {
+			key = k
+		}
+		folded := strings.NewReplacer("-", "", "_", "", ".", "").Replace(strings.ToLower(key))
+		for _, w := range credentialWords {
+			if strings.Contains(folded, w) {
+				return key
+			}
+		}
+	}
+	return ""
+}
+
+func truncateKey(k string) string {
+	if len(k) > 40 {
+		return k[:40] + "..."
+	}
+	return k
+}
+
 // checkTokenURL returns what is wrong with a token endpoint URL, or "".
 func checkTokenURL(raw string) string {
 	s := withoutQuery(raw)
@@ -536,6 +566,11 @@ func checkTokenURL(raw string) string {
 	}
 	if u.Fragment != "" {
 		return fmt.Sprintf("found %q; a token URL must not have a #fragment", s)
+	}
+	if key := credentialQueryKey(u.RawQuery); key != "" {
+		// The URL goes into error messages and logs wherever a request to
+		// it fails; a credential in it would go there too.
+		return fmt.Sprintf("has a query parameter %q (its value not shown) that looks like a credential; client credentials belong in the secret store (secrets.clientSecret), not in the URL, which error messages repeat", truncateKey(key))
 	}
 	if u.Scheme == "http" && !isLoopbackHost(u.Hostname()) {
 		return fmt.Sprintf("found %q; must be https (http is accepted only for 127.0.0.0/8, ::1 and localhost, for tests)", s)
@@ -984,6 +1019,14 @@ func (p *parser) checkSecretNames(conns []*connParser) {
 			uses = append(uses, u)
 		}
 	}
+	// The handler's own secrets are nobody's to read or write: a client
+	// secret read from one is sent to the provider, a token written over
+	// one destroys it.
+	for _, u := range uses {
+		if owner := ReservedSecret(u.name); owner != "" {
+			conns[u.conn].problem("secrets."+u.role, "secret %q is %s, which the handler keeps for itself; name another secret", u.name, owner)
+		}
+	}
 	// Secret names are case-insensitive; grouping by the folded name keeps
 	// a file of thousands of connections quick to check.
 	same := make(map[string][]int, len(uses))
@@ -1032,6 +1075,27 @@ func (p *parser) checkStandbyLocks(conns []*connParser) {
 			conns[j].problem("name", "found %q, the name of the standby grant's lock of connections[%d] (%q); choose another name", conns[j].conn.Name, i, c.written)
 		}
 	}
+}
+
+// consentStateSuffix ends the name of a connection's pending consent
+// record (consent.StateSecretName); config cannot import consent.
+const consentStateSuffix = "-consent-state"
+
+// ReservedSecret says whose a secret name is when the handler keeps it for
+// itself, "" when it is free for a connection's use: the write-ahead key
+// (broker.WriteAheadKeySecret) and every connection's pending consent
+// (<name>-consent-state). Key Vault names are case-insensitive, so the
+// comparison is too. The API key's secret is a setting
+// (Settings.ReadConnections checks it).
+func ReservedSecret(name string) string {
+	lower := strings.ToLower(name)
+	switch {
+	case lower == strings.ToLower(broker.WriteAheadKeySecret):
+		return "the key that seals the write-ahead records of rotated refresh tokens"
+	case strings.HasSuffix(lower, consentStateSuffix) && len(lower) > len(consentStateSuffix):
+		return fmt.Sprintf("where a consent of connection %q keeps its state and PKCE verifier", name[:len(name)-len(consentStateSuffix)])
+	}
+	return ""
 }
 
 // position turns a byte offset into a 1-based line and column.

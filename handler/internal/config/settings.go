@@ -335,7 +335,36 @@ func (s Settings) ReadConnections() ([]broker.Connection, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connections from %s:\n%w", source, err)
 	}
+	if err := s.checkAPIKeySecret(conns); err != nil {
+		return nil, fmt.Errorf("connections from %s:\n%w", source, err)
+	}
 	return conns, nil
+}
+
+// checkAPIKeySecret refuses connections that name the secret holding the
+// API key (standalone mode): read as a client secret it would be sent to
+// the provider, written as a token it would be replaced, and the
+// operator's key would stop working at the next restart.
+func (s Settings) checkAPIKeySecret(conns []broker.Connection) error {
+	if s.Mode() != ModeStandalone || s.APIKeySecret == "" {
+		return nil
+	}
+	var problems []Problem
+	for i, c := range conns {
+		for _, u := range []struct{ role, name string }{
+			{"clientId", c.Secrets.ClientID}, {"clientSecret", c.Secrets.ClientSecret},
+			{"refreshToken", c.Secrets.RefreshToken}, {"accessToken", c.Secrets.AccessToken},
+		} {
+			if strings.EqualFold(u.name, s.APIKeySecret) {
+				problems = append(problems, Problem{Connection: c.Name, Index: i, Field: "secrets." + u.role,
+					Message: fmt.Sprintf("secret %q is the API key's secret (API_KEY_SECRET), which the handler keeps for itself; name another secret", u.name)})
+			}
+		}
+	}
+	if len(problems) > 0 {
+		return &ValidationError{Problems: problems}
+	}
+	return nil
 }
 
 // String describes the settings without the values that may hold secrets
