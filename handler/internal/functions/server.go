@@ -85,6 +85,15 @@ type Options struct {
 	// forwarder sets (replacing any a client sent), is the app's public
 	// host name: the consent flow builds its redirect URI from it.
 	ForwardedByHost bool
+	// ConsentKey is the key material the consent flow derives its signing
+	// keys from (states, start tickets): the write-ahead key
+	// (broker.StoredKey), shared by every instance. Nil means a random key
+	// for this process, enough for one instance.
+	ConsentKey broker.KeySource
+	// LoopbackPort, when not zero, says the server listens on a loopback
+	// address at this port in standalone mode: a request must then name a
+	// loopback host at this port (guardLocal).
+	LoopbackPort int
 }
 
 // NewServer returns the handler for every route.
@@ -114,6 +123,9 @@ func NewServer(b Broker, o Options) http.Handler {
 		// Outermost but for the log: an unauthenticated caller learns
 		// nothing from the routes, not even which paths exist.
 		h = requireAPIKey(o.APIKey, h)
+	}
+	if !o.ForwardedByHost {
+		h = guardLocal(o.LoopbackPort, h) // standalone: keep web pages out (guard.go)
 	}
 	return logRequests(o.Logger, h)
 }
@@ -175,9 +187,9 @@ func functionsFirst(functions http.Handler, mux *http.ServeMux) http.Handler {
 func functionRoutes(b Broker, o Options) []hostRoute {
 	return append([]hostRoute{
 		{function: "token", template: "token/{connection}", methods: []string{http.MethodGet, http.MethodPost}, handler: handleToken(b, o)},
-		{function: "connections", template: "connections", methods: []string{http.MethodGet}, handler: handleConnections(b)},
-		{function: "connection", template: "connections/{connection}", methods: []string{http.MethodGet}, handler: handleConnection(b)},
-		{function: "force-refresh", template: "connections/{connection}/refresh", methods: []string{http.MethodPost}, handler: handleForceRefresh(b)},
+		{function: "connections", template: "connections", methods: []string{http.MethodGet}, handler: handleConnections(b, o)},
+		{function: "connection", template: "connections/{connection}", methods: []string{http.MethodGet}, handler: handleConnection(b, o)},
+		{function: "force-refresh", template: "connections/{connection}/refresh", methods: []string{http.MethodPost}, handler: handleForceRefresh(b, o)},
 	}, newConsentRoutes(b, o).hostRoutes()...) // consent.go
 }
 
@@ -256,7 +268,7 @@ func logRequests(log *slog.Logger, h http.Handler) http.Handler {
 			return
 		}
 		log.LogAttrs(r.Context(), level, "request", slog.String("event", "http.request"),
-			slog.String("method", r.Method), slog.String("path", r.URL.Path),
+			slog.String("method", r.Method), slog.String("path", loggedPath(r.URL.Path)),
 			slog.Int("status", rec.status), slog.Duration("duration", time.Since(start)),
 			slog.String("invocation_id", r.Header.Get(invocationIDHeader)))
 	})
@@ -266,6 +278,18 @@ func logRequests(log *slog.Logger, h http.Handler) http.Handler {
 // id in, as http.Header keeps it (canonical, so Get need not allocate to
 // canonicalize it).
 const invocationIDHeader = "X-Azure-Functions-Invocationid"
+
+// maxLoggedPath bounds the path in the request log. A path may be as long
+// as the server takes (tens of kilobytes), and a 401 is logged for anyone
+// who sends one; every real route's path is far shorter.
+const maxLoggedPath = 256
+
+func loggedPath(p string) string {
+	if len(p) <= maxLoggedPath {
+		return p
+	}
+	return truncate(p, maxLoggedPath)
+}
 
 // encode writes v as JSON with the given status.
 func encode(w http.ResponseWriter, status int, v any) {
