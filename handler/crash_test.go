@@ -11,11 +11,14 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -50,6 +53,32 @@ const (
 	// The store refused, then came back; the sweep moved the record into
 	// the store, and the child is killed before clearing the record.
 	crashAfterOutage = "after-outage"
+
+	// The loss window itself, and each point of the write-ahead write:
+	//
+	// The provider has committed the rotation and holds its answer
+	// (testprovider.FaultCommitThenHold); the parent kills the child
+	// there. No client can close this window.
+	crashProviderCommitted = "provider-committed"
+	// Killed as the write-ahead write begins: nothing of it written.
+	crashRecordStart = "record-start"
+	// Local journal only: killed in the middle of the append, half a
+	// line written.
+	crashRecordTorn = "record-torn"
+	// Killed once the write-ahead write is done, before it returned.
+	crashRecordWritten = "record-written"
+)
+
+// Lock backends of the crash tests.
+const (
+	lockBlob  = "blob"  // leases on Azurite, the record in the lock blob
+	lockLocal = "local" // file locks, the record in the journal
+)
+
+// Instance names of the crash tests' two instances.
+const (
+	childInstance = "crash-child-1"
+	nextInstance  = "next-2"
 )
 
 // crashEnv is the environment variable that turns the test binary into a
@@ -69,27 +98,34 @@ func crashConnection(tokenURL string, grace time.Duration) broker.Connection {
 	}
 }
 
-// crashBroker builds an instance on the shared state directory and Azurite.
-func crashBroker(stateDir, storage, container, tokenURL string, grace time.Duration, wrap func(broker.SecretStore, broker.Grant) (broker.SecretStore, broker.Grant)) (*broker.Broker, error) {
+// crashBroker builds an instance on the shared state directory and, with
+// lockBlob, Azurite.
+func crashBroker(lockKind, instance, stateDir, storage, container, tokenURL string, grace time.Duration, wrap func(broker.SecretStore, broker.Grant, broker.Locker) (broker.SecretStore, broker.Grant, broker.Locker), logger *slog.Logger) (*broker.Broker, error) {
 	store, err := local.NewStore(stateDir)
 	if err != nil {
 		return nil, err
 	}
-	bc, err := azblob.NewClientFromConnectionString(storage, bloblease.ClientOptions())
-	if err != nil {
-		return nil, err
+	var locker broker.Locker
+	if lockKind == lockLocal {
+		locker, err = local.NewLocker(stateDir, local.LockerOptions{PollInterval: 20 * time.Millisecond})
+	} else {
+		var bc *azblob.Client
+		bc, err = azblob.NewClientFromConnectionString(storage, bloblease.ClientOptions())
+		if err == nil {
+			locker, err = bloblease.New(bc, bloblease.Options{Container: container, LeaseDuration: crashLease, PollInterval: 100 * time.Millisecond})
+		}
 	}
-	locker, err := bloblease.New(bc, bloblease.Options{Container: container, LeaseDuration: crashLease, PollInterval: 100 * time.Millisecond})
 	if err != nil {
 		return nil, err
 	}
 	var s broker.SecretStore = store
 	var g broker.Grant = oauth.New(oauth.Options{})
+	l := locker
 	if wrap != nil {
-		s, g = wrap(s, g)
+		s, g, l = wrap(s, g, locker)
 	}
 	return broker.New(broker.Options{
-		Store: s, Locker: locker, Grant: g,
+		Store: s, Locker: l, Grant: g, Instance: instance, Logger: logger,
 		// The key is written to the store unwrapped: the faults are the
 		// refresh token's.
 		WriteAheadKey: broker.StoredKey(store, locker),
@@ -138,6 +174,83 @@ func (g killingGrant) Token(ctx context.Context, c *broker.Connection, cred brok
 	return tok, err
 }
 
+// hookedLocker hands out locks whose write-ahead write runs through
+// write: the crash tests kill there, the benchmark times it. It forwards
+// every optional interface the broker looks for on a Locker and a Lock.
+type hookedLocker struct {
+	broker.Locker
+	write func(ctx context.Context, wal broker.WriteAheadLog, rec []byte) error
+}
+
+func (l hookedLocker) Lock(ctx context.Context, name string) (broker.Lock, error) {
+	lk, err := l.Locker.Lock(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return &hookedLock{Lock: lk, write: l.write}, nil
+}
+
+func (l hookedLocker) ReadStatus(ctx context.Context, name string) (broker.SharedStatus, error) {
+	return l.Locker.(broker.StatusReader).ReadStatus(ctx, name)
+}
+
+func (l hookedLocker) HasWriteAhead(ctx context.Context, name string) (bool, error) {
+	return l.Locker.(broker.WriteAheadChecker).HasWriteAhead(ctx, name)
+}
+
+type hookedLock struct {
+	broker.Lock
+	write func(ctx context.Context, wal broker.WriteAheadLog, rec []byte) error
+}
+
+func (l *hookedLock) WriteAhead(ctx context.Context, rec []byte) error {
+	return l.write(ctx, l.Lock.(broker.WriteAheadLog), rec)
+}
+func (l *hookedLock) ReadWriteAhead(ctx context.Context) ([]byte, error) {
+	return l.Lock.(broker.WriteAheadLog).ReadWriteAhead(ctx)
+}
+func (l *hookedLock) ClearWriteAhead(ctx context.Context) error {
+	return l.Lock.(broker.WriteAheadLog).ClearWriteAhead(ctx)
+}
+func (l *hookedLock) RecordStatus(ctx context.Context, s broker.SharedStatus) error {
+	return l.Lock.(broker.StatusRecorder).RecordStatus(ctx, s)
+}
+func (l *hookedLock) MarkRedemption(ctx context.Context, r broker.Redemption) error {
+	return l.Lock.(broker.RedemptionMarker).MarkRedemption(ctx, r)
+}
+func (l *hookedLock) PendingRedemption(ctx context.Context) (broker.Redemption, bool, error) {
+	return l.Lock.(broker.RedemptionMarker).PendingRedemption(ctx)
+}
+func (l *hookedLock) ClearRedemption(ctx context.Context) error {
+	return l.Lock.(broker.RedemptionMarker).ClearRedemption(ctx)
+}
+
+// killingWrite kills the process at point inside the write-ahead write.
+// journal is the local journal's path, for the torn append.
+func killingWrite(point, journal string) func(ctx context.Context, wal broker.WriteAheadLog, rec []byte) error {
+	return func(ctx context.Context, wal broker.WriteAheadLog, rec []byte) error {
+		switch point {
+		case crashRecordStart:
+			killSelf()
+		case crashRecordTorn:
+			// Half of the line the journal appends (base64, then a
+			// newline), as a kill in the middle of write(2) leaves it.
+			line := base64.StdEncoding.EncodeToString(rec)
+			f, err := os.OpenFile(journal, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+			if err == nil {
+				_, _ = f.WriteString(line[:len(line)/2])
+				_ = f.Sync()
+			}
+			killSelf()
+		}
+		err := wal.WriteAhead(ctx, rec)
+		if point == crashRecordWritten && err == nil {
+			killSelf()
+		}
+		return err
+	}
+}
+
 type killingStore struct {
 	broker.SecretStore
 	point        string
@@ -175,16 +288,17 @@ func (s *killingStore) Set(ctx context.Context, name string, v broker.StoredSecr
 func crashChild() int {
 	point := os.Getenv(crashEnv)
 	grace, _ := time.ParseDuration(os.Getenv("CRASH_GRACE"))
+	stateDir := os.Getenv("CRASH_STATE_DIR")
 	ks := &killingStore{point: point, accessToken: "xero-access-token", refreshToken: "xero-refresh-token"}
 	switch point {
 	case crashStoreRefused, crashWhileRecord, crashAfterOutage:
 		ks.outage.Store(true)
 	}
-	b, err := crashBroker(os.Getenv("CRASH_STATE_DIR"), os.Getenv("CRASH_STORAGE"), os.Getenv("CRASH_CONTAINER"), os.Getenv("CRASH_TOKEN_URL"), grace,
-		func(s broker.SecretStore, g broker.Grant) (broker.SecretStore, broker.Grant) {
+	b, err := crashBroker(os.Getenv("CRASH_LOCK"), childInstance, stateDir, os.Getenv("CRASH_STORAGE"), os.Getenv("CRASH_CONTAINER"), os.Getenv("CRASH_TOKEN_URL"), grace,
+		func(s broker.SecretStore, g broker.Grant, l broker.Locker) (broker.SecretStore, broker.Grant, broker.Locker) {
 			ks.SecretStore = s
-			return ks, killingGrant{Grant: g, point: point}
-		})
+			return ks, killingGrant{Grant: g, point: point}, hookedLocker{Locker: l, write: killingWrite(point, filepath.Join(stateDir, "locks", "xero.journal"))}
+		}, nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "crash child:", err)
 		return 3
@@ -206,24 +320,32 @@ func crashChild() int {
 
 // TestKilledInstance kills an instance at each point of a refresh and
 // checks what the next caller, on another instance, gets and how long it
-// waits. The one loss window is crashAfterProvider without a reuse grace:
-// the provider rotated the refresh token, the new one died with the
-// process, and the old one is spent; the connection needs re-authorization,
-// and the next caller is told so.
+// waits.
 //
-// The points of the write-ahead record (the store refused the refresh
-// token, a kill while the record holds it, between the record and the
-// store write, and after an outage that ended) all lose nothing: the next
-// instance redeems the record's token, without reuse, against a provider
-// that revokes the chain on any reuse, and leaves the store holding the
+// The loss window opens when the provider commits the rotation
+// (crashProviderCommitted: the provider holds its answer and the parent
+// kills the child there) and closes when the write-ahead write is done
+// (crashRecordWritten). A kill inside it without a reuse grace loses the
+// chain, and the next caller is told precisely what happened: the
+// redemption mark the dead instance left names when and where the refresh
+// was interrupted. With a reuse grace the next refresh redeems the old
+// token and nothing is lost.
+//
+// The points after the record (the store refused the refresh token, a
+// kill while the record holds it, between the record and the store write,
+// and after an outage that ended) all lose nothing: the next instance
+// redeems the record's token, without reuse, against a provider that
+// revokes the chain on any reuse, and leaves the store holding the
 // provider's current refresh token and no record behind.
 func TestKilledInstance(t *testing.T) {
 	t.Parallel()
-	az := azurite.Start(t)
+	var az *azurite.Instance
 	tests := []struct {
 		point string
+		lock  string // lockBlob when empty
 		grace time.Duration
-		// wantOK: the next caller gets a token; otherwise a 424.
+		// wantOK: the next caller gets a token; otherwise a 424 naming
+		// the interrupted refresh.
 		wantOK bool
 		// wantCalls is the provider's token requests in all, the dead
 		// instance's included.
@@ -233,8 +355,17 @@ func TestKilledInstance(t *testing.T) {
 		waitsForLease bool
 	}{
 		{point: crashBeforeProvider, wantOK: true, wantCalls: 1, waitsForLease: true},
+		{point: crashProviderCommitted, grace: 30 * time.Minute, wantOK: true, wantCalls: 2, waitsForLease: true},
+		{point: crashProviderCommitted, wantOK: false, wantCalls: 2, waitsForLease: true},
+		{point: crashProviderCommitted, lock: lockLocal, wantOK: false, wantCalls: 2},
 		{point: crashAfterProvider, grace: 30 * time.Minute, wantOK: true, wantCalls: 2, waitsForLease: true},
 		{point: crashAfterProvider, wantOK: false, wantCalls: 2, waitsForLease: true},
+		{point: crashRecordStart, wantOK: false, wantCalls: 2, waitsForLease: true},
+		{point: crashRecordStart, lock: lockLocal, wantOK: false, wantCalls: 2},
+		{point: crashRecordTorn, lock: lockLocal, wantOK: false, wantCalls: 2},
+		{point: crashRecordTorn, lock: lockLocal, grace: 30 * time.Minute, wantOK: true, wantCalls: 2},
+		{point: crashRecordWritten, wantOK: true, wantCalls: 2, waitsForLease: true},
+		{point: crashRecordWritten, lock: lockLocal, wantOK: true, wantCalls: 2},
 		{point: crashAfterPersist, wantOK: true, wantCalls: 1},
 		{point: crashStoreRefused, wantOK: true, wantCalls: 2},
 		{point: crashWhileRecord, wantOK: true, wantCalls: 2, waitsForLease: true},
@@ -242,15 +373,28 @@ func TestKilledInstance(t *testing.T) {
 		{point: crashAfterOutage, wantOK: true, wantCalls: 2, waitsForLease: true},
 	}
 	for i, tt := range tests {
+		if tt.lock == "" {
+			tt.lock = lockBlob
+		}
 		name := tt.point
+		if tt.lock == lockLocal {
+			name += "/local"
+		}
 		if tt.grace > 0 {
 			name += "/reuse-grace"
+		}
+		if tt.lock == lockBlob && az == nil {
+			az = azurite.Start(t)
 		}
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			clientSecret := "cs_" + rand.Text()
 			provider := testprovider.New(testprovider.Config{ClientID: "client", ClientSecret: clientSecret,
 				AuthStyle: broker.AuthBasic, Rotate: true, ReuseGrace: tt.grace})
+			committed := make(chan struct{})
+			if tt.point == crashProviderCommitted {
+				provider.InjectFault(testprovider.Fault{Kind: testprovider.FaultCommitThenHold, Committed: committed})
+			}
 			ps := httptest.NewServer(provider)
 			t.Cleanup(ps.Close)
 			state := t.TempDir()
@@ -267,23 +411,47 @@ func TestKilledInstance(t *testing.T) {
 			}
 			// Each subtest has its own lock: Azurite is shared, the
 			// container is not.
-			storage, container := az.ConnectionString(), fmt.Sprintf("crash-%d", i)
+			storage, container := "", fmt.Sprintf("crash-%d", i)
+			if tt.lock == lockBlob {
+				storage = az.ConnectionString()
+			}
 
 			child := exec.Command(os.Args[0], "-test.run=^$")
-			child.Env = append(os.Environ(), crashEnv+"="+tt.point, "CRASH_GRACE="+tt.grace.String(),
+			child.Env = append(os.Environ(), crashEnv+"="+tt.point, "CRASH_GRACE="+tt.grace.String(), "CRASH_LOCK="+tt.lock,
 				"CRASH_STATE_DIR="+state, "CRASH_STORAGE="+storage, "CRASH_CONTAINER="+container, "CRASH_TOKEN_URL="+ps.URL+"/token")
-			out, err := child.CombinedOutput()
+			var out strings.Builder
+			child.Stdout, child.Stderr = &out, &out
+			if err := child.Start(); err != nil {
+				t.Fatal(err)
+			}
+			exited := make(chan error, 1)
+			go func() { exited <- child.Wait() }()
+			if tt.point == crashProviderCommitted {
+				// The provider has spent the old token and holds the new
+				// one: the kill lands inside the window.
+				select {
+				case <-committed:
+					_ = child.Process.Kill()
+				case err := <-exited:
+					t.Fatalf("the child ended before the provider committed: %v\n%s", err, out.String())
+				}
+			}
+			err = <-exited
 			var exit *exec.ExitError
 			if !errors.As(err, &exit) || exit.ExitCode() != -1 {
-				t.Fatalf("the child was not killed: %v\n%s", err, out)
+				t.Fatalf("the child was not killed: %v\n%s", err, out.String())
 			}
 			killedAt := time.Now()
 
-			next, err := crashBroker(state, storage, container, ps.URL+"/token", tt.grace, nil)
+			var logs syncBuffer
+			next, err := crashBroker(tt.lock, nextInstance, state, storage, container, ps.URL+"/token", tt.grace,
+				func(s broker.SecretStore, g broker.Grant, l broker.Locker) (broker.SecretStore, broker.Grant, broker.Locker) {
+					return s, g, l
+				}, slog.New(slog.NewJSONHandler(&logs, nil)))
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(next.Close)
+			t.Cleanup(func() { _ = next.Close(context.Background()) })
 			tok, err := next.Token(ctx, "xero", 0)
 			waited := time.Since(killedAt)
 
@@ -292,9 +460,23 @@ func TestKilledInstance(t *testing.T) {
 				t.Errorf("%d token requests in all, want %d", st.TokenRequests, tt.wantCalls)
 			}
 			if !tt.wantOK {
+				// The loss, reported precisely: the 424, the status and an
+				// ERROR line all say which refresh was interrupted, when
+				// and on which instance.
+				const phrase = "was interrupted after the provider may have rotated the token"
 				var be *broker.Error
-				if !errors.As(err, &be) || be.Code != broker.CodeRejected || !strings.Contains(be.Remediation, "xero-refresh-token") {
-					t.Fatalf("next caller: %v; want 424 provider_rejected naming the refresh-token secret to replace", err)
+				if !errors.As(err, &be) || be.Code != broker.CodeRejected || !strings.Contains(be.Message, phrase) ||
+					!strings.Contains(be.Message, "on instance "+childInstance) || !strings.Contains(be.Remediation, "xero-refresh-token") {
+					t.Fatalf("next caller: %v; want 424 provider_rejected saying the refresh on %s %s, naming the refresh-token secret", err, childInstance, phrase)
+				}
+				if cs := next.Status(ctx); len(cs) != 1 || cs[0].LastError == nil || !strings.Contains(cs[0].LastError.Message, phrase) {
+					t.Errorf("status does not say the refresh was interrupted: %+v", cs)
+				}
+				if !strings.Contains(logs.String(), `"level":"ERROR","msg":"the refresh at `) || !strings.Contains(logs.String(), `"event":"refresh.interrupted_lost"`) {
+					t.Errorf("no ERROR line refresh.interrupted_lost; logs:\n%s", logs.String())
+				}
+				if strings.Contains(logs.String(), firstRT) {
+					t.Error("the logs carry the refresh token")
 				}
 				t.Logf("the loss window: %s (remediation: %s)", be.Message, be.Remediation)
 				return
@@ -314,7 +496,7 @@ func TestKilledInstance(t *testing.T) {
 				t.Errorf("the store's refresh token is not the provider's current one (err %v)", err)
 			}
 			// And no write-ahead record is left over.
-			if has, err := crashLocker(t, storage, container).HasWriteAhead(ctx, "xero"); err != nil || has {
+			if has, err := crashChecker(t, tt.lock, state, storage, container).HasWriteAhead(ctx, "xero"); err != nil || has {
 				t.Errorf("a write-ahead record is left (%v, err %v)", has, err)
 			}
 			// A dead holder blocks others for at most its lease.
@@ -327,4 +509,17 @@ func TestKilledInstance(t *testing.T) {
 			t.Logf("next caller served %v after the kill", waited.Round(time.Millisecond))
 		})
 	}
+}
+
+// crashChecker looks at a crash test's lock from outside.
+func crashChecker(t *testing.T, lockKind, stateDir, storage, container string) broker.WriteAheadChecker {
+	t.Helper()
+	if lockKind == lockLocal {
+		l, err := local.NewLocker(stateDir, local.LockerOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	return crashLocker(t, storage, container)
 }

@@ -643,7 +643,15 @@ func (h *heldLock) RecordStatus(ctx context.Context, s broker.SharedStatus) erro
 	if s.Instance == "" {
 		s.Instance = h.l.instance
 	}
-	_, err := h.blob.SetMetadata(ctx, encodeStatus(s), &blob.SetMetadataOptions{
+	md := encodeStatus(s)
+	h.mu.Lock()
+	for k, v := range h.meta {
+		if isMarkKey(k) { // a redemption mark stays until settled (writeahead.go)
+			md[k] = v
+		}
+	}
+	h.mu.Unlock()
+	_, err := h.blob.SetMetadata(ctx, md, &blob.SetMetadataOptions{
 		AccessConditions: &blob.AccessConditions{LeaseAccessConditions: &blob.LeaseAccessConditions{LeaseID: h.lease.LeaseID()}},
 	})
 	if err != nil {
@@ -652,7 +660,7 @@ func (h *heldLock) RecordStatus(ctx context.Context, s broker.SharedStatus) erro
 		return e
 	}
 	h.mu.Lock()
-	h.meta, h.metaKnown = encodeStatus(s), true
+	h.meta, h.metaKnown = md, true
 	h.mu.Unlock()
 	return nil
 }

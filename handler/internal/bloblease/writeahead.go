@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/streaming"
@@ -74,17 +75,22 @@ func (h *heldLock) ReadWriteAhead(ctx context.Context) ([]byte, error) {
 	return data, nil
 }
 
-// WriteAhead replaces the lock blob's content with rec, under the lease.
+// WriteAhead replaces the lock blob's content with rec, under the lease:
+// one Put Blob, the only request between a provider's answer and the
+// rotated refresh token being durable. The metadata it carries leaves out
+// the redemption mark: the record settles the redemption the mark was
+// for, in the same request.
 func (h *heldLock) WriteAhead(ctx context.Context, rec []byte) error {
-	return h.put(ctx, "write write-ahead record", rec)
+	return h.put(ctx, "write write-ahead record", rec, true)
 }
 
-// ClearWriteAhead empties the lock blob, under the lease.
+// ClearWriteAhead empties the lock blob, under the lease. A redemption
+// mark stays.
 func (h *heldLock) ClearWriteAhead(ctx context.Context) error {
-	return h.put(ctx, "clear write-ahead record", nil)
+	return h.put(ctx, "clear write-ahead record", nil, false)
 }
 
-func (h *heldLock) put(ctx context.Context, op string, content []byte) error {
+func (h *heldLock) put(ctx context.Context, op string, content []byte, settle bool) error {
 	if h.isReleased() {
 		return &Error{Op: op, Name: h.name, Container: h.l.containerName, NotHeld: true, Err: errReleased}
 	}
@@ -97,6 +103,9 @@ func (h *heldLock) put(ctx context.Context, op string, content []byte) error {
 			return h.opError(op, err)
 		}
 		meta = props.Metadata
+	}
+	if settle {
+		meta = withoutMark(meta)
 	}
 	_, err := h.block.Upload(ctx, streaming.NopCloser(bytes.NewReader(content)), &blockblob.UploadOptions{
 		Metadata:         meta,
@@ -128,4 +137,141 @@ func (l *Locker) HasWriteAhead(ctx context.Context, name string) (bool, error) {
 		return false, newError("check write-ahead record", name, l.containerName, err)
 	}
 	return props.ContentLength != nil && *props.ContentLength > 0, nil
+}
+
+// A held lock is a broker.RedemptionMarker: the mark is three metadata
+// values of the lock blob beside the recorded status, written under the
+// lease with Set Blob Metadata (which replaces the metadata as a whole, so
+// every write carries the rest along). The mark holds a hash prefix of
+// the refresh token, never the token.
+var _ broker.RedemptionMarker = (*heldLock)(nil)
+
+// Metadata names of the redemption mark (lower case: see status.go).
+const (
+	metaRedeeming   = "redeeming"
+	metaRedeemingBy = "redeemingby"
+	metaRedeemingAt = "redeemingat"
+)
+
+func isMarkKey(k string) bool {
+	return strings.EqualFold(k, metaRedeeming) || strings.EqualFold(k, metaRedeemingBy) || strings.EqualFold(k, metaRedeemingAt)
+}
+
+// withoutMark returns md without the redemption mark (md itself when it
+// has none).
+func withoutMark(md map[string]*string) map[string]*string {
+	has := false
+	for k := range md {
+		has = has || isMarkKey(k)
+	}
+	if !has {
+		return md
+	}
+	out := make(map[string]*string, len(md))
+	for k, v := range md {
+		if !isMarkKey(k) {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// markOf returns the mark in md; ok is false when md has none.
+func markOf(md map[string]*string) (broker.Redemption, bool) {
+	var r broker.Redemption
+	for k, v := range md {
+		if v == nil {
+			continue
+		}
+		switch {
+		case strings.EqualFold(k, metaRedeeming):
+			r.Token = *v
+		case strings.EqualFold(k, metaRedeemingBy):
+			r.Instance = *v
+		case strings.EqualFold(k, metaRedeemingAt):
+			r.At = parseTime(*v)
+		}
+	}
+	return r, r.Token != ""
+}
+
+// metadata returns the blob's metadata as last read or written under this
+// lease, reading it (one HEAD under the lease) when it is not known yet.
+func (h *heldLock) metadata(ctx context.Context, op string) (map[string]*string, error) {
+	h.mu.Lock()
+	meta, known := h.meta, h.metaKnown
+	h.mu.Unlock()
+	if known {
+		return meta, nil
+	}
+	props, err := h.blob.GetProperties(ctx, &blob.GetPropertiesOptions{AccessConditions: h.leaseConditions()})
+	if err != nil {
+		return nil, h.opError(op, err)
+	}
+	h.mu.Lock()
+	h.meta, h.metaKnown = props.Metadata, true
+	h.mu.Unlock()
+	return props.Metadata, nil
+}
+
+// setMetadata replaces the blob's metadata with md, under the lease.
+func (h *heldLock) setMetadata(ctx context.Context, op string, md map[string]*string) error {
+	if h.isReleased() {
+		return &Error{Op: op, Name: h.name, Container: h.l.containerName, NotHeld: true, Err: errReleased}
+	}
+	if _, err := h.blob.SetMetadata(ctx, md, &blob.SetMetadataOptions{AccessConditions: h.leaseConditions()}); err != nil {
+		return h.opError(op, err)
+	}
+	h.mu.Lock()
+	h.meta, h.metaKnown = md, true
+	h.mu.Unlock()
+	return nil
+}
+
+// PendingRedemption returns the mark in the lock blob's metadata. The
+// metadata was read with the write-ahead record under this lease, so this
+// costs no request in the broker's order of calls.
+func (h *heldLock) PendingRedemption(ctx context.Context) (broker.Redemption, bool, error) {
+	if h.isReleased() {
+		return broker.Redemption{}, false, &Error{Op: "read redemption mark", Name: h.name, Container: h.l.containerName, NotHeld: true, Err: errReleased}
+	}
+	md, err := h.metadata(ctx, "read redemption mark")
+	if err != nil {
+		return broker.Redemption{}, false, err
+	}
+	r, ok := markOf(md)
+	return r, ok, nil
+}
+
+// MarkRedemption writes r into the lock blob's metadata, under the lease:
+// one Set Blob Metadata request, durable when it returns.
+func (h *heldLock) MarkRedemption(ctx context.Context, r broker.Redemption) error {
+	md, err := h.metadata(ctx, "write redemption mark")
+	if err != nil {
+		return err
+	}
+	out := make(map[string]*string, len(md)+3)
+	for k, v := range withoutMark(md) {
+		out[k] = v
+	}
+	put := func(k, v string) { out[k] = &v }
+	put(metaRedeeming, sanitize(r.Token, 64))
+	if inst := sanitize(r.Instance, maxInstance); inst != "" {
+		put(metaRedeemingBy, inst)
+	}
+	put(metaRedeemingAt, formatTime(r.At))
+	return h.setMetadata(ctx, "write redemption mark", out)
+}
+
+// ClearRedemption removes the mark from the lock blob's metadata; no
+// request when there is none (the write-ahead record's write removed it).
+func (h *heldLock) ClearRedemption(ctx context.Context) error {
+	md, err := h.metadata(ctx, "clear redemption mark")
+	if err != nil {
+		return err
+	}
+	if _, ok := markOf(md); !ok {
+		return nil
+	}
+	return h.setMetadata(ctx, "clear redemption mark", withoutMark(md))
 }

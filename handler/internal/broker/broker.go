@@ -146,6 +146,10 @@ type connState struct {
 	// threshold is logged once, not on every sweep.
 	secretWarned int
 	refreshes    int
+
+	// gate ties redemptions to the invocations waiting for them
+	// (redemption.go).
+	gate invocationGate
 }
 
 type cachedToken struct {
@@ -311,18 +315,16 @@ func (b *Broker) ForceRefresh(ctx context.Context, name string) (ConnectionStatu
 // refreshNow runs a flight that refreshes st unless some instance has
 // refreshed it at or after since.
 func (b *Broker) refreshNow(ctx context.Context, st *connState, since time.Time) (AccessToken, error) {
-	ch := b.flight(st.conn.Name+"\x00force", st, want{refreshedSince: since})
-	select {
-	case r := <-ch:
-		if r.Err != nil {
-			return AccessToken{}, asError(st.conn.Name, r.Err)
-		}
-		return r.Val.(*cachedToken).token, nil
-	case <-ctx.Done():
+	r, ok := b.join(ctx, st, st.conn.Name+"\x00force", want{refreshedSince: since})
+	if !ok {
 		return AccessToken{}, &Error{Code: CodeUnavailable, Connection: st.conn.Name, RetryAfter: 5 * time.Second,
 			Message:     "gave up waiting for the refresh: " + ctx.Err().Error(),
 			Remediation: "The refresh goes on; check the connection's status in a minute."}
 	}
+	if r.Err != nil {
+		return AccessToken{}, asError(st.conn.Name, r.Err)
+	}
+	return r.Val.(*cachedToken).token, nil
 }
 
 // want is what a request needs of a token.
@@ -369,16 +371,13 @@ func (b *Broker) token(ctx context.Context, st *connState, w want) (AccessToken,
 	// longer validity than the flight's starter may need one more flight.
 	for range 2 {
 		start := b.now()
-		ch := b.flight(name, st, w)
-		var r singleflight.Result
-		select {
-		case r = <-ch:
-		case <-ctx.Done():
+		r, ok := b.join(ctx, st, name, w)
+		if !ok {
 			return AccessToken{}, &Error{
 				Code:        CodeUnavailable,
 				Connection:  name,
 				Message:     "gave up waiting for the token refresh: " + ctx.Err().Error(),
-				Remediation: "Retry; the refresh goes on without this caller and the next call is likely served from cache.",
+				Remediation: "Retry; a refresh already under way finishes without this caller, and the next call is likely served from cache.",
 				RetryAfter:  5 * time.Second,
 			}
 		}
@@ -574,7 +573,16 @@ func (b *Broker) obtain(st *connState, w want) (v any, err error) {
 		}
 	}
 
-	// Step 6.
+	// Step 6, inside an invocation and under a redemption mark
+	// (redemption.go).
+	if c.Grant == GrantRefreshToken && lock != nil {
+		if !st.gate.begin() {
+			return nil, errNoCaller(c.Name)
+		}
+		defer st.gate.durable()
+	}
+	guard := b.beginRedemption(ctx, st, lock, cur)
+	defer func() { guard.settle(ctx, b, c.Name, err) }()
 	tok, err := b.redeem(ctx, st, lock, cred) // checks the lock is held now
 	if err != nil {
 		tok, cur, err = b.retryAfterRace(ctx, st, lock, cur, err)
@@ -594,6 +602,7 @@ func (b *Broker) obtain(st *connState, w want) (v any, err error) {
 			_, _ = b.keepRefreshToken(ctx, st, lock, cur, pe.IssuedRefreshToken, b.now())
 		}
 		failure := b.providerFailure(ctx, st, cred, err)
+		failure = b.explainInterrupted(st, guard, err, failure)
 		b.recordShared(ctx, st, lock, err)
 		return nil, failure
 	}

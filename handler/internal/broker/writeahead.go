@@ -391,7 +391,9 @@ func (b *Broker) clearRecord(ctx context.Context, c *Connection, wal WriteAheadL
 }
 
 // keepRefreshToken makes rt, just issued in exchange for the token cur
-// names, durable: the write-ahead record first, then the store. pending
+// names, durable: the write-ahead record first, then the store. The
+// record is the first thing done with the answer: the window in which a
+// kill loses the chain ends when it returns (redemption.go). pending
 // reports that only the record has it. An error means neither accepted
 // it: the refresh token is lost with this process, and the error is what
 // the caller is answered.
@@ -412,6 +414,10 @@ func (b *Broker) keepRefreshToken(ctx context.Context, st *connState, lock Lock,
 			}
 			inRecord = err == nil
 		}
+	}
+	if inRecord {
+		// Durable: an invocation that waited for this may end now.
+		st.gate.durable()
 	}
 	serr := b.retryStore(ctx, lock, func(ctx context.Context) error {
 		return b.store.Set(ctx, c.Secrets.RefreshToken, StoredSecret{Value: rt, UpdatedOn: issued})
@@ -462,6 +468,10 @@ func (b *Broker) reconcileWriteAhead(ctx context.Context) {
 }
 
 func (b *Broker) reconcileOne(ctx context.Context, st *connState) {
+	if !b.running.enter() {
+		return // closing: the next sweep, on any instance, does it
+	}
+	defer b.running.leave()
 	c := &st.conn
 	lockCtx, cancel := context.WithTimeout(ctx, b.lockWait)
 	lock, err := b.locker.Lock(lockCtx, c.Name)

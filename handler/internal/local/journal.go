@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
 )
@@ -181,4 +184,115 @@ func (l *Locker) HasWriteAhead(ctx context.Context, name string) (bool, error) {
 		return false, &JournalError{Op: "check", Path: l.journalPath(name), Err: err}
 	}
 	return fi.Size() > 0, nil
+}
+
+// A held fileLock is a broker.RedemptionMarker: the mark is a small JSON
+// file beside the lock file, <dir>/locks/<name>.mark, written (and
+// fsync'd) before each redemption and emptied once it is settled. It is a
+// file of its own rather than the lock file's content: on Windows the lock
+// is a byte-range lock that would refuse writes through another handle.
+// The mark holds a hash prefix of the refresh token, never the token.
+var _ broker.RedemptionMarker = (*fileLock)(nil)
+
+// markFile is the JSON of a mark file.
+type markFile struct {
+	Token    string    `json:"token"`
+	Instance string    `json:"instance,omitempty"`
+	At       time.Time `json:"at"`
+}
+
+func (l *fileLock) markPath() string {
+	return strings.TrimSuffix(l.journalPath, ".journal") + ".mark"
+}
+
+// MarkRedemption writes r to the mark file and fsyncs it. It also creates
+// the journal when it does not exist yet (and fsyncs the directory then),
+// so that the write-ahead record after the provider's answer is one
+// append and one fsync, never a file creation.
+func (l *fileLock) MarkRedemption(ctx context.Context, r broker.Redemption) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := ensureFile(l.journalPath); err != nil {
+		return &JournalError{Op: "create", Path: l.journalPath, Err: err}
+	}
+	data, err := json.Marshal(markFile(r))
+	if err != nil {
+		return err
+	}
+	p := l.markPath()
+	if err := ensureFile(p); err != nil {
+		return &JournalError{Op: "mark", Path: p, Err: err}
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY, 0) // #nosec G304 -- the path is built from a validated name.
+	if err != nil {
+		return &JournalError{Op: "mark", Path: p, Err: err}
+	}
+	err = f.Truncate(0)
+	if err == nil {
+		_, err = f.WriteAt(append(data, '\n'), 0)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return &JournalError{Op: "mark", Path: p, Err: err}
+	}
+	return nil
+}
+
+// PendingRedemption reads the mark file. A file that does not parse (a
+// kill between its truncation and its write) is no mark.
+func (l *fileLock) PendingRedemption(ctx context.Context) (broker.Redemption, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return broker.Redemption{}, false, err
+	}
+	data, err := os.ReadFile(l.markPath())
+	if errors.Is(err, fs.ErrNotExist) {
+		return broker.Redemption{}, false, nil
+	}
+	if err != nil {
+		return broker.Redemption{}, false, &JournalError{Op: "read mark", Path: l.markPath(), Err: err}
+	}
+	var m markFile
+	if len(bytes.TrimSpace(data)) == 0 || json.Unmarshal(data, &m) != nil || m.Token == "" {
+		return broker.Redemption{}, false, nil
+	}
+	return broker.Redemption(m), true, nil
+}
+
+// ClearRedemption empties the mark file, without an fsync: a mark that
+// survives a machine crash names a spent token, which the broker ignores.
+func (l *fileLock) ClearRedemption(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	err := os.Truncate(l.markPath(), 0)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return &JournalError{Op: "clear mark", Path: l.markPath(), Err: err}
+	}
+	return nil
+}
+
+// ensureFile creates p (0600) when it does not exist, and then fsyncs its
+// directory so that the file's name is durable too.
+func ensureFile(p string) error {
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600) // #nosec G304 -- the path is built from a validated name.
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	err = f.Chmod(0o600) // the umask may have narrowed 0600
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(p))
 }

@@ -136,6 +136,14 @@ const (
 	// and answers the token with "expires_in": -1: a response the client
 	// cannot use, yet carrying the only live refresh token.
 	FaultBadExpiresIn
+	// FaultCommitThenHold processes the request (a refresh token is
+	// rotated: the old one is spent), closes Fault.Committed, and then
+	// holds the answer until Fault.Release is closed (it is then sent) or
+	// the client goes away (nothing is sent). It is the instant a real
+	// provider passes through between committing a rotation and its
+	// answer reaching the client: a client killed there has lost the new
+	// refresh token, whatever it does after receiving answers.
+	FaultCommitThenHold
 )
 
 var faultNames = map[FaultKind]string{
@@ -150,6 +158,7 @@ var faultNames = map[FaultKind]string{
 	FaultErrorIn200:       "error_in_200",
 	FaultNoAccessToken:    "no_access_token",
 	FaultBadExpiresIn:     "bad_expires_in",
+	FaultCommitThenHold:   "commit_then_hold",
 }
 
 // String returns the fault's name.
@@ -168,6 +177,12 @@ type Fault struct {
 	RetryAfter time.Duration
 	// Delay is how long FaultSlow waits before answering.
 	Delay time.Duration
+	// Committed, for FaultCommitThenHold, is closed once the rotation is
+	// committed; nil means nobody is told.
+	Committed chan struct{}
+	// Release, for FaultCommitThenHold, lets the held answer go; nil
+	// holds it until the client goes away.
+	Release <-chan struct{}
 }
 
 // Request is what the token endpoint received, as Requests records it.
@@ -409,6 +424,16 @@ func (p *Provider) serveToken(w http.ResponseWriter, r *http.Request) {
 		resp = oauthError(http.StatusOK, "invalid_grant", "injected fault")
 	case FaultNoAccessToken:
 		resp = jsonResponse(http.StatusOK, map[string]any{"token_type": "Bearer", "expires_in": 3600})
+	case FaultCommitThenHold:
+		resp = p.process(r, form, formErr)
+		if fault.Committed != nil {
+			close(fault.Committed)
+		}
+		select {
+		case <-fault.Release:
+		case <-r.Context().Done():
+			return
+		}
 	case FaultBadExpiresIn:
 		resp = p.process(r, form, formErr)
 		var body map[string]any
