@@ -74,7 +74,22 @@ func prepareDir(dir, sub string) (string, error) {
 	} else if err != nil {
 		return "", fmt.Errorf("local: state directory: %w", err)
 	}
+	// Before anything is read or written: a directory another user can
+	// write into or replace may hold their tokens (safedir_unix.go).
+	if err := checkParents(dir); err != nil {
+		return "", err
+	}
+	if err := checkOwnDir(dir); err != nil {
+		return "", err
+	}
 	p := filepath.Join(dir, sub)
+	if _, err := os.Stat(p); err == nil {
+		// An existing one is checked before it is chmod-ed: what another
+		// user put there meanwhile stays there.
+		if err := checkOwnDir(p); err != nil {
+			return "", err
+		}
+	}
 	if err := os.MkdirAll(p, 0o700); err != nil {
 		return "", fmt.Errorf("local: creating %s directory: %w", sub, err)
 	}

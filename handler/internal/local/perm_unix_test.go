@@ -20,10 +20,12 @@ import (
 func TestPermissions(t *testing.T) {
 	for _, umask := range []int{0o000, 0o022, 0o077, 0o277} {
 		t.Run(fmt.Sprintf("umask %04o", umask), func(t *testing.T) {
+			// The parent first, under the usual umask: one made under
+			// umask 0 is world-writable, which NewStore refuses.
+			dir := filepath.Join(t.TempDir(), "state")
 			old := syscall.Umask(umask)
 			defer syscall.Umask(old)
 
-			dir := filepath.Join(t.TempDir(), "state")
 			s, err := local.NewStore(dir)
 			if err != nil {
 				t.Fatal(err)
