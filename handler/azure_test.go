@@ -99,7 +99,7 @@ func TestThreeInstancesOnKeyVaultAndBlobLeases(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(b.Close)
+		t.Cleanup(func() { _ = b.Close(context.Background()) })
 		brokers[i] = b
 	}
 
@@ -254,7 +254,7 @@ func TestStorageDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(b.Close)
+	t.Cleanup(func() { _ = b.Close(context.Background()) })
 	if err := az.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -309,7 +309,7 @@ func TestProviderSlowerThanTheLease(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(b.Close)
+		t.Cleanup(func() { _ = b.Close(context.Background()) })
 		return b
 	}
 	holder, waiter := newBroker(), newBroker()

@@ -101,7 +101,7 @@ func (w *benchWorld) broker(b *testing.B, conns []broker.Connection, instance st
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(br.Close)
+	b.Cleanup(func() { _ = br.Close(context.Background()) })
 	return br
 }
 

@@ -198,7 +198,7 @@ func newLeakWorld(t *testing.T, script providerScript, vault *kvtest.Vault) *lea
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(w.b.Close)
+	t.Cleanup(func() { _ = w.b.Close(context.Background()) })
 	w.srv = httptest.NewServer(functions.NewServer(w.b, functions.Options{Logger: log, APIKey: broker.Secret(w.apiKey), SweepHorizon: 10 * time.Minute}))
 	t.Cleanup(w.srv.Close)
 	return w
@@ -331,7 +331,7 @@ func (w *leakWorld) scrubLocked(s string) string {
 // in the logs and the corpus.
 func (w *leakWorld) checkNoLeaks() string {
 	w.t.Helper()
-	w.b.Close()
+	_ = w.b.Close(context.Background())
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	logs := w.logs.String()
@@ -512,7 +512,7 @@ func TestNoSecretLeaks(t *testing.T) {
 			if !tt.keyVault {
 				// Closed first, as the status command runs beside a
 				// stopped handler on a workstation.
-				w.b.Close()
+				_ = w.b.Close(context.Background())
 				out := w.statusOutput()
 				if !strings.Contains(out, `"name": "`+leakConn+`"`) {
 					t.Errorf("handler status -json does not describe the connection:\n%s", out)

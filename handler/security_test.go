@@ -197,7 +197,7 @@ func TestProviderTimeoutBoundsTheCall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(b.Close)
+	t.Cleanup(func() { _ = b.Close(context.Background()) })
 	srv := httptest.NewServer(functions.NewServer(b, functions.Options{}))
 	t.Cleanup(srv.Close)
 

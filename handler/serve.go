@@ -44,7 +44,16 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		fmt.Fprintf(stderr, "handler: %v\n", err)
 		return 2
 	}
-	defer b.Close()
+	defer func() {
+		// A handler stopped politely (standalone) lets the refreshes under
+		// way finish; the Functions host kills with SIGKILL, and then
+		// nothing depends on this (broker.Close).
+		ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+		defer cancel()
+		if err := b.Close(ctx); err != nil {
+			log.Warn("refreshes still under way at exit", "event", "handler.stop", "error", err.Error())
+		}
+	}()
 
 	var apiKey broker.Secret
 	if settings.Mode() == config.ModeStandalone && settings.APIKeySecret != "" {
@@ -139,6 +148,11 @@ func httpServer(h http.Handler, log *slog.Logger) *http.Server {
 // apiKeyReadTimeout bounds reading the API key at start-up: a store that
 // does not answer fails the start rather than hanging it.
 const apiKeyReadTimeout = 30 * time.Second
+
+// closeTimeout bounds how long a handler stopped politely waits for the
+// refreshes under way (each bounded by the broker's RefreshTimeout, two
+// minutes by default) before it exits anyway, saying how many were left.
+const closeTimeout = 30 * time.Second
 
 // readAPIKey reads the key standalone mode requires of callers from the
 // secret API_KEY_SECRET names. The key is read once: rotating it means

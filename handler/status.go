@@ -48,7 +48,11 @@ func statusCommand(ctx context.Context, args []string, getenv func(string) strin
 		fmt.Fprintf(stderr, "handler status: %v\n", err)
 		return 2
 	}
-	defer b.Close()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+		defer cancel()
+		_ = b.Close(ctx) // status starts no refresh; nothing to wait for
+	}()
 
 	var sts []broker.ConnectionStatus
 	if fs.NArg() == 1 {

@@ -120,10 +120,9 @@ type Broker struct {
 	forceInterval   time.Duration
 
 	// base is cancelled by Close after every flight has finished.
-	base     context.Context
-	stop     context.CancelFunc
-	closing  atomic.Bool
-	inflight sync.WaitGroup
+	base    context.Context
+	stop    context.CancelFunc
+	running running // what Close waits for (close.go)
 }
 
 // connState is the per-instance state of one connection. The connection
@@ -226,16 +225,6 @@ func New(o Options) (*Broker, error) {
 	}
 	b.base, b.stop = context.WithCancel(context.Background())
 	return b, nil
-}
-
-// Close refuses new refreshes and lets the ones under way finish. Nothing
-// depends on it: the Functions host ends workers with SIGKILL, and a
-// refresh keeps no token in memory only (writeahead.go). Tokens handed out
-// stay valid.
-func (b *Broker) Close() {
-	b.closing.Store(true)
-	b.inflight.Wait()
-	b.stop()
 }
 
 // Store returns the secret store the broker reads and writes: the consent
@@ -450,12 +439,10 @@ func (ct *cachedToken) issuedBefore(t time.Time) bool {
 // under way. Once Close has begun, no new flight starts.
 func (b *Broker) flight(key string, st *connState, w want) <-chan singleflight.Result {
 	return b.flights.DoChan(key, func() (any, error) {
-		if b.closing.Load() {
-			return nil, &Error{Code: CodeUnavailable, Connection: st.conn.Name, Message: "the handler is shutting down",
-				Remediation: "Retry; another instance, or this one after its restart, will answer.", RetryAfter: 5 * time.Second}
+		if !b.running.enter() {
+			return nil, errClosing(st.conn.Name)
 		}
-		b.inflight.Add(1)
-		defer b.inflight.Done()
+		defer b.running.leave()
 		return b.obtain(st, w)
 	})
 }

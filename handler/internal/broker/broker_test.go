@@ -180,7 +180,7 @@ func (e *env) broker(conns []broker.Connection, opts ...brokerOption) *broker.Br
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.t.Cleanup(b.Close)
+	e.t.Cleanup(func() { _ = b.Close(context.Background()) })
 	return b
 }
 
@@ -652,7 +652,9 @@ func TestCloseWaitsForTheRefreshUnderWay(t *testing.T) {
 		done <- err
 	}()
 	waitFor(t, "the provider saw the request", func() bool { return e.provider.Stats().TokenRequests == 1 })
-	b.Close()
+	if err := b.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	if err := <-done; err != nil {
 		t.Fatalf("the refresh under way failed on Close: %v", err)
 	}

@@ -7,11 +7,14 @@ package broker_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/oauth"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/testprovider"
 )
 
@@ -93,10 +96,24 @@ func (g *gatedGrant) Token(ctx context.Context, c *broker.Connection, cred broke
 	return tok, err
 }
 
-// gatedStore wraps a store and calls beforeGet before each read.
+// gatedStore wraps a store and calls beforeGet before each read, and
+// beforeSet before each write, afterSet after it.
 type gatedStore struct {
 	broker.SecretStore
 	beforeGet func(name string)
+	beforeSet func(name string)
+	afterSet  func(name string)
+}
+
+func (s *gatedStore) Set(ctx context.Context, name string, v broker.StoredSecret) error {
+	if s.beforeSet != nil {
+		s.beforeSet(name)
+	}
+	err := s.SecretStore.Set(ctx, name, v)
+	if s.afterSet != nil {
+		s.afterSet(name)
+	}
+	return err
 }
 
 func (s *gatedStore) Get(ctx context.Context, name string) (broker.StoredSecret, error) {
@@ -213,5 +230,97 @@ func TestFailureIsRecordedBeforeTheLockGoes(t *testing.T) {
 	st, _ := b.ConnectionStatus(ctx, "xero")
 	if st.State != broker.StateHealthy || st.LastError != nil {
 		t.Fatalf("status after a failure then a success: %s, last error %+v; want healthy: the failure was recorded after the lock went", st.State, st.LastError)
+	}
+}
+
+// TestCloseWaitsForEveryRefreshItLetStart (issue 15, defect 3): Close does
+// not return while a refresh it let start still writes to the store, be it
+// a flight or the sweep moving a write-ahead record into the store, and a
+// Close whose context ends first says how many are still under way.
+func TestCloseWaitsForEveryRefreshItLetStart(t *testing.T) {
+	tests := []struct {
+		name string
+		// start sets the world up and starts the refresh whose write to
+		// secret(c) the gate holds.
+		secret func(c broker.Connection) string
+		start  func(t *testing.T, c broker.Connection, b *broker.Broker) (done <-chan struct{})
+	}{
+		{"a flight writing the access token",
+			func(c broker.Connection) string { return c.Secrets.AccessToken },
+			func(t *testing.T, c broker.Connection, b *broker.Broker) <-chan struct{} {
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					if _, err := b.Token(context.Background(), c.Name, 0); err != nil {
+						t.Errorf("the flight Close waited for: %v", err)
+					}
+				}()
+				return done
+			}},
+		{"the sweep moving a write-ahead record into the store",
+			func(c broker.Connection) string { return c.Secrets.RefreshToken },
+			func(t *testing.T, c broker.Connection, b *broker.Broker) <-chan struct{} {
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					b.Sweep(context.Background(), 0)
+				}()
+				return done
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, testprovider.Config{Rotate: true})
+			c := e.conn("xero", broker.GrantRefreshToken)
+			c.KeepWarm = false
+			e.seed(c)
+			// A write-ahead record for the sweep to move: the store
+			// refused the rotated refresh token once.
+			recover := e.failRefreshTokenWrites(c)
+			if _, err := e.broker([]broker.Connection{c}).Token(context.Background(), c.Name, 0); err != nil {
+				t.Fatal(err)
+			}
+			recover()
+			e.clock.Advance(2 * time.Hour)
+
+			entered, open := make(chan struct{}), make(chan struct{})
+			var written atomic.Bool
+			var once sync.Once
+			store := &gatedStore{SecretStore: e.store,
+				beforeSet: func(name string) {
+					if name == tt.secret(c) {
+						once.Do(func() { close(entered); <-open })
+					}
+				},
+				afterSet: func(name string) {
+					if name == tt.secret(c) {
+						written.Store(true)
+					}
+				}}
+			b, err := broker.New(broker.Options{Store: store, Locker: e.locker, Connections: []broker.Connection{c},
+				Grant: oauth.New(oauth.Options{Now: e.clock.Now}), Now: e.clock.Now, WriteAheadKey: testKey, StoreRetryDelay: time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := tt.start(t, c, b)
+			<-entered
+
+			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+			defer cancel()
+			var ce *broker.CloseError
+			if err := b.Close(ctx); !errors.As(err, &ce) || ce.Running != 1 || !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("Close with a refresh held at the gate = %v; want a *CloseError with 1 running", err)
+			}
+			closed := make(chan error, 1)
+			go func() { closed <- b.Close(context.Background()) }()
+			close(open)
+			if err := <-closed; err != nil {
+				t.Fatal(err)
+			}
+			if !written.Load() {
+				t.Fatal("Close returned before the store write it let start had finished")
+			}
+			<-done
+		})
 	}
 }

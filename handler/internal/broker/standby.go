@@ -219,6 +219,10 @@ func (b *Broker) keepStandbyAlive(ctx context.Context, st *connState, listed map
 	if info.UpdatedOn.IsZero() || b.now().Sub(info.UpdatedOn) < c.IdleExpiry/2 {
 		return false, nil
 	}
+	if !b.running.enter() {
+		return false, errClosing(c.Name)
+	}
+	defer b.running.leave()
 	lockCtx, cancel := context.WithTimeout(ctx, b.lockWait)
 	lock, err := b.locker.Lock(lockCtx, c.Name)
 	cancel()

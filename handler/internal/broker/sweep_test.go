@@ -128,7 +128,7 @@ func TestSweepEndsInsideItsDeadlineAndTheNextResumes(t *testing.T) {
 			byExpiry = append([]string{conns[i].Name}, byExpiry...)
 		}
 		b, store := sweepWorld(t, g, conns, 45*time.Second)
-		defer b.Close()
+		defer b.Close(context.Background())
 		expiry := map[string]time.Time{}
 		for i, c := range conns {
 			// c27 expires first, c00 last; all within the horizon.
@@ -209,7 +209,7 @@ func TestSweepWithoutDeadlineDefersNothing(t *testing.T) {
 			conns = append(conns, sweepConn(fmt.Sprintf("c%d", i)))
 		}
 		b, _ := sweepWorld(t, g, conns, 10*time.Minute)
-		defer b.Close()
+		defer b.Close(context.Background())
 		for _, r := range b.Sweep(context.Background(), 10*time.Minute) {
 			if r.Action != broker.SweepRefreshed {
 				t.Errorf("%s: %s (%v), want refreshed", r.Connection, r.Action, r.Err)

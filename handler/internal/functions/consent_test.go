@@ -105,7 +105,7 @@ func newConsentWorld(t *testing.T) *consentWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(w.broker.Close)
+	t.Cleanup(func() { _ = w.broker.Close(context.Background()) })
 	w.routes = &consentRoutes{
 		b: storeBroker{w.broker, w.store}, log: log, now: w.now,
 		authorizationURL: func(broker.Connection) (string, error) { return w.psrv.URL + "/authorize", nil },

@@ -248,7 +248,7 @@ func TestLongSweepAnswersInsideItsDeadline(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer b.Close()
+		defer b.Close(context.Background())
 		h := functions.NewServer(b, functions.Options{SweepTimeout: sweepTimeout, SweepHorizon: 10 * time.Minute})
 
 		tick := func() []string {

@@ -82,7 +82,7 @@ func newWorldWith(t *testing.T, opts functions.Options) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(b.Close)
+	t.Cleanup(func() { _ = b.Close(context.Background()) })
 	opts.Logger, opts.MaxBodyBytes = log, 1024
 	w.srv = httptest.NewServer(functions.NewServer(b, opts))
 	t.Cleanup(w.srv.Close)
