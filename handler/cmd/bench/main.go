@@ -38,10 +38,19 @@ import (
 )
 
 func main() {
+	if file := os.Getenv(bareEnv); file != "" { // hitpath.go re-executes this program as the bare server
+		if err := serveBare(file); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: bare server:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	bin := flag.String("handler", "bin/handler", "the handler binary to measure")
 	duration := flag.Duration("duration", 10*time.Second, "how long hey loads the token endpoint")
 	concurrency := flag.Int("c", 16, "concurrent connections of the load tool")
 	tool := flag.String("load", "auto", `load tool: "wrk" (apt install wrk), "hey" (built in), or "auto": wrk when on PATH`)
+	hitRounds := flag.Int("hit-rounds", 5, "rounds of the hit-path comparison (handler ÷ bare net/http); 0 skips it")
+	hitDuration := flag.Duration("hit-duration", 5*time.Second, "how long each side of a hit-path round is loaded")
 	flag.Parse()
 	if *tool == "auto" {
 		*tool = "hey"
@@ -49,13 +58,13 @@ func main() {
 			*tool = "wrk"
 		}
 	}
-	if err := run(*bin, *duration, *concurrency, *tool); err != nil {
+	if err := run(*bin, *duration, *concurrency, *tool, *hitRounds, *hitDuration); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(bin string, duration time.Duration, concurrency int, tool string) error {
+func run(bin string, duration time.Duration, concurrency int, tool string, hitRounds int, hitDuration time.Duration) error {
 	fi, err := os.Stat(bin)
 	if err != nil {
 		return fmt.Errorf("%w (run make build first)", err)
@@ -132,6 +141,14 @@ func run(bin string, duration time.Duration, concurrency int, tool string) error
 		}
 		fmt.Printf("== token endpoint, cached token, %s, keep-alive; %s:\n", command, label)
 		fmt.Printf("   %.0f requests/s, p99 %.2f ms, %d non-200 (targets: >= 20,000 requests/s, p99 < 5 ms)\n", report.rps, report.p99*1000, report.errors)
+	}
+
+	if hitRounds > 0 {
+		fmt.Printf("== hit path: token endpoint, cached token, handler ÷ a bare net/http server answering the same bytes; each pinned to CPU 0 with GOMAXPROCS=1 (taskset), the load tool on CPU 1 (%s), alternating, %d rounds of %v each:\n",
+			map[string]string{"wrk": fmt.Sprintf("wrk -t1 -c%d", concurrency), "hey": fmt.Sprintf("hey -c %d", concurrency)}[tool], hitRounds, hitDuration)
+		if err := hitPath(bin, one, hitRounds, hitDuration, concurrency, tool); err != nil {
+			return err
+		}
 	}
 
 	many, err := newState(provider, ps.URL+"/token", 1000)
