@@ -103,7 +103,7 @@ func TestStandbyPromotedWhenThePrimaryFamilyIsLost(t *testing.T) {
 				t.Fatalf("no ERROR standby.promoted line in\n%s", logs.String())
 			}
 			st, _ := b.ConnectionStatus(ctx, "xero")
-			if st.State != broker.StateStandbyUsed || st.Standby != broker.StandbyUsed || !strings.Contains(st.NextAction, "/api/consent/xero?grant=standby") {
+			if st.State != broker.StateStandbyUsed || st.Standby != broker.StandbyUsed || !strings.Contains(st.NextAction, `secret "xero-standby-refresh-token"`) {
 				t.Fatalf("status %+v, want standby_used with the consent link", st)
 			}
 			if strings.Contains(logs.String(), standby) || strings.Contains(logs.String(), live) {
@@ -255,7 +255,7 @@ func TestStandbyStatus(t *testing.T) {
 	b := e.broker([]broker.Connection{c, plain})
 	ctx := context.Background()
 	st, _ := b.ConnectionStatus(ctx, "xero")
-	if st.Standby != broker.StandbyMissing || !strings.Contains(st.NextAction, "handler connect -standby xero") {
+	if st.Standby != broker.StandbyMissing || !strings.Contains(st.NextAction, "handler secret set xero-standby-refresh-token") {
 		t.Fatalf("no standby stored: %+v", st)
 	}
 	e.seedStandby(c)
