@@ -156,6 +156,18 @@ type cachedToken struct {
 	// lifetime is how long the provider made the token valid; zero when
 	// unknown.
 	lifetime time.Duration
+	// inferred: lifetime is an estimate from when the store wrote the
+	// token, not what the provider issued (a token stored without its
+	// lifetime). A late write makes it too short, so it may shape margins
+	// but never refuse a request (refuses).
+	inferred bool
+}
+
+// refuses reports whether w asks more than any token of this one's
+// provider can give, judged by a lifetime the provider stated: an
+// inferred one refreshes instead.
+func (ct *cachedToken) refuses(w want) bool {
+	return !ct.inferred && w.impossible(ct.lifetime)
 }
 
 // failureRecord remembers a permanent provider failure and which
@@ -348,7 +360,7 @@ func (b *Broker) token(ctx context.Context, st *connState, w want) (AccessToken,
 	// refused even when the cached token happens to satisfy it, so the
 	// answer does not depend on timing.
 	if ct := st.cached.Load(); ct != nil {
-		if w.impossible(ct.lifetime) {
+		if ct.refuses(w) {
 			return AccessToken{}, lifetimeError(name, w.minValidity, ct.lifetime)
 		}
 		if ct.validFor(b.now(), st.need(w.of(ct.lifetime), ct.lifetime)) {
@@ -378,7 +390,7 @@ func (b *Broker) token(ctx context.Context, st *connState, w want) (AccessToken,
 		if ct.validFor(now, st.need(w.of(ct.lifetime), ct.lifetime)) {
 			return ct.token, nil
 		}
-		if w.impossible(ct.lifetime) || (ct.lifetime > 0 && !ct.issuedBefore(start)) {
+		if ct.refuses(w) || (ct.lifetime > 0 && !ct.inferred && !ct.issuedBefore(start)) {
 			// Freshly issued and still not enough: the margin plus the
 			// caller's minValidity exceed what the provider grants.
 			return AccessToken{}, lifetimeError(name, w.minValidity, ct.lifetime)
@@ -623,6 +635,11 @@ func (b *Broker) fromStore(ctx context.Context, st *connState, w want) (*cachedT
 		return nil, false, nil
 	}
 	ct := storedToken(s.Value, s.ExpiresOn, s.UpdatedOn)
+	if s.Lifetime > 0 {
+		// Recorded at issue (persist): the provider's figure, however
+		// late the store wrote it.
+		ct.lifetime, ct.inferred = s.Lifetime, false
+	}
 	st.remember(ct)
 	if since := w.refreshedSince; !since.IsZero() {
 		// Every refresh writes the access token, so its write time is
@@ -633,19 +650,22 @@ func (b *Broker) fromStore(ctx context.Context, st *connState, w want) (*cachedT
 		}
 		return ct, !s.UpdatedOn.IsZero() && !s.UpdatedOn.Before(since), nil
 	}
-	if ct.lifetime > 0 && w.impossible(ct.lifetime) {
+	if ct.refuses(w) {
 		return nil, false, lifetimeError(st.conn.Name, w.minValidity, ct.lifetime)
 	}
 	return ct, ct.validFor(b.now(), st.need(w.of(ct.lifetime), ct.lifetime)), nil
 }
 
-// storedToken is an access token as the store keeps it. Its lifetime is
-// known when the store recorded the write time: every refresh writes the
-// token as it is issued.
+// storedToken is an access token as the store keeps it, its lifetime
+// inferred from when the store wrote it. That is when it was issued only
+// if the write was prompt (Key Vault records its own write time, and a
+// write retried through an outage lands late), so the figure is marked
+// inferred; fromStore replaces it with the lifetime recorded at issue
+// when the store kept one.
 func storedToken(value Secret, expires, updated time.Time) *cachedToken {
 	ct := &cachedToken{token: AccessToken{Value: value, TokenType: "Bearer", Expiry: expires}}
 	if !updated.IsZero() && expires.After(updated) {
-		ct.lifetime = expires.Sub(updated)
+		ct.lifetime, ct.inferred = expires.Sub(updated), true
 	}
 	return ct
 }
@@ -773,7 +793,8 @@ func (b *Broker) persist(ctx context.Context, st *connState, lock Lock, cur curr
 	}
 	if !pending {
 		err := b.retryStore(ctx, lock, func(ctx context.Context) error {
-			return b.store.Set(ctx, c.Secrets.AccessToken, StoredSecret{Value: tok.AccessToken, ExpiresOn: tok.Expiry, UpdatedOn: issued})
+			return b.store.Set(ctx, c.Secrets.AccessToken, StoredSecret{Value: tok.AccessToken, ExpiresOn: tok.Expiry, UpdatedOn: issued,
+				IssuedOn: issued, Lifetime: ct.lifetime})
 		})
 		if err != nil {
 			// Not fatal: this instance serves from memory; another one will

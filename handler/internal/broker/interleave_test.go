@@ -324,3 +324,70 @@ func TestCloseWaitsForEveryRefreshItLetStart(t *testing.T) {
 		})
 	}
 }
+
+// writeClockStore records its own write time as UpdatedOn, as Key Vault
+// does, whatever the broker passed.
+type writeClockStore struct {
+	broker.SecretStore
+	now func() time.Time
+	// strip drops what the store would keep besides (the issue time and
+	// lifetime), as a token written by an older handler has none.
+	strip func(*broker.StoredSecret)
+}
+
+func (s *writeClockStore) Set(ctx context.Context, name string, v broker.StoredSecret) error {
+	v.UpdatedOn = s.now()
+	if s.strip != nil {
+		s.strip(&v)
+	}
+	return s.SecretStore.Set(ctx, name, v)
+}
+
+// TestLifetimeIsNeverInferredToRefuse (issue 15, defect 4): the store
+// wrote the access token 40 s after the provider issued it (a write
+// retried through an outage), so its write time says the token lives
+// 4m20s, not 5m. A new instance must not refuse a minValidity that a
+// fresh token satisfies on that figure: it judges by the lifetime stored
+// with the token, and where none was stored, it refreshes.
+func TestLifetimeIsNeverInferredToRefuse(t *testing.T) {
+	tests := []struct {
+		name        string
+		strip       func(*broker.StoredSecret)
+		minValidity time.Duration
+		wantCode    broker.ErrorCode
+		wantCalls   int
+	}{
+		{"lifetime stored: a request a fresh token meets is refreshed for", nil, 4*time.Minute + 25*time.Second, "", 2},
+		{"lifetime stored, served from the store", nil, 4*time.Minute + 10*time.Second, "", 1},
+		{"lifetime stored: a request beyond it is refused without a refresh", nil, 4*time.Minute + 40*time.Second, broker.CodeBadRequest, 1},
+		{"no lifetime stored: refresh, never refuse by the write time", func(v *broker.StoredSecret) { v.IssuedOn, v.Lifetime = time.Time{}, 0 },
+			4*time.Minute + 25*time.Second, "", 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, testprovider.Config{Rotate: true, AccessTokenLifetime: 5 * time.Minute})
+			c := e.conn("sage", broker.GrantRefreshToken)
+			c.RefreshBefore = time.Minute
+			e.seed(c)
+			var once sync.Once
+			late := &gatedStore{SecretStore: &writeClockStore{SecretStore: e.store, now: e.clock.Now, strip: tt.strip},
+				beforeSet: func(name string) {
+					if name == c.Secrets.AccessToken {
+						once.Do(func() { e.clock.Advance(40 * time.Second) }) // the write lands late
+					}
+				}}
+			ctx := context.Background()
+			if _, err := e.broker([]broker.Connection{c}, func(o *broker.Options) { o.Store = late }).Token(ctx, c.Name, 0); err != nil {
+				t.Fatal(err)
+			}
+			fresh := e.broker([]broker.Connection{c}, func(o *broker.Options) { o.Store = late })
+			_, err := fresh.Token(ctx, c.Name, tt.minValidity)
+			if code(err) != tt.wantCode {
+				t.Fatalf("minValidity %v: got %v, want code %q", tt.minValidity, err, tt.wantCode)
+			}
+			if n := e.provider.Stats().TokenRequests; n != tt.wantCalls {
+				t.Fatalf("%d token requests, want %d", n, tt.wantCalls)
+			}
+		})
+	}
+}

@@ -15,6 +15,14 @@ type StoredSecret struct {
 	ExpiresOn time.Time
 	// UpdatedOn is when this value was written. Zero when unknown.
 	UpdatedOn time.Time
+	// IssuedOn is when the provider issued an access token (its
+	// response's arrival): unlike UpdatedOn, a late write does not move
+	// it. Zero when unknown.
+	IssuedOn time.Time
+	// Lifetime is how long the provider made an access token valid, as
+	// issued. Zero when unknown; the broker then refreshes rather than
+	// refuse a request by a lifetime it would have to infer.
+	Lifetime time.Duration
 }
 
 // ErrSecretNotFound is wrapped by SecretStore.Get when the secret does not

@@ -11,7 +11,12 @@
 //     browsing the vault sees when an access token lapses;
 //   - the tag "managed-by" = "tokenrefresher", which says that the function
 //     app rewrites this secret and that editing it by hand is pointless
-//     (except for refresh tokens, which an operator may replace).
+//     (except for refresh tokens, which an operator may replace);
+//   - for an access token, the tags "issued-on" (RFC 3339 UTC) and
+//     "lifetime-seconds": when the provider issued it and for how long.
+//     Get reads them back as IssuedOn and Lifetime, because the updated
+//     attribute is Key Vault's write time, which a write retried through
+//     an outage moves; a tag that does not parse reads as unknown.
 //
 // No content type is set: the values are opaque tokens, and the tags already
 // say who wrote them. Because a new version replaces the previous version's
@@ -37,6 +42,7 @@ import (
 	"context"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -59,6 +65,12 @@ const (
 	TagManagedBy = "managed-by"
 	// ManagedBy is the value of TagManagedBy on every secret Set writes.
 	ManagedBy = "tokenrefresher"
+	// TagIssuedOn is the tag holding when the provider issued a token,
+	// in RFC 3339 UTC.
+	TagIssuedOn = "issued-on"
+	// TagLifetime is the tag holding how long the provider made a token
+	// valid, in whole seconds.
+	TagLifetime = "lifetime-seconds"
 )
 
 // Options configure a Store.
@@ -132,8 +144,29 @@ func (s *Store) Get(ctx context.Context, name string) (broker.StoredSecret, erro
 	if a.Updated != nil {
 		out.UpdatedOn = *a.Updated
 	}
+	out.IssuedOn, out.Lifetime = issueTags(resp.Tags)
 	return out, nil
 }
+
+// issueTags reads TagIssuedOn and TagLifetime; a missing or malformed one
+// is zero (unknown): an operator may have edited the tags.
+func issueTags(tags map[string]*string) (issued time.Time, lifetime time.Duration) {
+	if v := tags[TagIssuedOn]; v != nil {
+		if t, err := time.Parse(time.RFC3339, *v); err == nil {
+			issued = t
+		}
+	}
+	if v := tags[TagLifetime]; v != nil {
+		if n, err := strconv.ParseInt(*v, 10, 64); err == nil && n > 0 && n <= int64(maxLifetime/time.Second) {
+			lifetime = time.Duration(n) * time.Second
+		}
+	}
+	return issued, lifetime
+}
+
+// maxLifetime bounds a lifetime read from a tag: no access token lives a
+// year, and a larger figure is someone's edit.
+const maxLifetime = 365 * 24 * time.Hour
 
 // Set writes v as a new version of the named secret and returns once Key
 // Vault has stored it. A value over MaxValueBytes, or one that is not valid
@@ -161,6 +194,13 @@ func (s *Store) Set(ctx context.Context, name string, v broker.StoredSecret) err
 		exp := v.ExpiresOn.UTC().Truncate(time.Second)
 		params.SecretAttributes = &azsecrets.SecretAttributes{Expires: &exp}
 		params.Tags[TagExpiresOn] = new(exp.Format(time.RFC3339))
+	}
+	if !v.IssuedOn.IsZero() {
+		params.Tags[TagIssuedOn] = new(v.IssuedOn.UTC().Format(time.RFC3339Nano))
+	}
+	if s := int64(v.Lifetime / time.Second); s > 0 {
+		// Rounded down: a lifetime is never recorded longer than issued.
+		params.Tags[TagLifetime] = new(strconv.FormatInt(s, 10))
 	}
 	if _, err := s.client.SetSecret(ctx, name, params, nil); err != nil {
 		return s.fail(opSet, name, err, value)

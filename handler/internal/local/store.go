@@ -38,15 +38,21 @@ type secretFile struct {
 	Value     string    `json:"value"`
 	ExpiresOn time.Time `json:"expiresOn,omitzero"`
 	UpdatedOn time.Time `json:"updatedOn,omitzero"`
+	// IssuedOn and LifetimeSeconds: when the provider issued an access
+	// token, and for how long (broker.StoredSecret).
+	IssuedOn        time.Time `json:"issuedOn,omitzero"`
+	LifetimeSeconds int64     `json:"lifetimeSeconds,omitempty"`
 }
 
 // secretFileIn decodes the on-disk form. Value is a pointer so that a file
 // without one is an error rather than an empty secret; the times are
 // strings so that a bad one can be blamed on its field.
 type secretFileIn struct {
-	Value     *string `json:"value"`
-	ExpiresOn string  `json:"expiresOn"`
-	UpdatedOn string  `json:"updatedOn"`
+	Value           *string `json:"value"`
+	ExpiresOn       string  `json:"expiresOn"`
+	UpdatedOn       string  `json:"updatedOn"`
+	IssuedOn        string  `json:"issuedOn"`
+	LifetimeSeconds int64   `json:"lifetimeSeconds"`
 }
 
 // SecretInfo is what List tells about a secret: everything but the value.
@@ -133,9 +139,11 @@ func (s *Store) Set(ctx context.Context, name string, v broker.StoredSecret) err
 	}
 	data, err := json.MarshalIndent(secretFile{
 		// The file is where the value must go: it leaves the process here.
-		Value:     v.Value.Reveal(),
-		ExpiresOn: v.ExpiresOn.UTC(),
-		UpdatedOn: v.UpdatedOn.UTC(),
+		Value:           v.Value.Reveal(),
+		ExpiresOn:       v.ExpiresOn.UTC(),
+		UpdatedOn:       v.UpdatedOn.UTC(),
+		IssuedOn:        v.IssuedOn.UTC(),
+		LifetimeSeconds: int64(v.Lifetime / time.Second),
 	}, "", "  ")
 	if err != nil {
 		// Only a time outside years 0-9999 gets here; the message names it,
@@ -209,12 +217,15 @@ func decode(path string, data []byte) (broker.StoredSecret, error) {
 	if in.Value == nil {
 		return broker.StoredSecret{}, &CorruptFileError{Path: path, Field: "value", Offset: -1}
 	}
-	out := broker.StoredSecret{Value: broker.Secret(*in.Value)}
+	if in.LifetimeSeconds < 0 {
+		return broker.StoredSecret{}, &CorruptFileError{Path: path, Field: "lifetimeSeconds", Offset: -1}
+	}
+	out := broker.StoredSecret{Value: broker.Secret(*in.Value), Lifetime: time.Duration(in.LifetimeSeconds) * time.Second}
 	for _, f := range []struct {
 		name string
 		text string
 		dst  *time.Time
-	}{{"expiresOn", in.ExpiresOn, &out.ExpiresOn}, {"updatedOn", in.UpdatedOn, &out.UpdatedOn}} {
+	}{{"expiresOn", in.ExpiresOn, &out.ExpiresOn}, {"updatedOn", in.UpdatedOn, &out.UpdatedOn}, {"issuedOn", in.IssuedOn, &out.IssuedOn}} {
 		if f.text == "" {
 			continue
 		}
