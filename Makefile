@@ -143,6 +143,8 @@ bench: build $(AZURITE_BIN)
 	@$(GO) test -run '^$$' -bench BenchmarkTokenCacheHit -benchmem ./handler/internal/broker | grep -E '^Benchmark'
 	@echo '== go test -run "^$$" -bench "CostPerThousand|SweepThousand" -benchtime 1x ./handler'
 	@AZURITE_BIN=$(AZURITE_BIN) $(GO) test -run '^$$' -bench 'CostPerThousand|SweepThousand' -benchtime 1x -timeout 15m ./handler | grep -E '^Benchmark|bench_test.go'
+	@echo '== go test -run "^$$" -bench LossWindow -benchtime 3000x ./handler'
+	@AZURITE_BIN=$(AZURITE_BIN) $(GO) test -run '^$$' -bench LossWindow -benchtime 3000x -timeout 15m ./handler | grep -E '^Benchmark'
 	@echo '== go run ./handler/cmd/bench -handler $(BIN)/handler'
 	@$(GO) run ./handler/cmd/bench -handler $(BIN)/handler
 

@@ -179,15 +179,18 @@ func (g killingGrant) Token(ctx context.Context, c *broker.Connection, cred brok
 // every optional interface the broker looks for on a Locker and a Lock.
 type hookedLocker struct {
 	broker.Locker
-	write func(ctx context.Context, wal broker.WriteAheadLog, rec []byte) error
+	write writeHook
 }
+
+// writeHook runs a write-ahead write of the lock name through wal.
+type writeHook func(ctx context.Context, name string, wal broker.WriteAheadLog, rec []byte) error
 
 func (l hookedLocker) Lock(ctx context.Context, name string) (broker.Lock, error) {
 	lk, err := l.Locker.Lock(ctx, name)
 	if err != nil {
 		return nil, err
 	}
-	return &hookedLock{Lock: lk, write: l.write}, nil
+	return &hookedLock{Lock: lk, name: name, write: l.write}, nil
 }
 
 func (l hookedLocker) ReadStatus(ctx context.Context, name string) (broker.SharedStatus, error) {
@@ -200,11 +203,12 @@ func (l hookedLocker) HasWriteAhead(ctx context.Context, name string) (bool, err
 
 type hookedLock struct {
 	broker.Lock
-	write func(ctx context.Context, wal broker.WriteAheadLog, rec []byte) error
+	name  string
+	write writeHook
 }
 
 func (l *hookedLock) WriteAhead(ctx context.Context, rec []byte) error {
-	return l.write(ctx, l.Lock.(broker.WriteAheadLog), rec)
+	return l.write(ctx, l.name, l.Lock.(broker.WriteAheadLog), rec)
 }
 func (l *hookedLock) ReadWriteAhead(ctx context.Context) ([]byte, error) {
 	return l.Lock.(broker.WriteAheadLog).ReadWriteAhead(ctx)
@@ -227,8 +231,8 @@ func (l *hookedLock) ClearRedemption(ctx context.Context) error {
 
 // killingWrite kills the process at point inside the write-ahead write.
 // journal is the local journal's path, for the torn append.
-func killingWrite(point, journal string) func(ctx context.Context, wal broker.WriteAheadLog, rec []byte) error {
-	return func(ctx context.Context, wal broker.WriteAheadLog, rec []byte) error {
+func killingWrite(point, journal string) writeHook {
+	return func(ctx context.Context, _ string, wal broker.WriteAheadLog, rec []byte) error {
 		switch point {
 		case crashRecordStart:
 			killSelf()

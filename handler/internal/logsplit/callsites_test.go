@@ -278,7 +278,7 @@ var update = flag.Bool("update", false, "rewrite testdata/alert-traces.json")
 // refresh-failures.kql and README.md's alert table). The rows the host makes
 // of them are in testdata/alert-traces.json, which infra/logs_test.go runs
 // the queries over.
-var alertEvents = []string{"token.refresh_failed", "secret.expiring", "persist.pending", "persist.lost", "lock.lost", "lock.unavailable", "sweep.failed", "http.request", "standby.promoted", "standby.lost"}
+var alertEvents = []string{"token.refresh_failed", "secret.expiring", "persist.pending", "persist.lost", "lock.lost", "lock.unavailable", "sweep.failed", "http.request", "standby.promoted", "standby.lost", "refresh.interrupted_lost"}
 
 // TestAlertTracesFile writes one line per alert event and level its call
 // sites use, for connection "xero" and for "warner-1" (a name that contains
