@@ -986,7 +986,9 @@ func readHandler() (*handlerSurface, error) {
 	if h.accessTokenField, err = functions.jsonTagOf("tokenResponse", "AccessToken"); err != nil {
 		return nil, err
 	}
-	pattern, err := functions.stringValue("connectionName")
+	// The rule of connection names, as config and the token route apply
+	// it (broker.ValidConnectionName), written out as a regexp beside it.
+	pattern, err := broker.stringValue("ConnectionNamePattern")
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,12 @@ package broker
 // label long.
 const MaxConnectionNameLen = 63
 
+// ConnectionNamePattern is the connection-name rule as a regular
+// expression, for documents and for tools that read the rule from here
+// (adf_test.go). ValidConnectionName is the same rule as a byte loop;
+// FuzzValidConnectionName holds the two to each other.
+const ConnectionNamePattern = `^[a-z][a-z0-9-]{0,62}$`
+
 // ValidConnectionName reports whether name is a connection name: 1-63
 // characters of a-z, 0-9 and '-', starting with a letter (DESIGN.md), so
 // that it is valid in a Key Vault secret name, a blob name and a URL path

@@ -61,10 +61,10 @@ func TestValidConnectionName(t *testing.T) {
 	}
 }
 
-// FuzzValidConnectionName holds the byte loop to the rule as DESIGN.md
-// writes it, as a regular expression.
+// FuzzValidConnectionName holds the byte loop to the rule as a regular
+// expression, ConnectionNamePattern.
 func FuzzValidConnectionName(f *testing.F) {
-	rule := regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
+	rule := regexp.MustCompile(broker.ConnectionNamePattern)
 	for _, s := range []string{"", "a", "xero-1", "0a", strings.Repeat("a", 63), strings.Repeat("a", 64), "a\n", "a-"} {
 		f.Add(s)
 	}
