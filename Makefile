@@ -118,6 +118,7 @@ FUZZTIME ?= 5s
 FUZZ_TARGETS := \
 	./handler/internal/config:FuzzParseConnections \
 	./handler/internal/oauth:FuzzTokenResponse \
+	./handler/internal/oauth:FuzzProviderEcho \
 	./handler/internal/functions:FuzzTokenRequest \
 	./handler/internal/functions:FuzzTimerEnvelope
 

@@ -19,6 +19,7 @@ import (
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/config"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/consent"
+	redaction "github.com/tokenrefresher/tokenrefresher/handler/internal/redact"
 )
 
 const connectUsage = "usage: handler connect CONNECTION [-port N] [-no-browser] [-scope S]... [-timeout 5m] [-authorization-url URL]"
@@ -108,7 +109,12 @@ func connectCommand(ctx context.Context, args []string, getenv func(string) stri
 		return 2
 	}
 
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	// The client secret, the tokens and anything else the store holds are
+	// registered as they are read or written (package redact); nothing
+	// printed or shown in the browser from here on carries them.
+	red := redaction.New()
+	stdout, stderr = red.Writer(stdout), red.Writer(stderr)
+	log := slog.New(redaction.NewHandler(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}), red))
 	store, _, err := backends(settings, getenv, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "handler connect: %v\n", err)
@@ -148,11 +154,13 @@ func connectCommand(ctx context.Context, args []string, getenv func(string) stri
 		where = "Key Vault " + settings.KeyVaultURL
 	}
 	var saved *broker.Token
-	rc := &receiver{connection: name, state: state, done: make(chan error, 1), finish: func(code string) error {
+	rc := &receiver{connection: name, state: state, red: red, done: make(chan error, 1), finish: func(code string) error {
 		// Detached from the browser's request: once the code is redeemed,
 		// the tokens must reach the store even if the tab closes.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 		defer cancel()
+		red.Remember("authorization-code", code)
+		red.Remember("code-verifier", verifier.Reveal())
 		tok, err := flow.Exchange(ctx, code, verifier)
 		if err != nil {
 			return err
@@ -218,6 +226,8 @@ func fail(stderr io.Writer, err error) {
 type receiver struct {
 	connection string
 	state      string
+	// red redacts the pages: the provider's words may quote a secret.
+	red *redaction.Redactor
 	// finish exchanges the code and stores the tokens.
 	finish  func(code string) error
 	claimed atomic.Bool
@@ -253,10 +263,10 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		err = rc.finish(code)
 	}
 	if err != nil {
-		p := consent.Page{Title: "Connection " + rc.connection + " was not connected", Message: capitalize(err.Error()) + ".", Remediation: "See the terminal."}
+		p := consent.Page{Title: "Connection " + rc.connection + " was not connected", Message: capitalize(rc.red.String(err.Error())) + ".", Remediation: "See the terminal."}
 		var r interface{ Remediation() string }
 		if errors.As(err, &r) {
-			p.Remediation = r.Remediation()
+			p.Remediation = rc.red.String(r.Remediation())
 		}
 		status := http.StatusBadGateway
 		if errors.Is(err, consent.ErrStateMismatch) || errors.Is(err, consent.ErrNoCode) {

@@ -34,6 +34,7 @@ import (
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/keyvault/kvtest"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/local"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/oauth"
+	redaction "github.com/tokenrefresher/tokenrefresher/handler/internal/redact"
 )
 
 const (
@@ -135,7 +136,10 @@ func (w *leakWorld) mint(prefix string) string {
 // newLeakWorld starts a scripted provider and a handler on the local store
 // (vault nil) or on a Key Vault double. The connection's client secret and
 // first refresh token are in the store.
-func newLeakWorld(t *testing.T, script providerScript, vault *kvtest.Vault) *leakWorld {
+//
+// grant, when given, is the connection's grant (client_credentials: no
+// refresh token).
+func newLeakWorld(t *testing.T, script providerScript, vault *kvtest.Vault, grant ...broker.GrantType) *leakWorld {
 	t.Helper()
 	w := &leakWorld{t: t, dir: t.TempDir()}
 	clientSecret := w.mint("cs")
@@ -162,6 +166,10 @@ func newLeakWorld(t *testing.T, script providerScript, vault *kvtest.Vault) *lea
 
 	connections := fmt.Sprintf(`{"connections": [{"name": %q, "tokenUrl": %q, "clientAuth": "basic", "clientId": %q, "rotating": true}]}`,
 		leakConn, provider.URL+"/token", leakClientID)
+	if len(grant) > 0 {
+		connections = fmt.Sprintf(`{"connections": [{"name": %q, "grant": %q, "tokenUrl": %q, "clientAuth": "basic", "clientId": %q}]}`,
+			leakConn, grant[0], provider.URL+"/token", leakClientID)
+	}
 	w.env = map[string]string{"CONNECTIONS": connections, "LOCAL_STATE_DIR": w.dir, "LOG_LEVEL": "debug"}
 	settings, err := config.LoadSettings(func(k string) string { return w.env[k] })
 	if err != nil {
@@ -180,6 +188,9 @@ func newLeakWorld(t *testing.T, script providerScript, vault *kvtest.Vault) *lea
 	}
 	names := conns[0].Secrets
 	for name, value := range map[string]string{names.ClientSecret: clientSecret, names.RefreshToken: firstRT} {
+		if name == "" {
+			continue
+		}
 		if err := store.Set(context.Background(), name, broker.StoredSecret{Value: broker.Secret(value)}); err != nil {
 			t.Fatal(err)
 		}
@@ -188,18 +199,23 @@ func newLeakWorld(t *testing.T, script providerScript, vault *kvtest.Vault) *lea
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewJSONHandler(&w.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	// Wired as serve wires it: one redactor behind the log, the store, the
+	// grant and the HTTP answers.
+	red := redaction.New()
+	log := slog.New(redaction.NewHandler(slog.NewJSONHandler(&w.logs, &slog.HandlerOptions{Level: slog.LevelDebug}), red))
+	store = redaction.Store(store, red)
+	red.Remember("api-key", w.apiKey)
 	w.b, err = broker.New(broker.Options{
 		Store: store, Locker: locker, Connections: conns, Logger: log, Instance: "leak-test",
 		WriteAheadKey: broker.StoredKey(store, locker),
 		LockWait:      2 * time.Second, StoreRetries: 2, StoreRetryDelay: 5 * time.Millisecond,
-		Grant: oauth.New(oauth.Options{Timeout: 2 * time.Second, AttemptTimeout: 300 * time.Millisecond, Backoff: 10 * time.Millisecond, Logger: log}),
+		Grant: redaction.Grant(oauth.New(oauth.Options{Timeout: 2 * time.Second, AttemptTimeout: 300 * time.Millisecond, Backoff: 10 * time.Millisecond, Logger: log}), red),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = w.b.Close(context.Background()) })
-	w.srv = httptest.NewServer(functions.NewServer(w.b, functions.Options{Logger: log, APIKey: broker.Secret(w.apiKey), SweepHorizon: 10 * time.Minute}))
+	w.srv = httptest.NewServer(functions.NewServer(w.b, functions.Options{Logger: log, APIKey: broker.Secret(w.apiKey), SweepHorizon: 10 * time.Minute, Redactor: red}))
 	t.Cleanup(w.srv.Close)
 	return w
 }
@@ -236,6 +252,9 @@ func (w *leakWorld) call(method, path, body string, header map[string]string) (i
 	if at, ok := fields["access_token"].(string); ok && res.StatusCode == http.StatusOK && strings.HasPrefix(path, "/api/token/") {
 		if len(fields) != 4 || fields["token_type"] != "Bearer" {
 			w.t.Errorf("%s %s: the token answer has fields %v; want access_token, token_type, expires_in and expires_on only", method, path, keys(fields))
+		}
+		if strings.Contains(at, redaction.Placeholder) {
+			w.t.Errorf("%s %s: the access token served was redacted: %q", method, path, at)
 		}
 		w.mu.Lock()
 		w.served = append(w.served, at)

@@ -23,6 +23,7 @@ import (
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/local"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/logsplit"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/oauth"
+	redaction "github.com/tokenrefresher/tokenrefresher/handler/internal/redact"
 )
 
 func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Writer) int {
@@ -33,7 +34,10 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 	}
 	// JSON lines, INFO and DEBUG on stdout, WARN and ERROR on stderr: the
 	// Functions host reads the severity from the stream (see logsplit).
-	log := slog.New(logsplit.New(stdout, stderr, settings.LogLevel))
+	// Every record passes the process's redactor first: every secret the
+	// handler reads or obtains is registered with it (package redact).
+	red := redaction.New()
+	log := slog.New(redaction.NewHandler(logsplit.New(stdout, stderr, settings.LogLevel), red))
 	conns, err := settings.ReadConnections()
 	if err != nil {
 		fmt.Fprintf(stderr, "handler: bad connections:\n%v\n", err)
@@ -88,6 +92,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		SweepTimeout: timerTimeout,
 		// Behind the Functions host; see functions.Options.
 		ForwardedByHost: settings.Mode() == config.ModeFunctions,
+		Redactor:        red,
 		ConsentKey:      key,
 		LoopbackPort:    loopbackPort(settings, ln),
 	}), log)
@@ -244,12 +249,14 @@ func newBrokerAndStore(settings config.Settings, conns []broker.Connection, gete
 		LockWait:      settings.LockWait,
 		Instance:      instanceName(getenv),
 		Logger:        log,
-		Grant: oauth.New(oauth.Options{
+		// Every secret of a token request, and every token issued, is
+		// registered with the logger's redactor.
+		Grant: redaction.Grant(oauth.New(oauth.Options{
 			Timeout:          settings.ProviderTimeout,
 			AttemptTimeout:   settings.ProviderAttemptTimeout,
 			MaxResponseBytes: settings.ProviderMaxResponseBytes,
 			Logger:           log,
-		}),
+		}), redaction.OfLogger(log)),
 	})
 	if err != nil {
 		return nil, nil, nil, err
@@ -272,13 +279,16 @@ func backends(s config.Settings, getenv func(string) string, log *slog.Logger) (
 		if err != nil {
 			return nil, nil, fmt.Errorf("KEY_VAULT_URL: %w", err)
 		}
-		store = keyvault.New(client, keyvault.Options{VaultURL: s.KeyVaultURL})
+		store = redaction.Store(keyvault.New(client, keyvault.Options{VaultURL: s.KeyVaultURL}), redaction.OfLogger(log))
 	} else {
 		ls, err := local.NewStore(s.LocalStateDir)
 		if err != nil {
 			return nil, nil, err
 		}
-		store = ls
+		// Every value read or written is registered with the logger's
+		// redactor (package redact), beneath any wrapper that the broker
+		// asks for more than a SecretStore.
+		store = redaction.Store(ls, redaction.OfLogger(log))
 	}
 	if !s.UsesBlobLock() {
 		locker, err := local.NewLocker(s.LocalStateDir, local.LockerOptions{})

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/config"
+	redaction "github.com/tokenrefresher/tokenrefresher/handler/internal/redact"
 )
 
 // statusCommand is `handler status [-json] [CONNECTION]`: the status the
@@ -42,7 +43,11 @@ func statusCommand(ctx context.Context, args []string, getenv func(string) strin
 		fmt.Fprintf(stderr, "handler status: bad connections:\n%v\n", err)
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	// What the store holds is registered as it is read (package redact),
+	// and nothing printed from here on shows it.
+	red := redaction.New()
+	stdout, stderr = red.Writer(stdout), red.Writer(stderr)
+	log := slog.New(redaction.NewHandler(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}), red))
 	b, err := newBroker(settings, conns, getenv, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "handler status: %v\n", err)
@@ -66,9 +71,12 @@ func statusCommand(ctx context.Context, args []string, getenv func(string) strin
 		sts = b.Status(ctx)
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(map[string]any{"connections": sts}); err != nil {
+		out, err := json.MarshalIndent(map[string]any{"connections": sts}, "", "  ")
+		if err != nil {
+			return 1
+		}
+		// Redacted as JSON, so that the output stays JSON.
+		if _, err := stdout.Write(red.JSON(append(out, '\n'))); err != nil {
 			return 1
 		}
 	} else {

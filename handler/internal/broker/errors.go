@@ -92,6 +92,10 @@ type ProviderError struct {
 	// AADSTS is the Microsoft Entra error code the diagnosis rests on
 	// ("AADSTS700082"), when there was one.
 	AADSTS string
+	// ErrorURI is the provider's error_uri (RFC 6749 §5.2), and TraceID and
+	// CorrelationID the ids Microsoft Entra asks for in a support request,
+	// when the answer had them in a shape that cannot carry a secret.
+	ErrorURI, TraceID, CorrelationID string
 	// IssuedRefreshToken is a new refresh token found in a response that was
 	// otherwise unusable (a bad expires_in, say). On a rotating provider the
 	// redeemed one is already dead, so the broker persists this one even
@@ -114,6 +118,11 @@ func (e *ProviderError) Error() string {
 	}
 	if e.Err != nil {
 		s += ": " + e.Err.Error()
+	}
+	for _, f := range [][2]string{{"error_uri", e.ErrorURI}, {"trace_id", e.TraceID}, {"correlation_id", e.CorrelationID}} {
+		if f[1] != "" {
+			s += fmt.Sprintf(" (%s %s)", f[0], f[1])
+		}
 	}
 	return s
 }

@@ -104,52 +104,33 @@ var reservedParams = map[string]bool{
 // no refresh token: the connection would be dead once the access token
 // expires. Failures are *ExchangeError.
 func (f *Flow) Exchange(ctx context.Context, code string, verifier broker.Secret) (*broker.Token, error) {
-	cfg, err := f.config()
-	if err != nil {
+	if _, err := f.config(); err != nil {
 		return nil, err
 	}
-	opts := []oauth2.AuthCodeOption{oauth2.VerifierOption(verifier.Reveal())}
-	for k, v := range f.Connection.Params {
+	for k := range f.Connection.Params {
 		if reservedParams[k] {
 			return nil, &ExchangeError{Connection: f.Connection.Name, Err: fmt.Errorf("%w: parameter %q is set by the code exchange and cannot be overridden in params", ErrBadConnection, k)}
 		}
-		opts = append(opts, oauth2.SetAuthURLParam(k, v))
 	}
-	client := f.HTTPClient
-	if client == nil {
-		client = &http.Client{
-			Timeout: DefaultExchangeTimeout,
-			// As package oauth does for every token request: a token
-			// endpoint that redirects is misconfigured, and following it
-			// would send the code and the client secret wherever it points.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	// The exchange is a token request like every other: package oauth's,
+	// with its size limit, no redirects, its reading of a failure (an
+	// allow-list of the answer's fields, each redacted) and its one check
+	// of the tokens issued (printable ASCII, a believable lifetime).
+	timeout, transport := DefaultExchangeTimeout, http.RoundTripper(nil)
+	if f.HTTPClient != nil {
+		transport = f.HTTPClient.Transport
+		if f.HTTPClient.Timeout > 0 {
+			timeout = f.HTTPClient.Timeout
 		}
 	}
-	t, err := cfg.Exchange(context.WithValue(ctx, oauth2.HTTPClient, client), code, opts...)
+	client := oauth.New(oauth.Options{Timeout: timeout, AttemptTimeout: timeout, Transport: transport, Now: f.Now})
+	tok, err := client.Exchange(ctx, &f.Connection, broker.Credentials{ClientID: f.ClientID, ClientSecret: f.ClientSecret},
+		code, verifier.Reveal(), f.RedirectURL)
 	if err != nil {
 		return nil, f.exchangeError(err)
 	}
-	if t.RefreshToken == "" {
+	if tok.RefreshToken.IsZero() {
 		return nil, &ExchangeError{Connection: f.Connection.Name, Provider: f.Connection.Provider, Err: ErrNoRefreshToken}
-	}
-	now := time.Now()
-	if f.Now != nil {
-		now = f.Now()
-	}
-	tok := &broker.Token{
-		AccessToken:  broker.Secret(t.AccessToken),
-		TokenType:    t.TokenType,
-		RefreshToken: broker.Secret(t.RefreshToken),
-		Expiry:       t.Expiry,
-		IssuedAt:     now,
-	}
-	if tok.Expiry.IsZero() {
-		// No expires_in (Salesforce): assume what the broker assumes.
-		lifetime := f.Connection.DefaultLifetime
-		if lifetime <= 0 {
-			lifetime = time.Hour
-		}
-		tok.Expiry = now.Add(lifetime)
 	}
 	return tok, nil
 }
@@ -189,20 +170,28 @@ func (f *Flow) config() (*oauth2.Config, error) {
 }
 
 // exchangeError keeps what may be shown of a failed exchange: the status,
-// the RFC 6749 error code and a sanitised description. The body, which
-// RetrieveError.Error would print, may echo the code or a secret.
+// the RFC 6749 error code and the description as package oauth cleaned
+// them, and its sentinel errors. Never a body, nor a transport error's
+// text, which names the token URL.
 func (f *Flow) exchangeError(err error) *ExchangeError {
 	e := &ExchangeError{Connection: f.Connection.Name, Provider: f.Connection.Provider}
-	var re *oauth2.RetrieveError
-	if errors.As(err, &re) {
-		if re.Response != nil {
-			e.StatusCode = re.Response.StatusCode
-		}
-		e.Code = cleanCode(re.ErrorCode)
-		e.Description = diagnose.Sanitize(re.ErrorDescription)
+	var pe *broker.ProviderError
+	if !errors.As(err, &pe) {
+		e.Err = err
 		return e
 	}
-	e.Err = err
+	// Sanitize is the second line: it redacts by look a token-like run
+	// of a value the request did not carry.
+	e.StatusCode, e.Code, e.Description = pe.StatusCode, pe.Code, diagnose.Sanitize(pe.Description)
+	switch {
+	case errors.Is(pe, oauth.ErrInvalidConnection):
+		e.Err = fmt.Errorf("%w: %s", ErrBadConnection, pe.Description)
+		e.Description = ""
+	case errors.Is(pe, oauth.ErrMalformedResponse), errors.Is(pe, oauth.ErrResponseTooLarge):
+		e.Err = pe.Err
+	case pe.StatusCode == 0:
+		e.Err = errors.New("no answer from the token endpoint")
+	}
 	return e
 }
 

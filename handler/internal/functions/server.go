@@ -39,6 +39,7 @@ import (
 	"time"
 
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/redact"
 )
 
 // Broker is what the HTTP surface needs of the broker.
@@ -94,6 +95,10 @@ type Options struct {
 	// address at this port in standalone mode: a request must then name a
 	// loopback host at this port (guardLocal).
 	LoopbackPort int
+	// Redactor, when set, has every secret the process knows registered;
+	// every answer but the token route's success passes through it
+	// (redact.go).
+	Redactor *redact.Redactor
 }
 
 // NewServer returns the handler for every route.
@@ -127,7 +132,7 @@ func NewServer(b Broker, o Options) http.Handler {
 	if !o.ForwardedByHost {
 		h = guardLocal(o.LoopbackPort, h) // standalone: keep web pages out (guard.go)
 	}
-	return logRequests(o.Logger, h)
+	return logRequests(o.Logger, redactBodies(o.Redactor, h))
 }
 
 // rejectUncleanPaths answers a path with ".", ".." or empty segments with a
@@ -296,5 +301,8 @@ func encode(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
+	if _, ok := v.(tokenResponse); ok {
+		w = servingSecret(w) // the access token served, on purpose
+	}
 	_ = json.NewEncoder(w).Encode(v)
 }

@@ -40,6 +40,7 @@ var tokenBufs = sync.Pool{New: func() any {
 
 // writeToken answers 200 with tok as a tokenResponse.
 func writeToken(w http.ResponseWriter, tok broker.AccessToken, now time.Time) {
+	w = servingSecret(w) // the access token, past the answers' redaction (redact.go)
 	h := w.Header()
 	h["Cache-Control"] = noStore
 	h["Pragma"] = noCache

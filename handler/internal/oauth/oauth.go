@@ -50,9 +50,17 @@
 // # Secrets
 //
 // Secret values leave this package only in the HTTP request. Errors and log
-// records carry the provider's error code and a sanitised description (with
-// any echo of the client secret or refresh token redacted), never a response
-// body.
+// records carry an allow-list of the provider's answer, never a response
+// body: the error code when it has RFC 6749's shape and quotes no secret,
+// the description with every secret of the request (client secret, refresh
+// token, code, verifier, Basic credential) and every token the answer
+// carried redacted in any encoding (package redact), error_uri, and Entra's
+// trace and correlation ids when id-shaped.
+//
+// # Tokens accepted
+//
+// Every token this package returns, from a refresh, client credentials or
+// an authorization code (Exchange), passes one check (acceptToken).
 package oauth
 
 import (
@@ -65,6 +73,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -72,6 +81,7 @@ import (
 	"golang.org/x/oauth2/clientcredentials"
 
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/redact"
 )
 
 // Defaults for the zero fields of Options.
@@ -193,14 +203,44 @@ func New(o Options) *Client {
 // Token requests a token for conn with cred, retrying as the package
 // documentation describes. Every failure is a *broker.ProviderError.
 func (c *Client) Token(ctx context.Context, conn *broker.Connection, cred broker.Credentials) (*broker.Token, error) {
-	cfg, err := requestConfig(conn, cred)
+	cfg, err := requestConfig(conn, cred, nil)
 	if err != nil {
 		return nil, err
 	}
 	// Only a rotating refresh token without grace is burnt by a repeat.
 	strict := conn.Grant == broker.GrantRefreshToken && conn.Rotating && conn.ReuseGrace == 0
+	return c.run(ctx, conn, cred, cfg, strict)
+}
+
+// Exchange redeems an authorization code (RFC 6749 §4.1.3) with its PKCE
+// verifier (RFC 7636 §4.5) for conn, authenticated by cred's client id and
+// secret. It is a token request like Token's, with the same limits, failure
+// classification, redaction and check of what the provider issued; a code
+// is single-use, so it is repeated only when the provider certainly did not
+// receive it. Every failure is a *broker.ProviderError.
+func (c *Client) Exchange(ctx context.Context, conn *broker.Connection, cred broker.Credentials, code, verifier, redirectURL string) (*broker.Token, error) {
+	cred.RefreshToken = ""
+	cfg, err := requestConfig(conn, cred, url.Values{
+		"grant_type": {"authorization_code"}, "code": {code}, "code_verifier": {verifier}, "redirect_uri": {redirectURL},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return c.run(ctx, conn, cred, cfg, true)
+}
+
+// run makes the token request cfg describes, retrying as the package
+// documentation describes; strict allows a repeat only of a request the
+// provider certainly did not process.
+func (c *Client) run(ctx context.Context, conn *broker.Connection, cred broker.Credentials, cfg *clientcredentials.Config, strict bool) (*broker.Token, error) {
 	secrets := requestSecrets(cfg.ClientID, cred)
-	log := c.log.With(slog.String("connection", conn.Name), slog.String("grant", string(conn.Grant)))
+	grant := string(conn.Grant)
+	if cfg.EndpointParams.Get("code") != "" {
+		// A provider may quote the code or the verifier back as well.
+		secrets = append(secrets, cfg.EndpointParams.Get("code"), cfg.EndpointParams.Get("code_verifier"))
+		grant = "authorization_code"
+	}
+	log := c.log.With(slog.String("connection", conn.Name), slog.String("grant", grant))
 
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
@@ -293,41 +333,70 @@ func (c *Client) attempt(ctx context.Context, cfg *clientcredentials.Config, con
 	if err != nil {
 		f := c.classify(ctx, err, ex, secrets)
 		diagnoseFailure(conn, f, ex, err)
+		// Whatever the path, the provider's words (a description, a
+		// Content-Type) pass the request's redactor once more.
+		redact.RedactProviderError(f.err, redactorFor(append(slices.Clip(secrets), issuedTokens(ex.body)...)))
 		return nil, f
 	}
-	issued := c.now()
-	life, lerr := lifetime(ot.Extra("expires_in"), conn.DefaultLifetime)
-	if lerr == nil && !isVSCHAR(ot.AccessToken) {
-		// Invalid UTF-8 was decoded to U+FFFD, and control characters
-		// would break the caller's Authorization header: either way it is
-		// not the token the provider meant.
-		lerr = errors.New("access_token has characters outside printable ASCII (RFC 6749 A.12)")
-	}
-	if lerr != nil {
+	tok, terr := acceptToken(ot, conn, cred.RefreshToken, c.now())
+	if terr != nil {
 		pe := &broker.ProviderError{
 			StatusCode:  ex.status,
-			Description: "token endpoint answered with an unusable token: " + lerr.Error(),
+			Description: "token endpoint answered with an unusable token: " + terr.Error(),
 			Err:         ErrMalformedResponse,
 		}
-		if ot.RefreshToken != cred.RefreshToken.Reveal() {
-			pe.IssuedRefreshToken = broker.Secret(ot.RefreshToken)
+		if rt := ot.RefreshToken; rt != cred.RefreshToken.Reveal() && isVSCHAR(rt) {
+			pe.IssuedRefreshToken = broker.Secret(rt)
 		}
 		f := &failure{retryable: true, err: pe}
 		diagnoseFailure(conn, f, ex, pe.Err)
 		return nil, f
 	}
+	return tok, nil
+}
+
+// maxTokenType bounds a token_type: "Bearer", "DPoP", "N_A" (Entra) or a
+// URI (RFC 6749 §7.1).
+const maxTokenType = 256
+
+// acceptToken is the one check of every token this package accepts,
+// whichever grant obtained it (refresh_token, client_credentials, the
+// authorization code): an access token, refresh token and token type made
+// of RFC 6749's VSCHAR (appendix A.12, A.17; a CR or LF would split the
+// caller's Authorization header, or the form of the next refresh), and a
+// lifetime from expires_in of at least a second and at most maxLifetime
+// (an access token "expiring in 2094" is a misread timestamp, not a
+// lifetime). sent is the refresh token of the request: x/oauth2 puts it
+// back in ot when the answer has none, and then no new one was issued.
+func acceptToken(ot *oauth2.Token, conn *broker.Connection, sent broker.Secret, now time.Time) (*broker.Token, error) {
+	life, err := lifetime(ot.Extra("expires_in"), conn.DefaultLifetime)
+	switch {
+	case err != nil:
+		return nil, err
+	case ot.AccessToken == "":
+		return nil, errors.New("access_token is empty")
+	case !isVSCHAR(ot.AccessToken):
+		// Invalid UTF-8 was decoded to U+FFFD, and control characters
+		// would break the caller's Authorization header: either way it is
+		// not the token the provider meant.
+		return nil, errors.New("access_token has characters outside printable ASCII (RFC 6749 A.12)")
+	case !isVSCHAR(ot.RefreshToken):
+		return nil, errors.New("refresh_token has characters outside printable ASCII (RFC 6749 A.17)")
+	case !isVSCHAR(ot.TokenType) || len(ot.TokenType) > maxTokenType:
+		return nil, errors.New("token_type has characters outside printable ASCII or is too long")
+	}
 	tok := &broker.Token{
 		AccessToken: broker.Secret(ot.AccessToken),
 		TokenType:   ot.TokenType,
-		Expiry:      issued.Add(life),
-		IssuedAt:    issued,
+		Expiry:      now.Add(life),
+		IssuedAt:    now,
 	}
 	if tok.TokenType == "" {
 		tok.TokenType = "Bearer"
 	}
 	// x/oauth2 puts the redeemed refresh token back when the response has
 	// none; the broker wants to know whether a new one was issued.
-	if ot.RefreshToken != cred.RefreshToken.Reveal() {
+	if ot.RefreshToken != sent.Reveal() {
 		tok.RefreshToken = broker.Secret(ot.RefreshToken)
 	}
 	return tok, nil
@@ -340,8 +409,9 @@ func isVSCHAR(s string) bool {
 }
 
 // requestConfig checks conn and cred and builds the request, before anything
-// is sent.
-func requestConfig(conn *broker.Connection, cred broker.Credentials) (*clientcredentials.Config, error) {
+// is sent: the connection's grant, or, when grantParams is not nil, the
+// grant they describe (the authorization code's).
+func requestConfig(conn *broker.Connection, cred broker.Credentials, grantParams url.Values) (*clientcredentials.Config, error) {
 	invalid := func(format string, a ...any) error {
 		return &broker.ProviderError{Permanent: true, Description: fmt.Sprintf(format, a...), Err: ErrInvalidConnection}
 	}
@@ -370,14 +440,18 @@ func requestConfig(conn *broker.Connection, cred broker.Credentials) (*clientcre
 	params := url.Values{}
 	for k, v := range conn.Params {
 		switch k {
-		case "grant_type", "refresh_token", "scope", "client_id", "client_secret":
+		case "grant_type", "refresh_token", "scope", "client_id", "client_secret", "code", "code_verifier", "redirect_uri":
 			return nil, invalid("parameter %q is set by the grant and cannot be overridden in params", k)
 		}
 		params.Set(k, v)
 	}
-	switch conn.Grant {
-	case broker.GrantClientCredentials:
-	case broker.GrantRefreshToken:
+	switch {
+	case grantParams != nil:
+		for k, v := range grantParams {
+			params[k] = v
+		}
+	case conn.Grant == broker.GrantClientCredentials:
+	case conn.Grant == broker.GrantRefreshToken:
 		if cred.RefreshToken.IsZero() {
 			return nil, invalid("no refresh token to redeem")
 		}
@@ -386,11 +460,17 @@ func requestConfig(conn *broker.Connection, cred broker.Credentials) (*clientcre
 	default:
 		return nil, invalid("grant %q is not supported", conn.Grant)
 	}
+	scopes := conn.Scopes
+	if grantParams != nil {
+		// The code carries the scopes it was granted for (RFC 6749
+		// §4.1.3 has no scope parameter).
+		scopes = nil
+	}
 	return &clientcredentials.Config{
 		ClientID:       clientID,
 		ClientSecret:   cred.ClientSecret.Reveal(),
 		TokenURL:       conn.TokenURL,
-		Scopes:         conn.Scopes,
+		Scopes:         scopes,
 		EndpointParams: params,
 		AuthStyle:      style,
 	}, nil

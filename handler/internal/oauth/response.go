@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,6 +22,8 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/diagnose"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/redact"
 )
 
 // maxDescription bounds the provider's error_description kept in an error, in
@@ -151,13 +154,17 @@ func (c *Client) classify(ctx context.Context, err error, ex *exchange, secrets 
 	}
 
 	// A provider may quote a token it issued in the same answer.
-	secrets = append(slices.Clip(secrets), issuedTokens(ex.body)...)
+	red := redactorFor(append(slices.Clip(secrets), issuedTokens(ex.body)...))
 	pe := &broker.ProviderError{
 		StatusCode:  ex.status,
-		Code:        cleanCode(re.ErrorCode, secrets),
-		Description: cleanText(re.ErrorDescription, secrets),
+		Code:        errorCode(re.ErrorCode, red),
+		Description: cleanText(re.ErrorDescription, red),
 		RetryAfter:  retryAfter(ex.header, c.now()),
 	}
+	if pe.Code == "" && re.ErrorCode != "" {
+		pe.Description = strings.TrimPrefix(pe.Description+" (the provider's error code is not shown: it is not an RFC 6749 error code, or it quotes a secret)", " ")
+	}
+	pe.ErrorURI, pe.TraceID, pe.CorrelationID = allowedFields(ex.body, red)
 	f := &failure{err: pe}
 	success := ex.status >= 200 && ex.status < 300
 	switch {
@@ -239,6 +246,57 @@ func describeContentType(h http.Header) string {
 	return cleanText(mt, nil)
 }
 
+// redactorFor registers the secret values of one token request, and the
+// tokens its answer carried, with a Redactor of their own: the provider's
+// words are redacted before they leave the package, whoever wired it.
+func redactorFor(secrets []string) *redact.Redactor {
+	r := redact.New()
+	for i, s := range secrets {
+		r.Remember(strconv.Itoa(i), s)
+	}
+	return r
+}
+
+// idShape is what a trace or correlation id looks like: Entra's are UUIDs.
+var idShape = regexp.MustCompile(`^[0-9A-Za-z-]{1,64}$`)
+
+// maxErrorURI bounds an error_uri kept in an error.
+const maxErrorURI = 256
+
+// allowedFields returns the fields of a JSON error answer that are passed
+// on besides error and error_description: error_uri (RFC 6749 §5.2) when it
+// is an https URL of RFC 6749's characters, and the trace_id and
+// correlation_id Microsoft Entra sends for support requests, when they are
+// id-shaped. None may quote a secret.
+func allowedFields(body []byte, red *redact.Redactor) (uri, trace, correlation string) {
+	var f struct {
+		URI         any `json:"error_uri"`
+		Trace       any `json:"trace_id"`
+		Correlation any `json:"correlation_id"`
+	}
+	if json.Unmarshal(body, &f) != nil {
+		return "", "", ""
+	}
+	str := func(v any) string {
+		s, _ := v.(string)
+		if red.Contains(s) {
+			return ""
+		}
+		return s
+	}
+	uri, trace, correlation = str(f.URI), str(f.Trace), str(f.Correlation)
+	if u, err := url.Parse(uri); err != nil || u.Scheme != "https" || len(uri) > maxErrorURI || !isErrorCode(uri) || u.User != nil {
+		uri = ""
+	}
+	if !idShape.MatchString(trace) {
+		trace = ""
+	}
+	if !idShape.MatchString(correlation) {
+		correlation = ""
+	}
+	return uri, trace, correlation
+}
+
 // lifetime reads expires_in as x/oauth2's Token.Extra returns it: a float64
 // from JSON, an int64 or string from a form-encoded body, a numeric string
 // from providers such as PayPal.
@@ -296,9 +354,9 @@ func retryAfter(h http.Header, now time.Time) time.Duration {
 
 // cleanText makes provider text safe for errors and logs: valid UTF-8, no
 // control or formatting characters (which could forge log lines or reorder
-// text), whitespace collapsed, secrets redacted, and at most maxDescription
-// runes.
-func cleanText(s string, secrets []string) string {
+// text), whitespace collapsed, secrets redacted in every form red knows,
+// and at most maxDescription runes.
+func cleanText(s string, red *redact.Redactor) string {
 	s = strings.ToValidUTF8(s, "")
 	s = strings.Map(func(r rune) rune {
 		switch {
@@ -309,31 +367,36 @@ func cleanText(s string, secrets []string) string {
 		}
 		return r
 	}, s)
+	// Redacted before whitespace is collapsed and before the cut, so that
+	// neither turns an echo into something the redactor does not know.
+	s = red.String(s)
 	s = strings.Join(strings.Fields(s), " ")
-	for _, secret := range secrets {
-		if secret != "" {
-			s = strings.ReplaceAll(s, secret, "[redacted]")
-		}
-	}
 	if utf8.RuneCountInString(s) > maxDescription {
 		s = string([]rune(s)[:maxDescription]) + "…"
 	}
 	return s
 }
 
-// cleanCode keeps an error code to the characters RFC 6749 §5.2 allows and
-// a sane length.
-func cleanCode(s string, secrets []string) string {
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r > 0x7e || r == '"' || r == '\\' {
-			return -1
-		}
-		return r
-	}, cleanText(s, secrets))
-	if len(s) > 64 {
-		s = s[:64]
+// maxErrorCode is the longest error code kept: the longest RFC 6749 and
+// OpenID Connect codes are some 25 characters.
+const maxErrorCode = 64
+
+// errorCode returns the provider's error code when it has the shape RFC
+// 6749 §5.2 gives it (characters %x20-21 / %x23-5B / %x5D-7E, no longer
+// than maxErrorCode) and quotes no secret, by value (red) or by look
+// (diagnose.Sanitize); otherwise "". A code is never trimmed into shape:
+// what a provider sent in its place may be a secret it echoed.
+func errorCode(s string, red *redact.Redactor) string {
+	if s == "" || len(s) > maxErrorCode || !isErrorCode(s) || red.Contains(s) || diagnose.Sanitize(s) != s {
+		return ""
 	}
 	return s
+}
+
+// isErrorCode reports whether s is made of the characters RFC 6749 allows
+// in error, error_description and error_uri (%x20-21 / %x23-5B / %x5D-7E).
+func isErrorCode(s string) bool {
+	return !strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r > 0x7e || r == '"' || r == '\\' })
 }
 
 // tokenFields are the response fields that carry tokens.
