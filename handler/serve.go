@@ -279,7 +279,11 @@ func backends(s config.Settings, getenv func(string) string, log *slog.Logger) (
 		if err != nil {
 			return nil, nil, fmt.Errorf("KEY_VAULT_URL: %w", err)
 		}
-		store = redaction.Store(keyvault.New(client, keyvault.Options{VaultURL: s.KeyVaultURL}), redaction.OfLogger(log))
+		// Every write to the vault (refreshes, the sweep, consent, the
+		// write-ahead key) passes one pacer: Key Vault's write budget is
+		// the vault's, shared by every instance (keyvault.Pacer).
+		store = keyvault.NewPacer(redaction.Store(keyvault.New(client, keyvault.Options{VaultURL: s.KeyVaultURL}), redaction.OfLogger(log)),
+			keyvault.PacerOptions{WritesPer10s: s.KeyVaultWriteBudget})
 	} else {
 		ls, err := local.NewStore(s.LocalStateDir)
 		if err != nil {

@@ -94,6 +94,7 @@ var handlerSettingsOnAzure = map[string]struct {
 	"API_KEY_SECRET":                      {offAzure, "standalone mode's key; on Azure the Functions host checks function keys, and the handler ignores it"},
 	"WEBSITE_AUTH_ENABLED":                {byPlatform, "set by App Service authentication; set by hand it would make forged X-MS-CLIENT-PRINCIPAL-ID headers trusted"},
 	"LOG_LEVEL":                           {tunable, ""},
+	"KEY_VAULT_WRITE_BUDGET":              {tunable, "this instance's share of the vault's 300 secret writes per 10 s"},
 	"IDENTITY_ENDPOINT":                   {byPlatform, "the managed identity endpoint"},
 	"MSI_ENDPOINT":                        {byPlatform, "the older managed identity endpoint"},
 	"FUNCTIONS_APP_ROOT_PATH":             {byPlatform, "the host sets it on the worker (HttpWorkerProcess.CreateWorkerProcess); the handler reads host.json's functionTimeout there"},

@@ -41,7 +41,7 @@ param connections object
 // property: https://learn.microsoft.com/azure/azure-resource-manager/bicep/user-defined-data-types).
 type stringMap = { *: string }
 
-@description('Further handler settings, each a string, with their defaults in README.md: PROVIDER_TIMEOUT, PROVIDER_ATTEMPT_TIMEOUT, PROVIDER_MAX_RESPONSE_BYTES, LOCK_WAIT, LOCK_LEASE_DURATION, LOG_LEVEL.')
+@description('Further handler settings, each a string, with their defaults in README.md: PROVIDER_TIMEOUT, PROVIDER_ATTEMPT_TIMEOUT, PROVIDER_MAX_RESPONSE_BYTES, LOCK_WAIT, LOCK_LEASE_DURATION, LOG_LEVEL, KEY_VAULT_WRITE_BUDGET.')
 param handlerSettings stringMap = {}
 
 @description('Resource id of an existing user-assigned managed identity to run as (its client id becomes AZURE_CLIENT_ID); empty: the system-assigned identity.')

@@ -84,6 +84,10 @@ type Settings struct {
 	// SweepInterval is SWEEP_INTERVAL, how often standalone mode sweeps
 	// (default 5m). In Functions mode the timer's schedule applies.
 	SweepInterval time.Duration
+	// KeyVaultWriteBudget is KEY_VAULT_WRITE_BUDGET, the most secret
+	// writes this instance makes to Key Vault in any 10 seconds (default
+	// 150, half of the vault's 300; keyvault.Pacer).
+	KeyVaultWriteBudget int
 
 	// AuthEnabled is WEBSITE_AUTH_ENABLED: App Service authentication is
 	// on, so X-MS-CLIENT-PRINCIPAL-ID headers come from the platform. It
@@ -111,6 +115,9 @@ const (
 	DefaultLockWait                 = 30 * time.Second
 	DefaultLeaseDuration            = 30 * time.Second
 	DefaultSweepInterval            = 5 * time.Minute
+	// DefaultKeyVaultWriteBudget is half of the 300 secret writes Key
+	// Vault allows per 10 s per vault (keyvault.VaultWritesPer10s).
+	DefaultKeyVaultWriteBudget = 150
 )
 
 // Bounds of the settings. The 60 s ceiling is the default timeout of an
@@ -197,6 +204,7 @@ func LoadSettings(getenv func(string) string) (Settings, error) {
 		LockWait:                 l.duration("LOCK_WAIT", DefaultLockWait, minTimeout, callerTimeout-time.Second, "a waiting caller must get an answer before ADF's 60 s default timeout"),
 		LeaseDuration:            l.duration("LOCK_LEASE_DURATION", DefaultLeaseDuration, 15*time.Second, 60*time.Second, "Azure blob leases last 15 to 60 seconds"),
 		SweepInterval:            l.duration("SWEEP_INTERVAL", DefaultSweepInterval, minSweepInterval, maxSweepInterval, ""),
+		KeyVaultWriteBudget:      l.integer("KEY_VAULT_WRITE_BUDGET", DefaultKeyVaultWriteBudget, 1, 300, "Key Vault allows 300 secret writes per 10 seconds per vault, shared by every instance"),
 
 		AuthEnabled:  l.boolean("WEBSITE_AUTH_ENABLED"),
 		APIKeySecret: l.match("API_KEY_SECRET", broker.ValidSecretName, "must be the name of a secret in the store: 1-127 letters, digits and '-', starting with a letter"),
@@ -415,6 +423,7 @@ func (s Settings) attrs() []slog.Attr {
 		slog.Duration("lockWait", s.LockWait),
 		slog.Duration("leaseDuration", s.LeaseDuration),
 		slog.Duration("sweepInterval", s.SweepInterval),
+		slog.Int("keyVaultWriteBudget", s.KeyVaultWriteBudget),
 		slog.Bool("authEnabled", s.AuthEnabled),
 		slog.String("apiKeySecret", s.APIKeySecret),
 		slog.String("logLevel", s.LogLevel.String()),
@@ -569,6 +578,21 @@ func (l *loader) bytes(name string, def, lo, hi int64) int64 {
 		return n
 	}
 	l.problem(name, v, fmt.Sprintf("must be a whole number of bytes between %d and %d (golang.org/x/oauth2 reads no more than %d)", lo, hi, hi))
+	return def
+}
+
+// integer reads a whole number between lo and hi; why says where the
+// bounds come from.
+func (l *loader) integer(name string, def, lo, hi int, why string) int {
+	v := l.get(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err == nil && n >= lo && n <= hi {
+		return n
+	}
+	l.problem(name, v, fmt.Sprintf("must be a whole number between %d and %d (%s)", lo, hi, why))
 	return def
 }
 

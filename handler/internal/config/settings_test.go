@@ -48,6 +48,7 @@ func TestLoadSettingsDefaults(t *testing.T) {
 		LockWait:                 30 * time.Second,
 		LeaseDuration:            30 * time.Second,
 		SweepInterval:            5 * time.Minute,
+		KeyVaultWriteBudget:      150,
 		LogLevel:                 slog.LevelInfo,
 	}
 	if !reflect.DeepEqual(s, want) {
@@ -76,6 +77,7 @@ func TestLoadSettingsEverySetting(t *testing.T) {
 		"LOCK_WAIT":                           "25s",
 		"LOCK_LEASE_DURATION":                 "45s",
 		"SWEEP_INTERVAL":                      "1m30s",
+		"KEY_VAULT_WRITE_BUDGET":              "60",
 		"WEBSITE_AUTH_ENABLED":                "True",
 		"API_KEY_SECRET":                      "tokenrefresher-api-key",
 		"LOG_LEVEL":                           "DEBUG",
@@ -100,6 +102,7 @@ func TestLoadSettingsEverySetting(t *testing.T) {
 		LockWait:                 25 * time.Second,
 		LeaseDuration:            45 * time.Second,
 		SweepInterval:            90 * time.Second,
+		KeyVaultWriteBudget:      60,
 		AuthEnabled:              true,
 		APIKeySecret:             "tokenrefresher-api-key",
 		LogLevel:                 slog.LevelDebug,
@@ -161,6 +164,8 @@ func TestLoadSettingsProblems(t *testing.T) {
 		{"lease shorter than Azure allows", map[string]string{"LOCK_LEASE_DURATION": "10s"}, "LOCK_LEASE_DURATION", "10s", []string{"between 15s and 1m", "15 to 60 seconds"}, ""},
 		{"lease in fractions of a second", map[string]string{"LOCK_LEASE_DURATION": "15500ms"}, "LOCK_LEASE_DURATION", "15500ms", []string{"whole seconds"}, ""},
 		{"lease longer than Azure allows", map[string]string{"LOCK_LEASE_DURATION": "2m"}, "LOCK_LEASE_DURATION", "2m", []string{"between 15s and 1m"}, ""},
+		{"write budget beyond the vault's", map[string]string{"KEY_VAULT_WRITE_BUDGET": "301"}, "KEY_VAULT_WRITE_BUDGET", "301", []string{"between 1 and 300", "300 secret writes per 10 seconds per vault"}, ""},
+		{"write budget not a number", map[string]string{"KEY_VAULT_WRITE_BUDGET": "half"}, "KEY_VAULT_WRITE_BUDGET", "half", []string{"between 1 and 300"}, ""},
 		{"sweep too often", map[string]string{"SWEEP_INTERVAL": "1s"}, "SWEEP_INTERVAL", "1s", []string{"between 10s and 24h"}, ""},
 		{"sweep too rare", map[string]string{"SWEEP_INTERVAL": "48h"}, "SWEEP_INTERVAL", "48h", []string{"between 10s and 24h"}, ""},
 		{"sweep with days", map[string]string{"SWEEP_INTERVAL": "1d"}, "SWEEP_INTERVAL", "1d", []string{`Go duration such as "5m"`}, ""},

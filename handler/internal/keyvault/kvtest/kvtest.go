@@ -97,7 +97,35 @@ type Options struct {
 	// azcore/fake.TokenCredential, whose token is "fake_token". Ignored
 	// without TLS.
 	Credential azcore.TokenCredential
+	// Limits makes the vault enforce Key Vault's documented limits per
+	// vault: beyond WritesPer10s secret writes, or OthersPer10s other
+	// requests, in the last 10 seconds (on the vault's clock), a request
+	// is answered 429 Throttled with a Retry-After of the whole seconds
+	// until it would fit, and is not counted towards the limit, as Key
+	// Vault does not count it.
+	Limits bool
+	// InProcess serves the Client without a socket: its transport calls
+	// the vault's handler directly. A synctest bubble's clock stands still
+	// while a goroutine waits on a real socket, so a test in a bubble
+	// needs this. URL is then a placeholder; HTTPClient is unusable.
+	// Incompatible with TLS.
+	InProcess bool
+	// LatestOnly keeps only the latest version of each secret, for tests
+	// that write hundreds of thousands of versions. Versions and Writes
+	// then see only the latest.
+	LatestOnly bool
 }
+
+// Key Vault's limits for secrets per vault per region, in any 10 seconds:
+// 300 secret writes and 4,000 other transactions
+// (https://learn.microsoft.com/azure/key-vault/general/service-limits,
+// "Secrets, managed storage account keys, and vault transactions"). A
+// throttled request does not count towards them
+// (https://learn.microsoft.com/azure/key-vault/general/overview-throttling).
+const (
+	WritesPer10s = 300
+	OthersPer10s = 4000
+)
 
 // Version is one version of a secret as the vault keeps it.
 type Version struct {
@@ -129,6 +157,9 @@ type Version struct {
 type Counts struct {
 	Gets, Sets, Lists int
 	Challenges        int
+	// Throttled counts the requests answered 429 under Options.Limits
+	// (also counted in Gets, Sets or Lists).
+	Throttled int
 }
 
 // Fault is an error response the vault sends instead of serving a request.
@@ -190,14 +221,23 @@ type Vault struct {
 	pageSize int
 	now      func() time.Time
 
+	limits     bool
+	latestOnly bool
+
 	mu      sync.Mutex
 	secrets map[string]*secret // by lower-case name
-	seq     int
-	counts  Counts
-	faults  map[Op][]*pendingFault
-	gates   map[Op]*Gate
-	delays  map[Op]time.Duration
-	closed  bool
+	// names is every key of secrets, sorted, for the list's pages; nil
+	// when a secret was added or purged since it was sorted.
+	names []string
+	// writes and others are the times of the requests served in the last
+	// 10 seconds, oldest first (with Options.Limits).
+	writes, others []time.Time
+	seq            int
+	counts         Counts
+	faults         map[Op][]*pendingFault
+	gates          map[Op]*Gate
+	delays         map[Op]time.Duration
+	closed         bool
 }
 
 type secret struct {
@@ -231,13 +271,19 @@ func New(t testing.TB, o *Options) *Vault {
 	if v.now == nil {
 		v.now = time.Now
 	}
+	v.limits, v.latestOnly = o.Limits, o.LatestOnly
 	h := http.HandlerFunc(v.serveHTTP)
-	if o.TLS {
+	switch {
+	case o.InProcess:
+		v.URL = "http://kvtest.invalid"
+	case o.TLS:
 		v.srv = httptest.NewTLSServer(h)
-	} else {
+	default:
 		v.srv = httptest.NewServer(h)
 	}
-	v.URL = v.srv.URL
+	if v.srv != nil {
+		v.URL = v.srv.URL
+	}
 	t.Cleanup(v.Close)
 
 	var co azsecrets.ClientOptions
@@ -254,6 +300,9 @@ func New(t testing.TB, o *Options) *Vault {
 		}
 		co.Transport = v.srv.Client()
 		co.DisableChallengeResourceVerification = true
+	}
+	if o.InProcess {
+		co.Transport = inProcess{h}
 	}
 	c, err := azsecrets.NewClient(v.URL, cred, &co)
 	if err != nil {
@@ -283,7 +332,47 @@ func (v *Vault) Close() {
 	for _, g := range gates {
 		g.Release()
 	}
-	v.srv.Close()
+	if v.srv != nil {
+		v.srv.Close()
+	}
+}
+
+// inProcess is a transport that serves a request by calling the handler.
+type inProcess struct{ h http.Handler }
+
+func (t inProcess) Do(req *http.Request) (*http.Response, error) {
+	rec := httptest.NewRecorder()
+	t.h.ServeHTTP(rec, req)
+	resp := rec.Result()
+	resp.Request = req
+	return resp, nil
+}
+
+// throttle applies Options.Limits to a request of op: it reports the
+// Retry-After of a 429, or zero after counting the request in its window.
+func (v *Vault) throttle(op Op) time.Duration {
+	if !v.limits {
+		return 0
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	now := v.now()
+	window, limit := &v.others, OthersPer10s
+	if op == OpSet {
+		window, limit = &v.writes, WritesPer10s
+	}
+	cut := 0
+	for cut < len(*window) && !(*window)[cut].After(now.Add(-10*time.Second)) {
+		cut++
+	}
+	*window = (*window)[cut:]
+	if len(*window) >= limit {
+		v.counts.Throttled++
+		// Fits once the oldest requests in the window have left it.
+		return max((*window)[len(*window)-limit].Add(10*time.Second).Sub(now), time.Millisecond)
+	}
+	*window = append(*window, now)
+	return 0
 }
 
 // Put stores a new version of name directly, as an operator would with
@@ -412,6 +501,7 @@ func (v *Vault) Purge(name string) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	delete(v.secrets, strings.ToLower(name))
+	v.names = nil
 }
 
 // Delay makes every later request of op wait d before it is served (or
@@ -463,6 +553,7 @@ func (v *Vault) write(name, value, contentType string, tags map[string]string, e
 	if s == nil {
 		s = &secret{}
 		v.secrets[key] = s
+		v.names = nil
 	} else if len(s.versions) > 0 {
 		name = s.versions[0].Name
 	}
@@ -477,6 +568,9 @@ func (v *Vault) write(name, value, contentType string, tags map[string]string, e
 	}
 	if !notBefore.IsZero() {
 		ver.NotBefore = notBefore.Truncate(time.Second)
+	}
+	if v.latestOnly {
+		s.versions = s.versions[:0]
 	}
 	s.versions = append(s.versions, ver)
 	return ver
@@ -552,6 +646,11 @@ func (v *Vault) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 	if r.URL.Query().Get("api-version") == "" {
 		writeError(w, http.StatusBadRequest, "BadParameter", "", "The request URI contains an invalid or missing api-version.", 0)
+		return
+	}
+	if d := v.throttle(op); d > 0 {
+		f := Throttled(d)
+		writeError(w, f.Status, f.Code, "", f.Message, f.RetryAfter)
 		return
 	}
 	if f, ok := v.takeFault(op, name); ok {
@@ -686,13 +785,19 @@ func (v *Vault) serveList(w http.ResponseWriter, r *http.Request) {
 
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	if v.names == nil {
+		v.names = slices.Sorted(maps.Keys(v.secrets))
+	}
+	// One page and whether another follows: a page costs its size, not
+	// the vault's, so a walk of a large vault stays linear.
 	var keys []string
-	for k, s := range v.secrets {
-		if !s.deleted && len(s.versions) > 0 && k > after {
+	i, _ := slices.BinarySearch(v.names, after)
+	for ; i < len(v.names) && len(keys) <= size; i++ {
+		k := v.names[i]
+		if s := v.secrets[k]; k > after && !s.deleted && len(s.versions) > 0 {
 			keys = append(keys, k)
 		}
 	}
-	slices.Sort(keys)
 	page := listResult{Value: []secretBundle{}}
 	for _, k := range keys[:min(size, len(keys))] {
 		s := v.secrets[k]

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -248,5 +249,78 @@ func TestTLSChallenge(t *testing.T) {
 	}
 	if c := v.Counts(); c != (kvtest.Counts{Gets: 1, Challenges: 2}) {
 		t.Errorf("counts %+v", c)
+	}
+}
+
+// TestLimits pins the double's Key Vault limits: within any 10 seconds,
+// 300 secret writes and 4,000 other requests are served and the next is
+// answered 429 Throttled with a Retry-After of the seconds until it fits; a
+// throttled request does not count, and the window slides. Without
+// Options.Limits nothing is throttled. In a synctest bubble, in process.
+func TestLimits(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		op     kvtest.Op
+		limit  int
+		limits bool
+	}{
+		{"writes", kvtest.OpSet, kvtest.WritesPer10s, true},
+		{"reads", kvtest.OpGet, kvtest.OthersPer10s, true},
+		{"writes without limits", kvtest.OpSet, kvtest.WritesPer10s, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				noRetry := &azsecrets.ClientOptions{}
+				noRetry.Retry.MaxRetries = -1
+				v := kvtest.New(t, &kvtest.Options{Limits: tt.limits, InProcess: true, ClientOptions: noRetry})
+				v.Put("s", "v", time.Time{})
+				ctx := context.Background()
+				do := func() error {
+					if tt.op == kvtest.OpSet {
+						return set(t, v, ctx, "s", "v")
+					}
+					_, err := v.Client.GetSecret(ctx, "s", "", nil)
+					return err
+				}
+				// Spread over the first 5 seconds.
+				for i := range tt.limit {
+					time.Sleep(5 * time.Second / time.Duration(tt.limit))
+					if err := do(); err != nil {
+						t.Fatalf("request %d of %d: %v", i+1, tt.limit, err)
+					}
+				}
+				err := do()
+				if !tt.limits {
+					if err != nil || v.Counts().Throttled != 0 {
+						t.Fatalf("without limits: %v, %d throttled", err, v.Counts().Throttled)
+					}
+					return
+				}
+				var re *azcore.ResponseError
+				if !errors.As(err, &re) || re.StatusCode != http.StatusTooManyRequests || re.ErrorCode != "Throttled" {
+					t.Fatalf("request %d: %v; want 429 Throttled", tt.limit+1, err)
+				}
+				// The first request was made at 5s/limit, so it leaves the
+				// window a little over 5 s from now: 6 whole seconds.
+				if ra := re.RawResponse.Header.Get("Retry-After"); ra != "6" {
+					t.Errorf("Retry-After %q, want 6", ra)
+				}
+				if err := do(); statusOf(err) != http.StatusTooManyRequests {
+					t.Fatalf("a second request in the full window: %v, want 429", err)
+				}
+				if got := v.Counts().Throttled; got != 2 {
+					t.Errorf("Throttled = %d, want 2", got)
+				}
+				time.Sleep(5*time.Second + 5*time.Second/time.Duration(tt.limit) + time.Microsecond)
+				// The throttled ones did not count: the oldest request has
+				// left the window, so exactly one more fits.
+				if err := do(); err != nil {
+					t.Fatalf("after the window slid: %v", err)
+				}
+				if err := do(); statusOf(err) != http.StatusTooManyRequests {
+					t.Fatalf("over the limit again: %v, want 429", err)
+				}
+			})
+		})
 	}
 }
