@@ -111,6 +111,8 @@ type Broker struct {
 	now      func() time.Time
 	instance string
 	walKey   KeySource
+	// sweeps is what sweeps remember between runs (sweep.go).
+	sweeps sweepState
 
 	lockWait        time.Duration
 	failureCooldown time.Duration

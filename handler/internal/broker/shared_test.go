@@ -152,6 +152,40 @@ func TestSweepListsOnceAndReadsOnlyStaleTokens(t *testing.T) {
 	}
 }
 
+// TestSweepWalksTheListOncePerHour: later sweeps within the hour go by
+// the first one's walk of the list and the tokens in memory: once every
+// token is fresh and known, they list and read nothing.
+func TestSweepWalksTheListOncePerHour(t *testing.T) {
+	e := newEnv(t, testprovider.Config{Rotate: true, AccessTokenLifetime: 2 * time.Hour})
+	var conns []broker.Connection
+	for _, n := range []string{"a", "b"} {
+		c := e.conn(n, broker.GrantRefreshToken)
+		e.seed(c)
+		conns = append(conns, c)
+	}
+	ls, err := local.NewStore(e.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &listingStore{countingStore: e.store, list: ls}
+	b := e.broker(conns, func(o *broker.Options) { o.Store = store })
+	ctx := context.Background()
+	for i := range 3 {
+		gets := e.store.gets.Load()
+		for _, r := range b.Sweep(ctx, 10*time.Minute) {
+			if r.Err != nil {
+				t.Fatalf("sweep %d: %s: %v", i, r.Connection, r.Err)
+			}
+		}
+		if n := store.lists.Load(); n != 1 {
+			t.Errorf("after sweep %d: %d list walks, want 1", i, n)
+		}
+		if n := e.store.gets.Load() - gets; i > 0 && n != 0 {
+			t.Errorf("sweep %d read %d secrets; every token was fresh and known", i, n)
+		}
+	}
+}
+
 // upperLister lists names in another case, as Key Vault returns a secret
 // an operator created as Xero-Client-Secret.
 type upperLister struct{ *listingStore }

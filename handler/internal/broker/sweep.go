@@ -2,12 +2,14 @@ package broker
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
+	"sync"
 	"time"
-
-	"golang.org/x/sync/errgroup"
 )
 
 // SweepAction says what a sweep did for one connection.
@@ -48,21 +50,65 @@ type SweepResult struct {
 	StandbyErr *Error
 }
 
-// DefaultSweepParallelism bounds how many connections one sweep refreshes at
-// once, to stay well inside provider and Key Vault rate limits.
+// DefaultSweepParallelism is how many connections a sweep refreshes at once
+// when its store paces no writes (the local store), and the least it
+// refreshes at once when the store does (SweepPacer): then the pacer sets
+// the write rate, and the parallelism follows it and the measured time of
+// a refresh (sweepParallelism).
 const DefaultSweepParallelism = 4
+
+// MaxSweepParallelism bounds the parallelism a SweepPacer's rate can ask
+// for, however slow the provider.
+const MaxSweepParallelism = 64
+
+// listReuse is how long a sweep may go by the last walk of the store's
+// list and this instance's memory instead of walking it again: what else
+// the walk tells (client-secret expiries, refresh-token ages for idle
+// expiry) counts in days, and a token only gets fresher than the walk saw.
+const listReuse = time.Hour
+
+// SweepPacer is implemented by a SecretStore that paces its writes to a
+// budget (keyvault.Pacer: Key Vault allows 300 secret writes per 10 s per
+// vault). The sweep asks it for room before each refresh, so that callers'
+// on-demand refreshes keep a reserve of the budget, and sizes its
+// parallelism from its rate.
+type SweepPacer interface {
+	// AwaitSweepRoom blocks until n writes fit in the budget with the
+	// callers' reserve left over, and sets them aside for the writes that
+	// follow; or until ctx ends (its error).
+	AwaitSweepRoom(ctx context.Context, n int) error
+	// WriteRate is the writes per second the pacer allows now.
+	WriteRate() float64
+}
+
+// sweepState is what sweeps remember between runs on one instance.
+type sweepState struct {
+	mu sync.Mutex
+	// listed is the last walk of the store's list, and when it ran.
+	listed   map[string]SecretInfo
+	listedAt time.Time
+	// refreshTook is a moving average of how long one sweep refresh
+	// took, zero before the first.
+	refreshTook time.Duration
+}
 
 // secretWarningDays are the thresholds at which a client secret's coming
 // expiry is logged (once each); Warnings carry it on every sweep.
 var secretWarningDays = []int{30, 14, 7, 0}
 
-// Sweep goes over every connection, at most DefaultSweepParallelism at a
-// time, through the same protocol as Token (locks, singleflight and all):
+// Sweep goes over every connection, DefaultSweepParallelism at a time or,
+// when the store paces its writes (SweepPacer), as many as its write rate
+// and the measured refresh time call for, through the same protocol as
+// Token (locks, singleflight and all):
 //
 //   - a connection kept warm (Connection.KeepWarm) whose token expires
 //     within horizon (the time until the next sweep plus the refresh
 //     margin) is refreshed, so callers between sweeps are served from
-//     cache;
+//     cache; so is one whose own point in the refresh cycle has come since
+//     its token was issued (slotPassed), which spreads connections
+//     refreshed together over one cycle;
+//   - with a SweepPacer, each refresh first waits for room in the write
+//     budget with a reserve left for callers;
 //   - a refresh token unused for half its provider's idle expiry
 //     (Connection.IdleExpiry: Xero 60 days, Entra 90) is redeemed to keep
 //     it alive;
@@ -72,7 +118,8 @@ var secretWarningDays = []int{30, 14, 7, 0}
 // When the store is a SecretLister, one list call tells which tokens are
 // fresh, how old each refresh token is and when each client secret
 // expires: with Key Vault, one paged request instead of reads per
-// connection.
+// connection. Within an hour of a walk, the sweep goes by that walk and
+// the tokens in this instance's memory, and walks nothing (sweepListing).
 //
 // A sweep ends inside ctx's deadline, when it has one. Connections are
 // taken most due first (see sweepDue), and none is started once less than
@@ -91,7 +138,7 @@ func (b *Broker) Sweep(ctx context.Context, horizon time.Duration) []SweepResult
 	// records into the store (writeahead.go).
 	b.reconcileWriteAhead(ctx)
 	start := b.now()
-	listed := b.listSecrets(ctx)
+	listed := b.sweepListing(ctx)
 	stopAt, bounded := b.sweepStop(ctx, start)
 
 	type item struct {
@@ -106,26 +153,127 @@ func (b *Broker) Sweep(ctx context.Context, horizon time.Duration) []SweepResult
 	slices.SortStableFunc(items, func(x, y item) int { return x.due.Compare(y.due) })
 
 	results := make([]SweepResult, len(b.order))
-	var g errgroup.Group
-	g.SetLimit(DefaultSweepParallelism)
+	// A semaphore whose size may change while the sweep runs: it follows
+	// the pacer's rate, which a 429 lowers, and the refresh time measured.
+	var (
+		mu      sync.Mutex
+		cond    = sync.NewCond(&mu)
+		running int
+		wg      sync.WaitGroup
+	)
 	for _, it := range items {
 		st := b.conns[b.order[it.i]]
-		// Go blocks until a slot is free, so the check below runs when the
-		// connection would really start.
-		g.Go(func() error {
+		mu.Lock()
+		for running >= b.sweepParallelism() {
+			cond.Wait()
+		}
+		running++
+		mu.Unlock()
+		// The check below runs when the connection would really start.
+		wg.Go(func() {
+			defer func() {
+				mu.Lock()
+				running--
+				cond.Broadcast()
+				mu.Unlock()
+			}()
 			if bounded && !b.now().Before(stopAt) {
-				results[it.i] = SweepResult{Connection: st.conn.Name, Action: SweepDeferred,
-					ExpiresOn: b.secretInfo(ctx, listed, st.conn.Secrets.AccessToken).ExpiresOn,
-					Reason:    "the sweep stopped starting refreshes to answer before its deadline; the next sweep starts with this connection"}
-				return nil
+				results[it.i] = b.deferred(ctx, st, listed)
+				return
 			}
-			results[it.i] = b.sweepOne(ctx, st, horizon, listed)
+			results[it.i] = b.sweepOne(ctx, st, horizon, listed, stopAt, bounded)
 			b.sweepStandby(ctx, st, listed, &results[it.i])
-			return nil
 		})
 	}
-	_ = g.Wait()
+	wg.Wait()
 	return results
+}
+
+func (b *Broker) deferred(ctx context.Context, st *connState, listed map[string]SecretInfo) SweepResult {
+	return SweepResult{Connection: st.conn.Name, Action: SweepDeferred,
+		ExpiresOn: b.secretInfo(ctx, listed, st.conn.Secrets.AccessToken).ExpiresOn,
+		Reason:    "the sweep stopped starting refreshes to answer before its deadline; the next sweep starts with this connection"}
+}
+
+// sweepParallelism is how many refreshes the sweep runs at once: with a
+// pacer, enough to keep its write rate busy while each refresh takes the
+// time measured (Little's law, with a quarter to spare), at least
+// DefaultSweepParallelism and at most MaxSweepParallelism.
+func (b *Broker) sweepParallelism() int {
+	p, ok := b.store.(SweepPacer)
+	if !ok {
+		return DefaultSweepParallelism
+	}
+	b.sweeps.mu.Lock()
+	took := b.sweeps.refreshTook
+	b.sweeps.mu.Unlock()
+	if took <= 0 {
+		return DefaultSweepParallelism
+	}
+	// Two writes a refresh: the refresh token, then the access token.
+	n := int(math.Ceil(p.WriteRate() / 2 * took.Seconds() * 1.25))
+	return min(max(n, DefaultSweepParallelism), MaxSweepParallelism)
+}
+
+// measured adds one sweep refresh's duration to the moving average.
+func (b *Broker) measured(took time.Duration) {
+	b.sweeps.mu.Lock()
+	defer b.sweeps.mu.Unlock()
+	if b.sweeps.refreshTook == 0 {
+		b.sweeps.refreshTook = took
+		return
+	}
+	b.sweeps.refreshTook += (took - b.sweeps.refreshTook) / 8
+}
+
+// writesPerRefresh is how many store writes a refresh of c makes: the
+// access token, and the refresh token when the provider rotates it.
+func writesPerRefresh(c *Connection) int {
+	if c.Grant == GrantRefreshToken && c.Rotating {
+		return 2
+	}
+	return 1
+}
+
+// sweepListing describes the store's secrets for this sweep. It walks the
+// store's list at most once per listReuse; in between, the last walk, with
+// the newer access tokens this instance holds in memory, tells the same at
+// no cost. A token that looks due there and that a peer has refreshed
+// since costs one read (a refresh reads the store before anything else),
+// never a write; a token never looks fresher than it is.
+func (b *Broker) sweepListing(ctx context.Context) map[string]SecretInfo {
+	if _, ok := b.store.(SecretLister); !ok {
+		return nil
+	}
+	b.sweeps.mu.Lock()
+	prev, at := b.sweeps.listed, b.sweeps.listedAt
+	b.sweeps.mu.Unlock()
+	if prev == nil || b.now().Sub(at) >= listReuse {
+		m := b.listSecrets(ctx)
+		if m == nil {
+			return nil
+		}
+		b.sweeps.mu.Lock()
+		b.sweeps.listed, b.sweeps.listedAt = m, b.now()
+		b.sweeps.mu.Unlock()
+		prev = m
+	}
+	m := make(map[string]SecretInfo, len(prev))
+	for k, v := range prev {
+		m[k] = v
+	}
+	for _, name := range b.order {
+		st := b.conns[name]
+		ct := st.cached.Load()
+		if ct == nil || ct.lifetime <= 0 {
+			continue
+		}
+		key := strings.ToLower(st.conn.Secrets.AccessToken)
+		if old := m[key]; ct.token.Expiry.After(old.ExpiresOn) {
+			m[key] = SecretInfo{Name: st.conn.Secrets.AccessToken, ExpiresOn: ct.token.Expiry, UpdatedOn: ct.token.Expiry.Add(-ct.lifetime)}
+		}
+	}
+	return m
 }
 
 // sweepStop is when a sweep that started at start (on the broker's clock)
@@ -207,29 +355,50 @@ func (b *Broker) secretInfo(ctx context.Context, listed map[string]SecretInfo, n
 	return SecretInfo{Name: name, ExpiresOn: s.ExpiresOn, UpdatedOn: s.UpdatedOn}
 }
 
-func (b *Broker) sweepOne(ctx context.Context, st *connState, horizon time.Duration, listed map[string]SecretInfo) SweepResult {
+func (b *Broker) sweepOne(ctx context.Context, st *connState, horizon time.Duration, listed map[string]SecretInfo, stopAt time.Time, bounded bool) SweepResult {
 	c := &st.conn
 	r := SweepResult{Connection: c.Name, Action: SweepFresh}
 	r.Warnings = b.secretWarnings(st, b.secretInfo(ctx, listed, c.Secrets.ClientSecret))
 	access := b.secretInfo(ctx, listed, c.Secrets.AccessToken)
 	r.ExpiresOn = access.ExpiresOn
 
-	if c.KeepWarm && !b.freshInListing(st, access, horizon) {
-		st.mu.Lock()
-		before := st.refreshes
-		st.mu.Unlock()
-		tok, err := b.token(ctx, st, want{minValidity: min(horizon, MaxMinValidity), upToHalfLife: true})
-		if err != nil {
-			r.Action, r.Err = SweepFailed, asError(c.Name, err)
-			return r
+	if c.KeepWarm {
+		due := !b.freshInListing(st, access, horizon)
+		slot, turn := time.Time{}, false
+		if !due {
+			slot, turn = b.slotPassed(st, access, horizon)
 		}
-		r.ExpiresOn = tok.Expiry
-		st.mu.Lock()
-		refreshed := st.refreshes > before
-		st.mu.Unlock()
-		if refreshed {
-			r.Action, r.Reason = SweepRefreshed, refreshReason(access, b.now())
-			return r
+		if due || turn {
+			if !b.awaitSweepRoom(ctx, c, stopAt, bounded) {
+				return b.deferred(ctx, st, listed)
+			}
+			st.mu.Lock()
+			before := st.refreshes
+			st.mu.Unlock()
+			started := b.now()
+			var tok AccessToken
+			var err error
+			if due {
+				tok, err = b.token(ctx, st, want{minValidity: min(horizon, MaxMinValidity), upToHalfLife: true})
+			} else {
+				tok, err = b.refreshNow(ctx, st, slot)
+			}
+			if err != nil {
+				r.Action, r.Err = SweepFailed, asError(c.Name, err)
+				return r
+			}
+			r.ExpiresOn = tok.Expiry
+			st.mu.Lock()
+			refreshed := st.refreshes > before
+			st.mu.Unlock()
+			if refreshed {
+				b.measured(b.now().Sub(started))
+				r.Action, r.Reason = SweepRefreshed, refreshReason(access, b.now())
+				if !due {
+					r.Reason = "its turn in the refresh cycle came (" + slot.UTC().Format(time.RFC3339) + ")"
+				}
+				return r
+			}
 		}
 	}
 
@@ -247,6 +416,9 @@ func (b *Broker) sweepOne(ctx context.Context, st *connState, horizon time.Durat
 	now := b.now()
 	if lastUsed.IsZero() || now.Sub(lastUsed) < c.IdleExpiry/2 {
 		return r
+	}
+	if !b.awaitSweepRoom(ctx, c, stopAt, bounded) {
+		return b.deferred(ctx, st, listed)
 	}
 	tok, err := b.refreshNow(ctx, st, now.Add(-c.IdleExpiry/2))
 	if err != nil {
@@ -319,4 +491,65 @@ func refreshReason(access SecretInfo, now time.Time) string {
 		return "the access token had expired"
 	}
 	return "the access token was about to expire"
+}
+
+// awaitSweepRoom waits, when the store paces its writes, until the budget
+// has room for one refresh of c with the callers' reserve left over. It
+// reports false when the sweep reached the point where it starts nothing
+// more (stopAt) first.
+func (b *Broker) awaitSweepRoom(ctx context.Context, c *Connection, stopAt time.Time, bounded bool) bool {
+	p, ok := b.store.(SweepPacer)
+	if !ok {
+		return true
+	}
+	if bounded {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, stopAt.Sub(b.now()))
+		defer cancel()
+	}
+	return p.AwaitSweepRoom(ctx, writesPerRefresh(c)) == nil
+}
+
+// slotPassed reports whether the connection's own refresh point has come
+// since its access token was issued, and which point: a connection
+// refreshed together with others (a cold start, an outage) would
+// otherwise come due with them in every later sweep, a burst of writes each
+// cycle.
+//
+// Each connection refreshes once a cycle, at a phase of its own. The cycle
+// is the token's lifetime (rounded to the minute) less what the sweep
+// leaves before expiry (need, as freshInListing judges) less a minute: a
+// token refreshed at one point is still fresh at the next, so the points
+// come before the sweep would otherwise act. The phase is a hash of the
+// connection's name, so the points are the same on every instance and
+// after any restart, and fall evenly over the cycle. A cohort refreshed
+// together is spread over one cycle: each connection refreshes early once,
+// at its point, and at its points from then on. A token issued less than a
+// minute before its point is left alone; a token never waits past the
+// sweep's horizon for its point.
+func (b *Broker) slotPassed(st *connState, access SecretInfo, horizon time.Duration) (time.Time, bool) {
+	if access.ExpiresOn.IsZero() || access.UpdatedOn.IsZero() || !access.ExpiresOn.After(access.UpdatedOn) {
+		return time.Time{}, false
+	}
+	lifetime := access.ExpiresOn.Sub(access.UpdatedOn).Round(time.Minute)
+	w := want{minValidity: min(horizon, MaxMinValidity), upToHalfLife: true}
+	period := (lifetime - st.need(w.of(lifetime), lifetime) - time.Minute).Truncate(time.Second)
+	if period < 2*time.Minute {
+		return time.Time{}, false
+	}
+	slot := refreshPoint(st.conn.Name, period, b.now())
+	return slot, slot.After(access.UpdatedOn.Add(time.Minute))
+}
+
+// refreshPoint is the latest of name's refresh points at or before now:
+// the points are period apart, at a phase from a hash of name, counted in
+// whole seconds of Unix time.
+func refreshPoint(name string, period time.Duration, now time.Time) time.Time {
+	// SHA-256, not FNV: names that differ in a last digit (conn-001,
+	// conn-002) must land far apart.
+	h := sha256.Sum256([]byte(name))
+	p := int64(period / time.Second)
+	phase := int64(binary.BigEndian.Uint64(h[:8]) % uint64(p)) // #nosec G115 -- p is positive
+	t := now.Unix()
+	return time.Unix(t-((t-phase)%p+p)%p, 0)
 }

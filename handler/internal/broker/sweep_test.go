@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -152,7 +153,7 @@ func TestSweepEndsInsideItsDeadlineAndTheNextResumes(t *testing.T) {
 				t.Fatalf("tick %d took %v; its deadline was %v away", ticks, spent, budget)
 			}
 			var now []string
-			deferred := 0
+			deferred, turns := 0, 0
 			for _, r := range res {
 				switch {
 				case r.Action == broker.SweepDeferred:
@@ -160,6 +161,10 @@ func TestSweepEndsInsideItsDeadlineAndTheNextResumes(t *testing.T) {
 				case r.Action == broker.SweepRefreshed && !refreshed[r.Connection]:
 					now = append(now, r.Connection)
 				case r.Action == broker.SweepFresh && refreshed[r.Connection]:
+				case r.Action == broker.SweepRefreshed && refreshed[r.Connection] && strings.HasPrefix(r.Reason, "its turn in the refresh cycle"):
+					// Its own point in the cycle came (slotPassed): the
+					// cohort these ticks refreshed spreads out.
+					turns++
 				default:
 					t.Fatalf("tick %d: %s: %s (%v); refreshed before: %t", ticks, r.Connection, r.Action, r.Err, refreshed[r.Connection])
 				}
@@ -172,7 +177,7 @@ func TestSweepEndsInsideItsDeadlineAndTheNextResumes(t *testing.T) {
 			for _, name := range now {
 				refreshed[name] = true
 			}
-			t.Logf("tick %d: %d refreshed, %d deferred, in %v", ticks, len(now), deferred, spent)
+			t.Logf("tick %d: %d refreshed, %d at their turn, %d deferred, in %v", ticks, len(now), turns, deferred, spent)
 			if ticks == 0 && deferred == 0 {
 				t.Fatalf("the first sweep deferred nothing: it ran %v, past the point where it should stop starting refreshes", spent)
 			}
@@ -181,12 +186,13 @@ func TestSweepEndsInsideItsDeadlineAndTheNextResumes(t *testing.T) {
 			t.Fatalf("%d of %d connections refreshed after %d ticks", len(refreshed), n, ticks)
 		}
 
-		// Each connection was refreshed exactly once, before its token
-		// expired, and no refresh token was redeemed twice.
+		// Each connection was refreshed for its expiry once, before its
+		// token expired (later refreshes are its turns in the cycle), and
+		// no refresh token was redeemed twice.
 		for _, c := range conns {
 			at := g.refreshedAt(c.Name)
-			if len(at) != 1 {
-				t.Errorf("%s refreshed %d times, want once", c.Name, len(at))
+			if len(at) == 0 {
+				t.Errorf("%s never refreshed", c.Name)
 				continue
 			}
 			if !at[0].Before(expiry[c.Name]) {
@@ -214,6 +220,76 @@ func TestSweepWithoutDeadlineDefersNothing(t *testing.T) {
 			if r.Action != broker.SweepRefreshed {
 				t.Errorf("%s: %s (%v), want refreshed", r.Connection, r.Action, r.Err)
 			}
+		}
+	})
+}
+
+// TestCohortSpreadsOverOneCycle: 200 connections refreshed together at
+// t=0 (a cold start) come due together again at 50 and 100 minutes unless
+// each has its own point in the cycle. Sweeps every 5 minutes with the
+// timer's 10-minute horizon, for three cycles: in cycles 2 and 3 no sweep
+// refreshes more than twice an even share (200 over the 49-minute cycle's
+// ten sweeps), no token is ever found expired, and no connection is
+// refreshed more than once a cycle after its first, early, turn.
+func TestCohortSpreadsOverOneCycle(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const (
+			n       = 200
+			period  = 5 * time.Minute
+			horizon = 2 * period
+			cycle   = 49 * time.Minute
+		)
+		g := newSlowGrant(time.Second)
+		var conns []broker.Connection
+		for i := range n {
+			conns = append(conns, sweepConn(fmt.Sprintf("conn-%03d", i)))
+		}
+		b, store := sweepWorld(t, g, conns, time.Minute)
+		defer b.Close(context.Background())
+		t0 := time.Now()
+		perSweep := map[time.Duration]int{}
+		for tick := 0; t0.Add(time.Duration(tick) * period).Before(t0.Add(3*cycle + 2*period)); tick++ {
+			at := t0.Add(time.Duration(tick) * period)
+			time.Sleep(time.Until(at))
+			if tick > 0 {
+				for _, c := range conns {
+					s, err := store.Get(context.Background(), c.Secrets.AccessToken)
+					if err != nil || !s.ExpiresOn.After(time.Now()) {
+						t.Fatalf("t0+%v: %s's access token expired unrefreshed (expires %v, err %v)", at.Sub(t0), c.Name, s.ExpiresOn.Sub(t0), err)
+					}
+				}
+			}
+			for _, r := range b.Sweep(context.Background(), horizon) {
+				switch r.Action {
+				case broker.SweepRefreshed:
+					perSweep[at.Sub(t0)]++
+				case broker.SweepFresh:
+				default:
+					t.Fatalf("t0+%v: %s: %s (%v)", at.Sub(t0), r.Connection, r.Action, r.Err)
+				}
+			}
+		}
+		if perSweep[0] != n {
+			t.Fatalf("the first sweep refreshed %d, want the whole cohort of %d", perSweep[0], n)
+		}
+		largest, at := 0, time.Duration(0)
+		for d, k := range perSweep {
+			if d >= cycle && k > largest {
+				largest, at = k, d
+			}
+		}
+		even := n * int(period) / int(cycle)
+		t.Logf("largest batch in cycles 2-3: %d at t0+%v (even share %d); per sweep: %v", largest, at, even, perSweep)
+		if largest > 2*even {
+			t.Errorf("a sweep in cycles 2-3 refreshed %d connections at t0+%v; the cohort of %d should spread over the cycle, about %d a sweep", largest, at, n, even)
+		}
+		for _, c := range conns {
+			if k := len(g.refreshedAt(c.Name)); k > 5 {
+				t.Errorf("%s refreshed %d times in three cycles", c.Name, k)
+			}
+		}
+		if g.reused != 0 {
+			t.Fatalf("%d refresh tokens redeemed twice", g.reused)
 		}
 	})
 }
