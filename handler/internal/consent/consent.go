@@ -28,7 +28,6 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
-	"github.com/tokenrefresher/tokenrefresher/handler/internal/diagnose"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/oauth"
 )
 
@@ -90,32 +89,19 @@ func (f *Flow) AuthCodeURL(state string, verifier broker.Secret) (string, error)
 	return cfg.AuthCodeURL(state, opts...), nil
 }
 
-// reservedParams are set by the code exchange itself; a connection's Params
-// may not replace them.
-var reservedParams = map[string]bool{
-	"grant_type": true, "code": true, "redirect_uri": true, "code_verifier": true,
-	"client_id": true, "client_secret": true, "refresh_token": true, "scope": true,
-}
-
 // Exchange redeems an authorization code at the token endpoint, with the
 // verifier whose challenge the authorization request carried, and the
 // connection's Params as in every token request. It fails with
 // ErrNoRefreshToken (wrapped in an *ExchangeError) when the provider issued
 // no refresh token: the connection would be dead once the access token
 // expires. Failures are *ExchangeError.
+//
+// The exchange is a token request like every other, package oauth's: its
+// checks of the connection (reserved parameters, the client
+// authentication style, set explicitly), size limit, no redirects, its
+// reading of a failure (an allow-list of the answer's fields, each
+// redacted) and its one check of the tokens issued.
 func (f *Flow) Exchange(ctx context.Context, code string, verifier broker.Secret) (*broker.Token, error) {
-	if _, err := f.config(); err != nil {
-		return nil, err
-	}
-	for k := range f.Connection.Params {
-		if reservedParams[k] {
-			return nil, &ExchangeError{Connection: f.Connection.Name, Err: fmt.Errorf("%w: parameter %q is set by the code exchange and cannot be overridden in params", ErrBadConnection, k)}
-		}
-	}
-	// The exchange is a token request like every other: package oauth's,
-	// with its size limit, no redirects, its reading of a failure (an
-	// allow-list of the answer's fields, each redacted) and its one check
-	// of the tokens issued (printable ASCII, a believable lifetime).
 	timeout, transport := DefaultExchangeTimeout, http.RoundTripper(nil)
 	if f.HTTPClient != nil {
 		transport = f.HTTPClient.Transport
@@ -124,8 +110,7 @@ func (f *Flow) Exchange(ctx context.Context, code string, verifier broker.Secret
 		}
 	}
 	client := oauth.New(oauth.Options{Timeout: timeout, AttemptTimeout: timeout, Transport: transport, Now: f.Now})
-	tok, err := client.Exchange(ctx, &f.Connection, broker.Credentials{ClientID: f.ClientID, ClientSecret: f.ClientSecret},
-		code, verifier.Reveal(), f.RedirectURL)
+	tok, err := client.Exchange(ctx, &f.Connection, f.credentials(), code, verifier.Reveal(), f.RedirectURL)
 	if err != nil {
 		return nil, f.exchangeError(err)
 	}
@@ -135,35 +120,20 @@ func (f *Flow) Exchange(ctx context.Context, code string, verifier broker.Secret
 	return tok, nil
 }
 
-// config is the oauth2.Config of the flow. Client authentication is always
-// the connection's explicit style: oauth2's auto-detection would send the
-// code twice when the first style fails, and the second attempt fails
-// anyway (a code is single-use), hiding the first answer.
+func (f *Flow) credentials() broker.Credentials {
+	return broker.Credentials{ClientID: f.ClientID, ClientSecret: f.ClientSecret}
+}
+
+// config is the oauth2.Config of the consent page. It is refused when the
+// code it leads to could not be redeemed (oauth.CheckExchange), before a
+// person is sent to the provider.
 func (f *Flow) config() (*oauth2.Config, error) {
-	var style oauth2.AuthStyle
-	switch f.Connection.AuthStyle {
-	case broker.AuthBasic:
-		style = oauth2.AuthStyleInHeader
-	case broker.AuthBody:
-		style = oauth2.AuthStyleInParams
-	default:
-		return nil, &ExchangeError{Connection: f.Connection.Name, Err: fmt.Errorf("%w: client authentication style %q is not %q or %q",
-			ErrBadConnection, f.Connection.AuthStyle, broker.AuthBasic, broker.AuthBody)}
-	}
-	if f.ClientID == "" {
-		return nil, &ExchangeError{Connection: f.Connection.Name, Err: fmt.Errorf("%w: no client id", ErrBadConnection)}
-	}
-	if err := oauth.CheckTokenURL(f.Connection.TokenURL); err != nil {
-		return nil, &ExchangeError{Connection: f.Connection.Name, Err: fmt.Errorf("%w: %w", ErrBadConnection, err)}
+	if err := oauth.CheckExchange(&f.Connection, f.credentials()); err != nil {
+		return nil, f.exchangeError(err)
 	}
 	return &oauth2.Config{
-		ClientID:     f.ClientID,
-		ClientSecret: f.ClientSecret.Reveal(),
-		Endpoint: oauth2.Endpoint{
-			AuthURL:   f.AuthorizationURL,
-			TokenURL:  f.Connection.TokenURL,
-			AuthStyle: style,
-		},
+		ClientID:    f.ClientID,
+		Endpoint:    oauth2.Endpoint{AuthURL: f.AuthorizationURL},
 		RedirectURL: f.RedirectURL,
 		Scopes:      f.Scopes,
 	}, nil
@@ -180,9 +150,7 @@ func (f *Flow) exchangeError(err error) *ExchangeError {
 		e.Err = err
 		return e
 	}
-	// Sanitize is the second line: it redacts by look a token-like run
-	// of a value the request did not carry.
-	e.StatusCode, e.Code, e.Description = pe.StatusCode, pe.Code, diagnose.Sanitize(pe.Description)
+	e.StatusCode, e.Code, e.Description = pe.StatusCode, pe.Code, pe.Description
 	switch {
 	case errors.Is(pe, oauth.ErrInvalidConnection):
 		e.Err = fmt.Errorf("%w: %s", ErrBadConnection, pe.Description)

@@ -293,6 +293,19 @@ func TestAuthCodeURLRefusesAnInsecureEndpoint(t *testing.T) {
 	}
 }
 
+// TestAuthCodeURLRefusesWhatCannotBeRedeemed: nobody is sent to the
+// consent page for a code the exchange would refuse; the check is the
+// token client's own (before, a reserved parameter passed here and failed
+// only at the exchange, after the person had consented).
+func TestAuthCodeURLRefusesWhatCannotBeRedeemed(t *testing.T) {
+	f := consent.Flow{Connection: broker.Connection{Name: "c", TokenURL: "https://id.example.com/token", AuthStyle: broker.AuthBody,
+		Params: map[string]string{"redirect_uri": "https://elsewhere.example/cb"}},
+		ClientID: "id", AuthorizationURL: "https://id.example.com/authorize"}
+	if u, err := f.AuthCodeURL("s", consent.NewVerifier()); !errors.Is(err, consent.ErrBadConnection) {
+		t.Fatalf("got %q, %v; want ErrBadConnection", u, err)
+	}
+}
+
 func TestAuthCodeURLAsksGoogleForOfflineAccess(t *testing.T) {
 	f := consent.Flow{Connection: broker.Connection{Name: "g", Provider: "google", TokenURL: "https://oauth2.googleapis.com/token", AuthStyle: broker.AuthBody},
 		ClientID: "id", AuthorizationURL: "https://accounts.google.com/o/oauth2/v2/auth", RedirectURL: "http://127.0.0.1:8765/callback"}

@@ -45,3 +45,45 @@ func TestEveryGrantChecksWhatItAccepts(t *testing.T) {
 		}
 	}
 }
+
+// TestExchangeSanitizesWhatAPersonReads: the code exchange's failure is
+// shown to the person at the browser, so its description is redacted by
+// look too (a token-shaped run the request did not carry), here in the one
+// token client rather than in its caller (issue 15, one token client).
+func TestExchangeSanitizesWhatAPersonReads(t *testing.T) {
+	const unknown = "eyJhbGciOiJSUzI1NiJ9.c2VjcmV0LXRoYXQtd2FzLW5ldmVyLXNlbnQ"
+	tokenURL, _ := scripted(t, jsonReply(400, `{"error":"invalid_grant","error_description":"code belongs to `+unknown+`"}`))
+	_, err := newClient(oauth.Options{MaxAttempts: 1}).Exchange(context.Background(),
+		refreshConn(tokenURL, broker.AuthBody, true, 0), creds(""), "code-1", "verifier-1", "http://127.0.0.1:1/cb")
+	pe := asProviderError(t, err)
+	if strings.Contains(err.Error(), unknown) || !strings.Contains(pe.Description, "[redacted]") {
+		t.Fatalf("description %q; want the token-shaped run redacted", pe.Description)
+	}
+}
+
+// TestCheckExchangeSendsNothing: what the exchange would refuse is refused
+// beforehand, reserved parameters included, with no request.
+func TestCheckExchangeSendsNothing(t *testing.T) {
+	tests := []struct {
+		name string
+		conn *broker.Connection
+		cred broker.Credentials
+	}{
+		{"no auth style", &broker.Connection{Name: "c", TokenURL: "https://id.example.com/token"}, creds("")},
+		{"no client id", &broker.Connection{Name: "c", TokenURL: "https://id.example.com/token", AuthStyle: broker.AuthBody}, broker.Credentials{}},
+		{"http off this machine", &broker.Connection{Name: "c", TokenURL: "http://id.example.com/token", AuthStyle: broker.AuthBody}, creds("")},
+		{"a parameter the exchange sets", &broker.Connection{Name: "c", TokenURL: "https://id.example.com/token", AuthStyle: broker.AuthBody,
+			Params: map[string]string{"code_verifier": "x"}}, creds("")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := oauth.CheckExchange(tt.conn, tt.cred); !errors.Is(err, oauth.ErrInvalidConnection) {
+				t.Fatalf("err = %v; want ErrInvalidConnection", err)
+			}
+		})
+	}
+	ok := &broker.Connection{Name: "c", TokenURL: "https://id.example.com/token", AuthStyle: broker.AuthBasic}
+	if err := oauth.CheckExchange(ok, creds("")); err != nil {
+		t.Fatalf("a usable connection: %v", err)
+	}
+}

@@ -81,6 +81,7 @@ import (
 	"golang.org/x/oauth2/clientcredentials"
 
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/diagnose"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/redact"
 )
 
@@ -218,15 +219,39 @@ func (c *Client) Token(ctx context.Context, conn *broker.Connection, cred broker
 // classification, redaction and check of what the provider issued; a code
 // is single-use, so it is repeated only when the provider certainly did not
 // receive it. Every failure is a *broker.ProviderError.
+//
+// The provider's description is shown to the person at the browser or the
+// terminal, so besides the by-value redaction of every token request it
+// passes diagnose.Sanitize, which redacts by look anything token-shaped
+// that the request did not carry.
 func (c *Client) Exchange(ctx context.Context, conn *broker.Connection, cred broker.Credentials, code, verifier, redirectURL string) (*broker.Token, error) {
 	cred.RefreshToken = ""
-	cfg, err := requestConfig(conn, cred, url.Values{
-		"grant_type": {"authorization_code"}, "code": {code}, "code_verifier": {verifier}, "redirect_uri": {redirectURL},
-	})
+	cfg, err := requestConfig(conn, cred, exchangeParams(code, verifier, redirectURL))
 	if err != nil {
 		return nil, err
 	}
-	return c.run(ctx, conn, cred, cfg, true)
+	tok, err := c.run(ctx, conn, cred, cfg, true)
+	var pe *broker.ProviderError
+	if errors.As(err, &pe) {
+		pe.Description = diagnose.Sanitize(pe.Description)
+	}
+	return tok, err
+}
+
+// CheckExchange reports why an authorization code for conn could not be
+// redeemed with cred's client id (a *broker.ProviderError wrapping
+// ErrInvalidConnection), without sending anything: the consent flow asks
+// before it sends a person to the provider's consent page.
+func CheckExchange(conn *broker.Connection, cred broker.Credentials) error {
+	cred.RefreshToken = ""
+	_, err := requestConfig(conn, cred, exchangeParams("", "", ""))
+	return err
+}
+
+// exchangeParams are the form fields of an authorization code's redemption
+// (RFC 6749 §4.1.3, RFC 7636 §4.5).
+func exchangeParams(code, verifier, redirectURL string) url.Values {
+	return url.Values{"grant_type": {"authorization_code"}, "code": {code}, "code_verifier": {verifier}, "redirect_uri": {redirectURL}}
 }
 
 // run makes the token request cfg describes, retrying as the package
