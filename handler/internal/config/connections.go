@@ -222,6 +222,11 @@ type connParser struct {
 	// conn is the connection as resolved so far. Its Name is set only when
 	// the name is valid.
 	conn broker.Connection
+	// preset is the connection's provider preset; presetKnown is false
+	// when the named provider does not exist, and checks that depend on
+	// the preset are skipped then rather than piled on.
+	preset      Preset
+	presetKnown bool
 	// written is the name as written, for messages.
 	written string
 	// secretOK says, per secrets field, whether c.conn.Secrets holds a
@@ -250,21 +255,7 @@ func (p *parser) connection(index int, raw json.RawMessage) *connParser {
 
 	// The name first, so every later problem can say which connection it
 	// is about.
-	if name, ok := c.str("name", "a connection name"); ok {
-		c.written = name
-		if why, reserved := reservedConnectionNames[name]; reserved {
-			c.problem("name", "found %q; this name is reserved: %s. Choose another name", name, why)
-		} else if broker.ValidConnectionName(name) {
-			// Connection names end up in URLs, Key Vault secret names
-			// and blob names; the rule is what all three accept, and the
-			// HTTP routes check a requested name by the same function.
-			c.conn.Name = name
-		} else {
-			c.problem("name", "found %q; must be 1-63 characters of a-z, 0-9 and -, starting with a letter (it becomes part of URLs, secret names and lock names)", name)
-		}
-	} else if _, present := c.fields["name"]; !present {
-		c.problem("name", "missing; every connection needs a name: 1-63 characters of a-z, 0-9 and -, starting with a letter")
-	}
+	c.check(nameField)
 
 	for _, k := range slices.Sorted(maps.Keys(c.fields)) {
 		if !slices.Contains(connectionFields, k) {
@@ -275,15 +266,16 @@ func (p *parser) connection(index int, raw json.RawMessage) *connParser {
 		c.problem(commentField, "found %s; must be a string or an array of strings (it is ignored)", describe(raw))
 	}
 
-	preset, presetKnown := c.provider()
-	c.conn.Provider = preset.Name
-	c.resolve(preset, presetKnown)
+	c.preset, c.presetKnown = c.provider()
+	c.conn.Provider = c.preset.Name
+	for _, f := range fieldSpecs {
+		c.check(f)
+	}
 	return c
 }
 
 // provider returns the connection's preset. presetKnown is false when the
-// named provider does not exist; the generic preset is returned then, and
-// checks that depend on the preset are skipped rather than piled on.
+// named provider does not exist; the generic preset is returned then.
 func (c *connParser) provider() (preset Preset, presetKnown bool) {
 	generic, _ := LookupPreset(genericPreset)
 	name, ok := c.str("provider", "a provider name")
@@ -306,133 +298,8 @@ func (c *connParser) provider() (preset Preset, presetKnown bool) {
 	return generic, false
 }
 
-// resolve fills c.conn from the fields and the preset, reporting every bad
-// field.
-func (c *connParser) resolve(preset Preset, presetKnown bool) {
-	conn := &c.conn
-
-	conn.Grant = preset.Grant
-	if g, ok := c.str("grant", "a grant type"); ok {
-		switch broker.GrantType(g) {
-		case broker.GrantRefreshToken, broker.GrantClientCredentials:
-			conn.Grant = broker.GrantType(g)
-		default:
-			c.problem("grant", "found %q; must be %q or %q%s", g, broker.GrantRefreshToken, broker.GrantClientCredentials,
-				didYouMean(g, []string{string(broker.GrantRefreshToken), string(broker.GrantClientCredentials)}))
-		}
-	}
-	if conn.Grant == "" {
-		conn.Grant = broker.GrantRefreshToken
-	}
-	refreshGrant := conn.Grant == broker.GrantRefreshToken
-
-	c.resolveTokenURL(preset, presetKnown)
-
-	conn.AuthStyle = preset.AuthStyle
-	if a, ok := c.str("clientAuth", "a client authentication style"); ok {
-		if style, known := clientAuthStyle(a); known {
-			conn.AuthStyle = style
-		} else {
-			c.problem("clientAuth", "found %q; must be %q (HTTP Basic header) or %q (client_id and client_secret as form fields)%s",
-				a, broker.AuthBasic, broker.AuthBody, didYouMean(a, []string{string(broker.AuthBasic), string(broker.AuthBody)}))
-		}
-	} else if _, present := c.fields["clientAuth"]; !present && conn.AuthStyle == "" && presetKnown {
-		c.problem("clientAuth", "missing; without a provider, clientAuth is required: %q (HTTP Basic header) or %q (form fields)", broker.AuthBasic, broker.AuthBody)
-	}
-
-	conn.Scopes = slices.Clone(preset.Scopes)
-	if scopes, ok := c.scopes(); ok {
-		conn.Scopes = scopes
-	}
-	conn.Params = c.params()
-
-	if id, ok := c.str("clientId", "the client id"); ok {
-		if id == "" || len(id) > 1024 || strings.ContainsFunc(id, isSpaceOrControl) {
-			c.problem("clientId", "found %q; must be the client (application) id: 1-1024 characters without spaces; omit it to read the id from the secret store", id)
-		} else {
-			conn.ClientID = id
-		}
-	}
-	c.resolveSecrets(refreshGrant)
-
-	// Rotation and what hangs off it only mean something for refresh
-	// tokens: a preset's values are dropped for client_credentials, and
-	// giving them explicitly there is a mistake worth reporting.
-	if r, ok := c.boolean("rotating"); ok {
-		if r && !refreshGrant {
-			c.problem("rotating", "found true; grant %q has no refresh token to rotate: remove rotating, or use grant %q", conn.Grant, broker.GrantRefreshToken)
-		} else {
-			conn.Rotating = r
-		}
-	} else if refreshGrant {
-		conn.Rotating = preset.Rotating
-	}
-
-	if g, ok := c.duration("reuseGrace", 0, maxReuseGrace); ok {
-		switch {
-		case !refreshGrant:
-			c.problem("reuseGrace", "found %q; grant %q has no refresh token: remove reuseGrace", c.asWritten("reuseGrace"), conn.Grant)
-		case g > 0 && !conn.Rotating:
-			c.problem("reuseGrace", "found %q; a grace period for rotated refresh tokens needs \"rotating\": true", c.asWritten("reuseGrace"))
-		default:
-			conn.ReuseGrace = g
-		}
-	} else if conn.Rotating {
-		conn.ReuseGrace = preset.ReuseGrace
-	}
-
-	conn.RefreshBefore = cmp.Or(preset.RefreshBefore, defaultRefreshBefore)
-	if d, ok := c.duration("refreshBefore", 0, maxRefreshBefore); ok {
-		conn.RefreshBefore = d
-	}
-	conn.DefaultLifetime = cmp.Or(preset.DefaultLifetime, defaultDefaultLifetime)
-	if d, ok := c.duration("defaultLifetime", minDefaultLifetime, maxDefaultLifetime); ok {
-		conn.DefaultLifetime = d
-	}
-
-	if d, ok := c.duration("idleExpiry", 0, maxIdleExpiry); ok {
-		if refreshGrant {
-			conn.IdleExpiry = d
-		} else {
-			c.problem("idleExpiry", "found %q; grant %q has no refresh token to keep alive: remove idleExpiry", c.asWritten("idleExpiry"), conn.Grant)
-		}
-	} else if refreshGrant {
-		conn.IdleExpiry = preset.IdleExpiry
-	}
-
-	conn.KeepWarm = true
-	if w, ok := c.boolean("keepWarm"); ok {
-		conn.KeepWarm = w
-	}
-
-	c.standby(preset, presetKnown)
-
-	conn.AllowedCallers = c.allowedCallers()
-}
-
-// standby reads "standby": a second, independent grant (broker/standby.go).
-// It needs a refresh-token grant and a provider that keeps several grants
-// of one user and client active; a preset known to keep one refuses it.
-func (c *connParser) standby(preset Preset, presetKnown bool) {
-	s, ok := c.boolean("standby")
-	if !ok || !s {
-		return
-	}
-	switch {
-	case c.conn.Grant != broker.GrantRefreshToken:
-		c.problem("standby", "found true; grant %q has no refresh token, so there is no grant to keep in reserve: remove standby", c.conn.Grant)
-	case presetKnown && preset.SeveralGrants == GrantsOne:
-		c.problem("standby", "found true; %s keeps one active grant per user and client, so a second consent would revoke the first (%s): remove standby",
-			preset.Title, preset.SeveralGrantsSource)
-	default:
-		c.conn.Standby = true
-		if c.conn.Secrets.StandbyRefreshToken == "" && c.conn.Name != "" {
-			c.conn.Secrets.StandbyRefreshToken = broker.DefaultStandbySecretName(c.conn.Name)
-		}
-	}
-}
-
-func (c *connParser) resolveTokenURL(preset Preset, presetKnown bool) {
+func (c *connParser) resolveTokenURL() {
+	preset, presetKnown := c.preset, c.presetKnown
 	// What a tenant may be depends on where the token URL puts it, so the
 	// URL is looked at first; its own problems are reported further down.
 	_, urlPresent := c.fields["tokenUrl"]
@@ -735,7 +602,7 @@ func (c *connParser) params() map[string]string {
 	return params
 }
 
-func (c *connParser) resolveSecrets(refreshGrant bool) {
+func (c *connParser) resolveSecrets() {
 	// Defaults need a valid name; without one there is nothing to derive
 	// them from, and the name's own problem has been reported.
 	if c.conn.Name != "" {
@@ -775,34 +642,11 @@ func (c *connParser) resolveSecrets(refreshGrant bool) {
 			c.secretOK[k] = false
 			continue
 		}
-		switch k {
-		case "clientId":
-			if c.conn.ClientID != "" {
-				c.problem(field, "is never read, because \"clientId\" gives the client id literally; remove one of the two")
-				continue
-			}
-			c.conn.Secrets.ClientID = name
-		case "clientSecret":
-			c.conn.Secrets.ClientSecret = name
-		case "refreshToken":
-			if !refreshGrant {
-				c.problem(field, "is never used: grant %q has no refresh token; remove it", c.conn.Grant)
-				continue
-			}
-			c.conn.Secrets.RefreshToken = name
-		case "accessToken":
-			c.conn.Secrets.AccessToken = name
-		case "standbyRefreshToken":
-			if !refreshGrant {
-				c.problem(field, "is never used: grant %q has no refresh token; remove it", c.conn.Grant)
-				continue
-			}
-			if on := false; json.Unmarshal(c.fields["standby"], &on) != nil || !on {
-				c.problem(field, "is never used without \"standby\": true; remove it, or set standby")
-				continue
-			}
-			c.conn.Secrets.StandbyRefreshToken = name
+		if refused := c.refusedSecret(k, name); refused != "" {
+			c.problem(field, "%s", refused)
+			continue
 		}
+		*secretSlot(&c.conn.Secrets, k) = name
 		c.secretOK[k] = true
 	}
 }
@@ -859,14 +703,6 @@ func (c *connParser) str(field, want string) (string, bool) {
 	return s, true
 }
 
-// asWritten returns the value of a field already found to be a string,
-// exactly as the file has it.
-func (c *connParser) asWritten(field string) string {
-	var s string
-	_ = json.Unmarshal(c.fields[field], &s)
-	return s
-}
-
 func (c *connParser) boolean(field string) (bool, bool) {
 	raw, ok := c.fields[field]
 	if !ok {
@@ -880,23 +716,23 @@ func (c *connParser) boolean(field string) (bool, bool) {
 	return b, true
 }
 
-// duration returns field's duration and true, or false when the field is
-// absent or bad (reported).
-func (c *connParser) duration(field string, lo, hi time.Duration) (time.Duration, bool) {
+// duration returns field's value as written, the duration, and true, or
+// false when the field is absent or bad (reported).
+func (c *connParser) duration(field string, lo, hi time.Duration) (string, time.Duration, bool) {
 	s, ok := c.str(field, durationSyntax)
 	if !ok {
-		return 0, false
+		return "", 0, false
 	}
 	d, err := parseDuration(s)
 	if err != nil {
 		c.problem(field, "found %q; must be %s, between %s and %s", s, durationSyntax, formatDuration(lo), formatDuration(hi))
-		return 0, false
+		return "", 0, false
 	}
 	if d < lo || d > hi {
 		c.problem(field, "found %q; must be between %s and %s", s, formatDuration(lo), formatDuration(hi))
-		return 0, false
+		return "", 0, false
 	}
-	return d, true
+	return s, d, true
 }
 
 const durationSyntax = `a duration such as "90s", "10m", "1h30m" or "60d"`
