@@ -25,7 +25,7 @@ func TestConsentLinkStartsOneConsent(t *testing.T) {
 	w.env["LISTEN_ADDR"] = addr
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	go func() { done <- serve(ctx, w.getenv, &bytes.Buffer{}, &bytes.Buffer{}) }()
+	go func() { done <- run(ctx, nil, w.getenv, nil, &bytes.Buffer{}, &bytes.Buffer{}) }()
 	t.Cleanup(func() { cancel(); <-done })
 
 	client := &http.Client{Timeout: 5 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}

@@ -447,7 +447,7 @@ func TestKilledInstance(t *testing.T) {
 			}
 			killedAt := time.Now()
 
-			var logs syncBuffer
+			var logs lockedBuffer
 			next, err := crashBroker(tt.lock, nextInstance, state, storage, container, ps.URL+"/token", tt.grace,
 				func(s broker.SecretStore, g broker.Grant, l broker.Locker) (broker.SecretStore, broker.Grant, broker.Locker) {
 					return s, g, l

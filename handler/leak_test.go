@@ -307,7 +307,7 @@ func (w *leakWorld) statusOutput() string {
 	var jsonOut string
 	for _, args := range [][]string{{"-json"}, {}, {leakConn}} {
 		var stdout, stderr bytes.Buffer
-		code := statusCommand(context.Background(), args, getenv, &stdout, &stderr)
+		code := run(context.Background(), append([]string{"status"}, args...), getenv, nil, &stdout, &stderr)
 		if code == 2 {
 			w.t.Fatalf("handler status %v: exit 2: %s", args, stderr.String())
 		}

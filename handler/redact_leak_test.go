@@ -7,20 +7,20 @@ package main
 // in any encoding, whole or any 12 characters of it.
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"log/slog"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
-	"github.com/tokenrefresher/tokenrefresher/handler/internal/consent"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/local"
 	redaction "github.com/tokenrefresher/tokenrefresher/handler/internal/redact"
 )
 
@@ -157,20 +157,23 @@ func TestAdversarialProviderEchoesNoSecret(t *testing.T) {
 	}
 }
 
-// TestConsentExchangeEchoesNoSecret runs the code exchange of `handler
-// connect` against the adversarial provider: the page the browser shows
-// and what the terminal prints carry no secret.
+// TestConsentExchangeEchoesNoSecret runs `handler connect` against the
+// adversarial provider, which echoes the client secret, the code and the
+// verifier in its answer to the code exchange: the page the browser shows
+// and what the terminal prints (the command's log included) carry none of
+// them.
 func TestConsentExchangeEchoesNoSecret(t *testing.T) {
 	t.Parallel()
 	const code = "code-0123456789abcdefghij"
 	clientSecret := secretValue("cs")
-	verifier := consent.NewVerifier()
 	for ename, enc := range echoEncodings {
 		for pname, place := range echoPlaces {
 			t.Run(ename+"/"+pname, func(t *testing.T) {
 				t.Parallel()
+				verifiers := make(chan string, 1)
 				provider := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 					_ = r.ParseForm()
+					verifiers <- r.PostForm.Get("code_verifier")
 					echo := enc(clientSecret) + " " + enc(r.PostForm.Get("code")) + " " + enc(r.PostForm.Get("code_verifier"))
 					if pname == "header" {
 						echo = enc(clientSecret)
@@ -178,34 +181,48 @@ func TestConsentExchangeEchoesNoSecret(t *testing.T) {
 					place(w, echo)
 				}))
 				t.Cleanup(provider.Close)
-				// As connect does: the store registers the client
-				// secret as it is read, the receiver the code and
-				// verifier.
-				red := redaction.New()
-				red.Remember("leak-client-secret", clientSecret)
-				var logs, stderr bytes.Buffer
-				log := slog.New(redaction.NewHandler(slog.NewJSONHandler(&logs, nil), red))
-				flow := &consent.Flow{
-					Connection: broker.Connection{Name: leakConn, TokenURL: provider.URL + "/token", AuthStyle: broker.AuthBody},
-					ClientID:   leakClientID, ClientSecret: broker.Secret(clientSecret), RedirectURL: "http://127.0.0.1:1/callback",
+				state := filepath.Join(t.TempDir(), "state")
+				store, err := local.NewStore(state)
+				if err != nil {
+					t.Fatal(err)
 				}
-				rc := &receiver{connection: leakConn, state: "state-1", red: red, done: make(chan error, 1), finish: func(c string) error {
-					red.Remember("authorization-code", c)
-					red.Remember("code-verifier", verifier.Reveal())
-					_, err := flow.Exchange(context.Background(), c, verifier)
-					return err
-				}}
-				page := httptest.NewRecorder()
-				rc.ServeHTTP(page, httptest.NewRequest(http.MethodGet, "/callback?state=state-1&code="+code, nil))
-				err := <-rc.done
-				if err == nil {
-					t.Fatal("the exchange succeeded")
+				if err := store.Set(context.Background(), leakConn+"-client-secret", broker.StoredSecret{Value: broker.Secret(clientSecret)}); err != nil {
+					t.Fatal(err)
 				}
-				fail(red.Writer(&stderr), err)
-				log.Warn("consent not completed", "event", "consent.failed", "error", err)
-				out := page.Body.String() + "\n" + stderr.String() + "\n" + logs.String()
-				for _, s := range []string{clientSecret, code, verifier.Reveal()} {
-					checkNoEcho(t, "the consent page, the terminal or the log", out, s)
+				env := map[string]string{"LOCAL_STATE_DIR": state, "CONNECTIONS": fmt.Sprintf(
+					`{"connections": [{"name": %q, "tokenUrl": %q, "clientAuth": "body", "clientId": %q}]}`, leakConn, provider.URL+"/token", leakClientID)}
+
+				r := &connectRun{t: t, stdout: newLineLog(), stderr: newLineLog(), exit: make(chan int, 1)}
+				go func() {
+					r.exit <- run(context.Background(), []string{"connect", leakConn, "-no-browser", "-timeout", "1m",
+						"-authorization-url", "https://idp.example/authorize"}, func(k string) string { return env[k] }, nil, r.stdout, r.stderr)
+				}()
+				urls := r.waitIndented(2)
+				if len(urls) < 2 {
+					t.Fatalf("handler connect printed no addresses: exit %d", r.wait())
+				}
+				authURL, err := url.Parse(urls[1])
+				if err != nil {
+					t.Fatal(err)
+				}
+				res, err := http.Get(urls[0] + "?state=" + url.QueryEscape(authURL.Query().Get("state")) + "&code=" + code)
+				if err != nil {
+					t.Fatal(err)
+				}
+				page, _ := io.ReadAll(res.Body)
+				res.Body.Close()
+				if exit := r.wait(); exit != 1 {
+					t.Fatalf("handler connect exit %d, want 1: the exchange must fail", exit)
+				}
+				var verifier string
+				select {
+				case verifier = <-verifiers:
+				default:
+					t.Fatal("the provider saw no code exchange")
+				}
+				out := string(page) + "\n" + r.stdout.String() + "\n" + r.stderr.String()
+				for _, s := range []string{clientSecret, code, verifier} {
+					checkNoEcho(t, "the consent page or the terminal", out, s)
 				}
 			})
 		}

@@ -1,4 +1,4 @@
-package main
+package backends
 
 import (
 	"os"
@@ -25,12 +25,12 @@ func TestInstanceName(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := instanceName(func(k string) string { return tt.env[k] }); got != tt.want {
-				t.Errorf("instanceName = %q, want %q", got, tt.want)
+			if got := InstanceName(func(k string) string { return tt.env[k] }); got != tt.want {
+				t.Errorf("InstanceName = %q, want %q", got, tt.want)
 			}
 		})
 	}
-	got := instanceName(func(string) string { return "" })
+	got := InstanceName(func(string) string { return "" })
 	host, _ := os.Hostname()
 	if !strings.HasPrefix(got, host+"-") || !strings.HasSuffix(got, "-"+strconv.Itoa(os.Getpid())) {
 		t.Errorf("with no platform variable: %q, want host name and pid", got)

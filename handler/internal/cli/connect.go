@@ -1,21 +1,22 @@
-package main
+package cli
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/pkg/browser"
+
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/backends"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/config"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/consent"
@@ -24,7 +25,7 @@ import (
 
 const connectUsage = "usage: handler connect CONNECTION [-port N] [-no-browser] [-scope S]... [-timeout 5m] [-authorization-url URL]"
 
-// connectCommand is `handler connect CONNECTION`: a person consents at the
+// connect is `handler connect CONNECTION`: a person consents at the
 // provider, and the connection gets its first refresh token, or a new one
 // after invalid_grant. It is the authorization code grant with PKCE and a
 // loopback redirect URI (RFC 8252 §7.3): a server on 127.0.0.1 receives the
@@ -34,9 +35,8 @@ const connectUsage = "usage: handler connect CONNECTION [-port N] [-no-browser] 
 //
 // The terminal shows the redirect URI to register and the address to open;
 // the browser shows whether it worked. Neither ever shows a token.
-func connectCommand(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("connect", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func connect(ctx context.Context, args []string, env Env) int {
+	fs := newFlagSet("connect")
 	port := fs.Int("port", 0, "port of the loopback redirect URI http://127.0.0.1:PORT/callback (0: any free port); fix it when the provider needs the exact URI registered")
 	noBrowser := fs.Bool("no-browser", false, "print the address to open instead of opening a browser")
 	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for the provider's answer")
@@ -46,31 +46,17 @@ func connectCommand(ctx context.Context, args []string, getenv func(string) stri
 		scopes = append(scopes, s)
 		return nil
 	})
-	// The connection's name may come before, between or after the flags.
-	rest, name := args, ""
-	for {
-		if err := fs.Parse(rest); err != nil {
-			return 2
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		if name != "" {
-			name = ""
-			break
-		}
-		name, rest = fs.Arg(0), fs.Args()[1:]
+	names, code, ok := parse(fs, connectUsage, 1, 1, args, env)
+	if !ok {
+		return code
 	}
-	if name == "" {
-		fmt.Fprintln(stderr, connectUsage)
-		return 2
-	}
+	name, stdout, stderr := names[0], env.Stdout, env.Stderr
 	if *port < 0 || *port > 65535 || *timeout <= 0 {
 		fmt.Fprintln(stderr, "handler connect: -port must be 0 to 65535 and -timeout positive")
 		return 2
 	}
 
-	settings, err := config.LoadSettings(getenv)
+	settings, err := config.LoadSettings(env.Getenv)
 	if err != nil {
 		fmt.Fprintf(stderr, "handler connect: bad settings:\n%v\n", err)
 		return 2
@@ -115,7 +101,7 @@ func connectCommand(ctx context.Context, args []string, getenv func(string) stri
 	red := redaction.New()
 	stdout, stderr = red.Writer(stdout), red.Writer(stderr)
 	log := slog.New(redaction.NewHandler(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}), red))
-	store, _, err := backends(settings, getenv, log)
+	store, _, err := backends.Open(settings, env.Getenv, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "handler connect: %v\n", err)
 		return 1
@@ -187,7 +173,7 @@ func connectCommand(ctx context.Context, args []string, getenv func(string) stri
 	}
 	fmt.Fprintf(stdout, "Open this address in a browser, sign in and allow access:\n\n    %s\n\n", location)
 	if !*noBrowser {
-		if err := openBrowser(location); err != nil {
+		if err := openBrowser(location, env.OpenURL); err != nil {
 			fmt.Fprintln(stdout, "(No browser could be opened here; open the address yourself.)")
 		}
 	}
@@ -291,28 +277,45 @@ func capitalize(s string) string {
 	return strings.ToUpper(s[:1]) + s[1:]
 }
 
-// openBrowser asks the desktop to open url. It is best effort: on a server
+// browserWait is how long connect waits to hear whether a browser opened
+// before it goes on to wait for the provider: an opener that runs a
+// terminal browser (www-browser) may never return.
+const browserWait = 3 * time.Second
+
+// openBrowser asks the desktop to open url with open (nil: the desktop's
+// opener, through github.com/pkg/browser). It is best effort: on a server
 // or in a container there is nothing to open it with, and the address is
 // printed anyway.
-func openBrowser(url string) error {
+func openBrowser(url string, open func(string) error) error {
 	// Only a web address goes to the desktop's opener: a value starting
 	// with "-" or naming a file or another scheme would be an argument or
 	// a program to it, not a page.
 	if !strings.HasPrefix(url, "https://") && !strings.HasPrefix(url, "http://127.0.0.1") && !strings.HasPrefix(url, "http://localhost") {
 		return fmt.Errorf("not opening %q in a browser: not an https address", url)
 	}
-	var cmd *exec.Cmd
-	switch runtime.GOOS {
-	case "darwin":
-		cmd = exec.Command("open", url)
-	case "windows":
-		cmd = exec.Command("rundll32", "url.dll,FileProtocolHandler", url)
-	default:
-		cmd = exec.Command("xdg-open", url)
+	if open == nil {
+		open = openDesktop
 	}
-	if err := cmd.Start(); err != nil {
+	opened := make(chan error, 1)
+	go func() { opened <- open(url) }()
+	t := time.NewTimer(browserWait)
+	defer t.Stop()
+	select {
+	case err := <-opened:
 		return err
+	case <-t.C:
+		return nil // still opening; the address is printed anyway
 	}
-	go func() { _ = cmd.Wait() }()
-	return nil
+}
+
+// desktopOutput keeps the opener's own output (xdg-open's complaints)
+// off the terminal: it bypasses the command's redacted writers.
+var desktopOutput sync.Once
+
+// openDesktop opens url with the desktop's opener: open on macOS,
+// ShellExecute on Windows, xdg-open (or x-www-browser, www-browser)
+// elsewhere.
+func openDesktop(url string) error {
+	desktopOutput.Do(func() { browser.Stdout, browser.Stderr = io.Discard, io.Discard })
+	return browser.OpenURL(url)
 }

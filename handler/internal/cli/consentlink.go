@@ -1,33 +1,33 @@
-package main
+package cli
 
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/url"
 	"time"
 
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/backends"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/config"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/consent"
 )
 
-// consentLinkCommand is `handler consent-link CONNECTION`: it prints the
+// consentLink is `handler consent-link CONNECTION`: it prints the
 // address that starts a consent of CONNECTION on a standalone handler
 // running with the same settings. A standalone handler starts a consent
 // only with a one-time ticket in that address (functions.checkTicket), so
 // that no web page the operator's browser shows can start one; the ticket
 // is signed with a key kept in the secret store, which this command reads
 // as the handler does, and is good once, for consent.TicketTTL.
-func consentLinkCommand(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	if len(args) != 1 {
-		fmt.Fprintln(stderr, "usage: handler consent-link CONNECTION")
-		return 2
+func consentLink(ctx context.Context, args []string, env Env) int {
+	names, code, ok := parse(newFlagSet("consent-link"), "usage: handler consent-link CONNECTION", 1, 1, args, env)
+	if !ok {
+		return code
 	}
-	name := args[0]
-	settings, err := config.LoadSettings(getenv)
+	name, stdout, stderr := names[0], env.Stdout, env.Stderr
+	settings, err := config.LoadSettings(env.Getenv)
 	if err != nil {
 		fmt.Fprintf(stderr, "handler consent-link: bad settings:\n%v\n", err)
 		return 2
@@ -51,7 +51,7 @@ func consentLinkCommand(ctx context.Context, args []string, getenv func(string) 
 		fmt.Fprintf(stderr, "handler consent-link: no refresh_token connection is named %q in the connections file\n", name)
 		return 2
 	}
-	store, locker, err := backends(settings, getenv, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	store, locker, err := backends.Open(settings, env.Getenv, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		fmt.Fprintf(stderr, "handler consent-link: %v\n", err)
 		return 1

@@ -1,9 +1,8 @@
-package main
+package cli
 
 import (
 	"bufio"
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -13,36 +12,29 @@ import (
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/local"
 )
 
-// secretCommand is `handler secret set NAME [-expires RFC3339]`: it puts a
-// secret into the local store. The value comes from stdin, never from the
-// command line, where shell history and process listings would keep it.
-func secretCommand(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] != "set" {
-		fmt.Fprintln(stderr, "usage: handler secret set NAME [-expires 2027-06-30T00:00:00Z] < value")
-		return 2
-	}
-	fs := flag.NewFlagSet("secret set", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+// secretUsage is secret's usage line.
+const secretUsage = "usage: handler secret set NAME [-expires 2027-06-30T00:00:00Z] < value"
+
+// secret is `handler secret set NAME [-expires RFC3339]`: it puts a secret
+// into the local store. The value comes from stdin, never from the command
+// line, where shell history and process listings would keep it.
+func secret(ctx context.Context, args []string, env Env) int {
+	fs := newFlagSet("secret set")
 	expires := fs.String("expires", "", "expiry date of the secret (RFC 3339), e.g. a client secret's end date")
-	// Accept the name before or after the flags.
-	rest := args[1:]
-	var name string
-	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
-		name, rest = rest[0], rest[1:]
+	words, code, ok := parse(fs, secretUsage, 0, 2, args, env)
+	if !ok {
+		return code
 	}
-	if err := fs.Parse(rest); err != nil {
+	stdout, stderr := env.Stdout, env.Stderr
+	if len(words) == 0 || words[0] != "set" {
+		fmt.Fprintln(stderr, secretUsage)
 		return 2
 	}
-	if name == "" && fs.NArg() == 1 {
-		name = fs.Arg(0)
-	} else if fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "usage: handler secret set NAME [-expires 2027-06-30T00:00:00Z] < value")
-		return 2
-	}
-	if name == "" {
+	if len(words) == 1 {
 		fmt.Fprintln(stderr, "handler secret set: NAME is required, e.g. xero-refresh-token")
 		return 2
 	}
+	name := words[1]
 	var exp time.Time
 	if *expires != "" {
 		t, err := time.Parse(time.RFC3339, *expires)
@@ -52,12 +44,12 @@ func secretCommand(ctx context.Context, args []string, getenv func(string) strin
 		}
 		exp = t
 	}
-	value, err := readValue(stdin)
+	value, err := readValue(env.Stdin)
 	if err != nil {
 		fmt.Fprintf(stderr, "handler secret set: %v\n", err)
 		return 2
 	}
-	dir := getenv("LOCAL_STATE_DIR")
+	dir := env.Getenv("LOCAL_STATE_DIR")
 	if dir == "" {
 		dir = ".tokenrefresher"
 	}

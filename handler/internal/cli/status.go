@@ -1,39 +1,36 @@
-package main
+package cli
 
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"text/tabwriter"
 	"time"
 
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/backends"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/config"
 	redaction "github.com/tokenrefresher/tokenrefresher/handler/internal/redact"
 )
 
-// statusCommand is `handler status [-json] [CONNECTION]`: the status the
+// status is `handler status [-json] [CONNECTION]`: the status the
 // HTTP surface reports, read straight from the store and the lock (with
 // the same settings as the app), so an operator can check a deployment
 // from a workstation without a function key. It never refreshes and never
 // prints a secret. The exit code is 0 when every connection is healthy or
 // merely expiring, 1 when any is failing or needs reauthorization, and 2
 // for bad settings.
-func statusCommand(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func status(ctx context.Context, args []string, env Env) int {
+	fs := newFlagSet("status")
 	asJSON := fs.Bool("json", false, "print JSON, as GET /api/connections does")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	names, code, ok := parse(fs, "usage: handler status [-json] [CONNECTION]", 0, 1, args, env)
+	if !ok {
+		return code
 	}
-	if fs.NArg() > 1 {
-		fmt.Fprintln(stderr, "usage: handler status [-json] [CONNECTION]")
-		return 2
-	}
-	settings, err := config.LoadSettings(getenv)
+	stdout, stderr := env.Stdout, env.Stderr
+	settings, err := config.LoadSettings(env.Getenv)
 	if err != nil {
 		fmt.Fprintf(stderr, "handler status: bad settings:\n%v\n", err)
 		return 2
@@ -48,22 +45,25 @@ func statusCommand(ctx context.Context, args []string, getenv func(string) strin
 	red := redaction.New()
 	stdout, stderr = red.Writer(stdout), red.Writer(stderr)
 	log := slog.New(redaction.NewHandler(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}), red))
-	b, err := newBroker(settings, conns, getenv, log)
+	wired, err := backends.NewBroker(settings, conns, env.Getenv, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "handler status: %v\n", err)
 		return 2
 	}
+	b := wired.Broker
 	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+		// status starts no refresh: Close has nothing to wait for, and
+		// is bounded anyway.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), closeTimeout)
 		defer cancel()
-		_ = b.Close(ctx) // status starts no refresh; nothing to wait for
+		_ = b.Close(ctx)
 	}()
 
 	var sts []broker.ConnectionStatus
-	if fs.NArg() == 1 {
-		st, ok := b.ConnectionStatus(ctx, fs.Arg(0))
+	if len(names) == 1 {
+		st, ok := b.ConnectionStatus(ctx, names[0])
 		if !ok {
-			fmt.Fprintf(stderr, "handler status: no connection is named %q\n", fs.Arg(0))
+			fmt.Fprintf(stderr, "handler status: no connection is named %q\n", names[0])
 			return 2
 		}
 		sts = []broker.ConnectionStatus{st}

@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"log/slog"
@@ -66,7 +66,7 @@ func TestSweepTimeoutFollowsHostJSON(t *testing.T) {
 // WriteTimeout allowed, and still answers a minute before the host cancels
 // it.
 func TestShippedHostJSONGivesTheSweepItsTime(t *testing.T) {
-	ft, err := readFunctionTimeout(filepath.Join("..", "host.json"))
+	ft, err := readFunctionTimeout(filepath.Join("..", "..", "..", "host.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func TestShippedHostJSONGivesTheSweepItsTime(t *testing.T) {
 	}
 	got, warning := sweepTimeout(func(k string) string {
 		if k == "FUNCTIONS_APP_ROOT_PATH" {
-			return ".."
+			return filepath.Join("..", "..", "..")
 		}
 		return ""
 	})

@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"bytes"
@@ -46,7 +46,7 @@ func TestServeWritesSeverityByStream(t *testing.T) {
 	var stdout, stderr syncBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	go func() { done <- serve(ctx, func(k string) string { return env[k] }, &stdout, &stderr) }()
+	go func() { done <- Run(ctx, func(k string) string { return env[k] }, &stdout, &stderr, "test") }()
 
 	var addr string
 	for deadline := time.Now().Add(30 * time.Second); addr == "" && time.Now().Before(deadline); {
@@ -57,7 +57,7 @@ func TestServeWritesSeverityByStream(t *testing.T) {
 		}
 		select {
 		case code := <-done:
-			t.Fatalf("serve returned %d; stderr:\n%s", code, stderr.String())
+			t.Fatalf("Run returned %d; stderr:\n%s", code, stderr.String())
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
@@ -74,7 +74,7 @@ func TestServeWritesSeverityByStream(t *testing.T) {
 	}
 	cancel()
 	if code := <-done; code != 0 {
-		t.Fatalf("serve returned %d", code)
+		t.Fatalf("Run returned %d", code)
 	}
 
 	streams := map[string][]map[string]any{"stdout": records(t, stdout.String()), "stderr": records(t, stderr.String())}

@@ -1,4 +1,8 @@
-package main
+// Package server runs the handler's HTTP server: it reads the settings,
+// wires the backends and the broker (package backends), serves the routes
+// of package functions until its context ends, and, in standalone mode,
+// sweeps on its own schedule.
+package server
 
 import (
 	"context"
@@ -8,25 +12,22 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-
-	"github.com/tokenrefresher/tokenrefresher/handler/internal/bloblease"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/backends"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/config"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/functions"
-	"github.com/tokenrefresher/tokenrefresher/handler/internal/keyvault"
-	"github.com/tokenrefresher/tokenrefresher/handler/internal/local"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/logsplit"
-	"github.com/tokenrefresher/tokenrefresher/handler/internal/oauth"
 	redaction "github.com/tokenrefresher/tokenrefresher/handler/internal/redact"
 )
 
-func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Writer) int {
+// Run serves until ctx ends and returns the process's exit code: 0 after
+// a clean stop, 1 when the server fails, 2 for settings it cannot start
+// with. Log lines go to stdout and stderr by severity (package logsplit);
+// version is logged at start.
+func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writer, version string) int {
 	settings, err := config.LoadSettings(getenv)
 	if err != nil {
 		fmt.Fprintf(stderr, "handler: bad settings:\n%v\n", err)
@@ -43,7 +44,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		fmt.Fprintf(stderr, "handler: bad connections:\n%v\n", err)
 		return 2
 	}
-	b, store, key, err := newBrokerAndStore(settings, conns, getenv, log)
+	wired, err := backends.NewBroker(settings, conns, getenv, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "handler: %v\n", err)
 		return 2
@@ -54,14 +55,14 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		// nothing depends on this (broker.Close).
 		ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 		defer cancel()
-		if err := b.Close(ctx); err != nil {
+		if err := wired.Broker.Close(ctx); err != nil {
 			log.Warn("refreshes still under way at exit", "event", "handler.stop", "error", err.Error())
 		}
 	}()
 
 	var apiKey broker.Secret
 	if settings.Mode() == config.ModeStandalone && settings.APIKeySecret != "" {
-		if apiKey, err = readAPIKey(ctx, store, settings.APIKeySecret); err != nil {
+		if apiKey, err = readAPIKey(ctx, wired.Store, settings.APIKeySecret); err != nil {
 			fmt.Fprintf(stderr, "handler: %v\n", err)
 			return 2
 		}
@@ -84,7 +85,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 	if warning != "" {
 		log.Warn(warning, "event", "config.function_timeout", "sweep_timeout", timerTimeout.String())
 	}
-	srv := httpServer(functions.NewServer(b, functions.Options{
+	srv := httpServer(functions.NewServer(wired.Broker, functions.Options{
 		Logger:       log,
 		AuthEnabled:  settings.PrincipalHeadersTrusted(),
 		APIKey:       apiKey,
@@ -93,15 +94,15 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		// Behind the Functions host; see functions.Options.
 		ForwardedByHost: settings.Mode() == config.ModeFunctions,
 		Redactor:        red,
-		ConsentKey:      key,
+		ConsentKey:      wired.Key,
 		LoopbackPort:    loopbackPort(settings, ln),
 	}), log)
 	log.Info("listening", "event", "handler.start", "mode", settings.Mode(), "addr", ln.Addr().String(),
-		"connections", len(conns), "store", storeKind(settings), "lock", lockKind(settings),
-		"api_key", !apiKey.IsZero(), "instance", instanceName(getenv), "version", version)
+		"connections", len(conns), "store", backends.StoreKind(settings), "lock", backends.LockKind(settings),
+		"api_key", !apiKey.IsZero(), "instance", backends.InstanceName(getenv), "version", version)
 
 	if settings.Mode() == config.ModeStandalone {
-		go sweepEvery(ctx, b, settings.SweepInterval, log)
+		go sweepEvery(ctx, wired.Broker, settings.SweepInterval, log)
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -223,132 +224,6 @@ func securityWarnings(s config.Settings, conns []broker.Connection) []securityWa
 			message: "API_KEY_SECRET is ignored in Functions mode: the Functions host checks function keys before it forwards a request"})
 	}
 	return ws
-}
-
-// newBroker wires the backends the settings choose to a broker.
-func newBroker(settings config.Settings, conns []broker.Connection, getenv func(string) string, log *slog.Logger) (*broker.Broker, error) {
-	b, _, _, err := newBrokerAndStore(settings, conns, getenv, log)
-	return b, err
-}
-
-// newBrokerAndStore is newBroker that also returns the secret store, for
-// the secrets the handler itself reads (the API key), and the write-ahead
-// key, from which the consent flow derives its signing keys.
-func newBrokerAndStore(settings config.Settings, conns []broker.Connection, getenv func(string) string, log *slog.Logger) (*broker.Broker, broker.SecretStore, broker.KeySource, error) {
-	store, locker, err := backends(settings, getenv, log)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	key := broker.StoredKey(store, locker)
-	b, err := broker.New(broker.Options{
-		Store:       store,
-		Locker:      locker,
-		Connections: conns,
-		// A secret in the store, created on first use (broker.StoredKey).
-		WriteAheadKey: key,
-		LockWait:      settings.LockWait,
-		Instance:      instanceName(getenv),
-		Logger:        log,
-		// Every secret of a token request, and every token issued, is
-		// registered with the logger's redactor.
-		Grant: redaction.Grant(oauth.New(oauth.Options{
-			Timeout:          settings.ProviderTimeout,
-			AttemptTimeout:   settings.ProviderAttemptTimeout,
-			MaxResponseBytes: settings.ProviderMaxResponseBytes,
-			Logger:           log,
-		}), redaction.OfLogger(log)),
-	})
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	return b, store, key, nil
-}
-
-// backends chooses the store and the lock, each independently (DESIGN.md):
-// Key Vault or the local store, a blob lease or the local lock. One Azure
-// credential serves both, made only when one of them needs it.
-func backends(s config.Settings, getenv func(string) string, log *slog.Logger) (broker.SecretStore, broker.Locker, error) {
-	cred := sync.OnceValues(func() (azcore.TokenCredential, error) { return credential(s, getenv) })
-	var store broker.SecretStore
-	if s.UsesKeyVault() {
-		tc, err := cred()
-		if err != nil {
-			return nil, nil, err
-		}
-		client, err := keyvault.NewClient(s.KeyVaultURL, tc, nil)
-		if err != nil {
-			return nil, nil, fmt.Errorf("KEY_VAULT_URL: %w", err)
-		}
-		// Every write to the vault (refreshes, the sweep, consent, the
-		// write-ahead key) passes one pacer: Key Vault's write budget is
-		// the vault's, shared by every instance (keyvault.Pacer).
-		store = keyvault.NewPacer(redaction.Store(keyvault.New(client, keyvault.Options{VaultURL: s.KeyVaultURL}), redaction.OfLogger(log)),
-			keyvault.PacerOptions{WritesPer10s: s.KeyVaultWriteBudget})
-	} else {
-		ls, err := local.NewStore(s.LocalStateDir)
-		if err != nil {
-			return nil, nil, err
-		}
-		// Every value read or written is registered with the logger's
-		// redactor (package redact), beneath any wrapper that the broker
-		// asks for more than a SecretStore.
-		store = redaction.Store(ls, redaction.OfLogger(log))
-	}
-	if !s.UsesBlobLock() {
-		locker, err := local.NewLocker(s.LocalStateDir, local.LockerOptions{})
-		if err != nil {
-			return nil, nil, err
-		}
-		return store, locker, nil
-	}
-	client, err := blobClient(s, cred)
-	if err != nil {
-		return nil, nil, err
-	}
-	locker, err := bloblease.New(client, bloblease.Options{
-		Container:     s.LockContainer,
-		LeaseDuration: s.LeaseDuration,
-		Instance:      instanceName(getenv),
-		Logger:        log,
-	})
-	if err != nil {
-		return nil, nil, err
-	}
-	return store, locker, nil
-}
-
-// instanceName identifies this process in the lease's owner, the logs and
-// the status kept beside each lock: the platform's name for the instance
-// when there is one. It reads the variables in the order the Functions
-// host's own EnvironmentExtensions.GetInstanceId does: on Linux Consumption
-// and Flex Consumption WEBSITE_POD_NAME, then CONTAINER_NAME; elsewhere
-// WEBSITE_INSTANCE_ID. Flex sets no WEBSITE_INSTANCE_ID (the host's
-// IsLinuxConsumptionOnLegion, which is Flex, requires !IsAppService(), that
-// is an empty WEBSITE_INSTANCE_ID), so WEBSITE_POD_NAME is read first; the
-// variables of one platform are not set on another. COMPUTERNAME names a
-// Windows machine; host name and pid the rest.
-func instanceName(getenv func(string) string) string {
-	for _, k := range []string{"WEBSITE_POD_NAME", "CONTAINER_NAME", "WEBSITE_INSTANCE_ID", "COMPUTERNAME"} {
-		if v := getenv(k); v != "" {
-			return v
-		}
-	}
-	host, _ := os.Hostname()
-	return fmt.Sprintf("%s-%d", host, os.Getpid())
-}
-
-func storeKind(s config.Settings) string {
-	if s.KeyVaultURL != "" {
-		return "keyvault"
-	}
-	return "local"
-}
-
-func lockKind(s config.Settings) string {
-	if s.UsesBlobLock() {
-		return "bloblease"
-	}
-	return "local"
 }
 
 // sweepEvery is the standalone mode's timer: with no Functions host to
