@@ -419,39 +419,9 @@ func TestRetriesAreBounded(t *testing.T) {
 	}
 }
 
+// TestRetryAfter: how Retry-After is read. How it is waited out is
+// TestRetryAfterOnTheClock's, on synctest's clock.
 func TestRetryAfter(t *testing.T) {
-	t.Run("honoured", func(t *testing.T) {
-		p, srv := startProvider(t, testprovider.Config{Rotate: true})
-		rt := p.IssueRefreshToken()
-		p.InjectFault(testprovider.Fault{Kind: testprovider.FaultRateLimited, RetryAfter: time.Second})
-		began := time.Now()
-		_, err := newClient(oauth.Options{}).Token(context.Background(), refreshConn(srv.URL+"/token", broker.AuthBasic, true, 0), creds(rt))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if e := time.Since(began); e < time.Second || e > 3*time.Second {
-			t.Errorf("took %v, want the 1s Retry-After", e)
-		}
-		if n := p.Stats().TokenRequests; n != 2 {
-			t.Errorf("token requests = %d, want 2", n)
-		}
-	})
-	t.Run("beyond the budget", func(t *testing.T) {
-		p, srv := startProvider(t, testprovider.Config{})
-		p.InjectFault(testprovider.Fault{Kind: testprovider.FaultRateLimited, RetryAfter: 3 * time.Second})
-		began := time.Now()
-		_, err := newClient(oauth.Options{Timeout: time.Second}).Token(context.Background(), ccConn(srv.URL+"/token"), creds(""))
-		pe := asProviderError(t, err)
-		if pe.StatusCode != 429 || pe.RetryAfter != 3*time.Second || pe.Permanent {
-			t.Errorf("error = %+v, want 429 carrying RetryAfter 3s", pe)
-		}
-		if e := time.Since(began); e > 900*time.Millisecond {
-			t.Errorf("took %v; a Retry-After that does not fit should end the call at once", e)
-		}
-		if n := p.Stats().TokenRequests; n != 1 {
-			t.Errorf("token requests = %d, want 1", n)
-		}
-	})
 	t.Run("HTTP date", func(t *testing.T) {
 		tokenURL, n := scripted(t, reply{status: 503, contentType: "text/html",
 			header: map[string]string{"Retry-After": fixedNow.Add(2 * time.Hour).Format(http.TimeFormat)}, body: "<h1>down</h1>"})
