@@ -71,12 +71,6 @@ GOSEC_EXCLUDE += handler/internal/local/local\.go:G302
 GOSEC_EXCLUDE += handler/internal/local/(store|lock)\.go:G104,G304
 # The lease duration is checked in New to be 15-60 s: it fits an int32.
 GOSEC_EXCLUDE += handler/internal/bloblease/bloblease\.go:G115
-# tabwriter.Flush to the operator's terminal: no better place to report a
-# failed write than the write itself.
-GOSEC_EXCLUDE += handler/status\.go:G104
-# handler connect opens the operator's browser on the consent URL it built
-# from the connections file, with open / xdg-open / rundll32.
-GOSEC_EXCLUDE += handler/connect\.go:G204,G702
 # The consent cookie is Secure except on plain-http loopback (standalone on
 # a workstation), where a Secure cookie would never come back.
 GOSEC_EXCLUDE += handler/internal/functions/consent\.go:G124

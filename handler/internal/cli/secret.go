@@ -12,8 +12,8 @@ import (
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/local"
 )
 
-// secretUsage is secret's usage line.
-const secretUsage = "usage: handler secret set NAME [-expires 2027-06-30T00:00:00Z] < value"
+// setUsage is `handler secret set`'s usage line.
+const setUsage = "usage: handler secret set NAME [-expires 2027-06-30T00:00:00Z] < value"
 
 // secret is `handler secret set NAME [-expires RFC3339]`: it puts a secret
 // into the local store. The value comes from stdin, never from the command
@@ -21,13 +21,13 @@ const secretUsage = "usage: handler secret set NAME [-expires 2027-06-30T00:00:0
 func secret(ctx context.Context, args []string, env Env) int {
 	fs := newFlagSet("secret set")
 	expires := fs.String("expires", "", "expiry date of the secret (RFC 3339), e.g. a client secret's end date")
-	words, code, ok := parse(fs, secretUsage, 0, 2, args, env)
+	words, code, ok := parse(fs, setUsage, 0, 2, args, env)
 	if !ok {
 		return code
 	}
 	stdout, stderr := env.Stdout, env.Stderr
 	if len(words) == 0 || words[0] != "set" {
-		fmt.Fprintln(stderr, secretUsage)
+		fmt.Fprintln(stderr, setUsage)
 		return 2
 	}
 	if len(words) == 1 {

@@ -80,7 +80,9 @@ func status(ctx context.Context, args []string, env Env) int {
 			return 1
 		}
 	} else {
-		printStatus(stdout, sts, time.Now())
+		if err := printStatus(stdout, sts, time.Now()); err != nil {
+			return 1
+		}
 	}
 	for _, st := range sts {
 		if st.State == broker.StateFailing || st.State == broker.StateNeedsReauthorization {
@@ -90,20 +92,25 @@ func status(ctx context.Context, args []string, env Env) int {
 	return 0
 }
 
-func printStatus(w io.Writer, sts []broker.ConnectionStatus, now time.Time) {
+// printStatus writes the status as a table and, per connection, its next
+// action; an error is the terminal's, from the table's one write.
+func printStatus(w io.Writer, sts []broker.ConnectionStatus, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "CONNECTION\tSTATE\tTOKEN EXPIRES\tLAST REFRESH\tREFRESH TOKEN IDLE EXPIRY\tCLIENT SECRET EXPIRES")
 	for _, st := range sts {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", st.Name, st.State, when(st.AccessTokenExpiresOn, now),
 			when(st.LastRefresh, now), when(st.RefreshTokenIdleExpiresOn, now), when(st.ClientSecretExpiresOn, now))
 	}
-	tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
 	for _, st := range sts {
 		fmt.Fprintf(w, "\n%s: %s\n", st.Name, st.NextAction)
 		if st.LastError != nil {
 			fmt.Fprintf(w, "  last error (%s): %s\n", st.LastError.Code, st.LastError.Message)
 		}
 	}
+	return nil
 }
 
 // when renders t with how far it is from now, "-" when zero.
