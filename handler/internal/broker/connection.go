@@ -1,6 +1,9 @@
 package broker
 
 import (
+	"net/netip"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -139,4 +142,36 @@ type Credentials struct {
 	ClientSecret Secret
 	// RefreshToken is set for GrantRefreshToken.
 	RefreshToken Secret
+}
+
+// reservedParams are the form fields a token request's grant and client
+// authentication send themselves (RFC 6749 §4.1.3, §4.4.2, §6, §2.3.1;
+// RFC 7636 §4.5; RFC 7521 §4.2 for the assertions; §4.3 for the password
+// grant's): a connection's Params must not replace them.
+var reservedParams = []string{
+	"assertion", "client_assertion", "client_assertion_type", "client_id", "client_secret", "code",
+	"code_verifier", "grant_type", "password", "redirect_uri", "refresh_token", "scope", "username",
+}
+
+// ReservedParam reports whether name, in any case, is a form field that a
+// token request sets itself, so that a connection's Params may not carry
+// it. The connections file refuses such a connection, and the token client
+// refuses to send it.
+func ReservedParam(name string) bool {
+	return slices.Contains(reservedParams, strings.ToLower(name))
+}
+
+// LoopbackHost reports whether host (a host name or an IP literal, without
+// a port or brackets) names this machine: localhost in any case, an
+// address in 127.0.0.0/8 or ::1, or an IPv4-mapped loopback address. A
+// zoned address is refused: a zone names an interface, not this host. It
+// is the one rule for where plain http may carry a connection's requests
+// (token URL, authorization URL, redirect URI) and where a listener
+// serves this machine alone.
+func LoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Zone() == "" && ip.Unmap().IsLoopback()
 }

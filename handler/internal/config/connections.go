@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net/netip"
 	"net/url"
 	"regexp"
 	"slices"
@@ -108,13 +107,6 @@ const (
 // functions/*/function.json.
 var reservedConnectionNames = map[string]string{
 	"callback": "GET /api/consent/callback is the consent-callback function, which the Functions host routes before consent-start's /api/consent/{connection}, so this connection could never start a consent",
-}
-
-// reservedParams are form fields the grant itself sends; a connection's
-// params must not replace them.
-var reservedParams = []string{
-	"assertion", "client_assertion", "client_assertion_type", "client_id", "client_secret", "code",
-	"code_verifier", "grant_type", "password", "redirect_uri", "refresh_token", "scope", "username",
 }
 
 const exampleFile = `{"connections": [{"name": "xero", "provider": "xero"}]}`
@@ -439,18 +431,10 @@ func checkTokenURL(raw string) string {
 		// it fails; a credential in it would go there too.
 		return fmt.Sprintf("has a query parameter %q (its value not shown) that looks like a credential; client credentials belong in the secret store (secrets.clientSecret), not in the URL, which error messages repeat", truncateKey(key))
 	}
-	if u.Scheme == "http" && !isLoopbackHost(u.Hostname()) {
+	if u.Scheme == "http" && !broker.LoopbackHost(u.Hostname()) {
 		return fmt.Sprintf("found %q; must be https (http is accepted only for 127.0.0.0/8, ::1 and localhost, for tests)", s)
 	}
 	return ""
-}
-
-func isLoopbackHost(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	addr, err := netip.ParseAddr(host)
-	return err == nil && addr.Zone() == "" && addr.IsLoopback() // oauth.CheckTokenURL refuses zoned addresses
 }
 
 // Descriptions of a tenant, for messages: where the token URL puts
@@ -586,7 +570,7 @@ func (c *connParser) params() map[string]string {
 			c.problem(field, "found the name %q; a form field name must be non-empty and without spaces", k)
 			continue
 		}
-		if slices.Contains(reservedParams, strings.ToLower(k)) {
+		if broker.ReservedParam(k) {
 			c.problem(field, "%q is sent by the grant itself and cannot be set here; scopes go in \"scopes\", credentials in the secret store", k)
 			continue
 		}

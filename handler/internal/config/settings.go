@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"net/url"
 	"os"
 	"regexp"
@@ -263,11 +262,7 @@ func isLoopbackListenAddr(addr string) bool {
 	if err != nil || host == "" {
 		return false
 	}
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.Zone() == "" && ip.Unmap().IsLoopback()
+	return broker.LoopbackHost(host)
 }
 
 // Mode returns ModeFunctions when the Functions host started the handler,
@@ -495,7 +490,7 @@ func (l *loader) httpsURL(name, example string, loopbackHTTP bool) string {
 	}
 	u, err := url.Parse(v)
 	valid := err == nil && u.Host != "" && u.User == nil && u.RawQuery == "" && u.Fragment == "" &&
-		(u.Scheme == "https" || (loopbackHTTP && u.Scheme == "http" && isLoopbackHost(u.Hostname())))
+		(u.Scheme == "https" || (loopbackHTTP && u.Scheme == "http" && broker.LoopbackHost(u.Hostname())))
 	if !valid {
 		msg := "must be an https URL such as " + example
 		if loopbackHTTP {

@@ -64,7 +64,7 @@ func ParseCallback(q url.Values, state string) (code string, err error) {
 		return "", ErrStateMismatch
 	}
 	if q.Has("error") {
-		return "", &CallbackError{Code: cleanCode(q.Get("error")), Description: diagnose.Sanitize(q.Get("error_description"))}
+		return "", &CallbackError{Code: diagnose.ErrorCode(q.Get("error")), Description: diagnose.Sanitize(q.Get("error_description"))}
 	}
 	code = q.Get("code")
 	if code == "" || len(q["code"]) != 1 {

@@ -30,8 +30,8 @@ func TestParseCallback(t *testing.T) {
 		{"code twice", "code=a&code=b&state=ST4TE", "", consent.ErrNoCode, nil},
 		{"denied", "error=access_denied&error_description=The+user+denied+the+request&state=ST4TE", "", nil,
 			&consent.CallbackError{Code: "access_denied", Description: "The user denied the request"}},
-		{"markup and secrets sanitised", "error=<b>access_denied</b>&error_description=" + url.QueryEscape("no\r\nway "+longSecret) + "&state=ST4TE", "", nil,
-			&consent.CallbackError{Code: "baccess_deniedb", Description: "no way [redacted]"}},
+		{"markup is no code, and secrets are sanitised", "error=<b>access_denied</b>&error_description=" + url.QueryEscape("no\r\nway "+longSecret) + "&state=ST4TE", "", nil,
+			&consent.CallbackError{Code: "", Description: "no way [redacted]"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -189,20 +189,10 @@ type ExchangeError struct {
 }
 
 func (e *ExchangeError) Error() string {
-	s := fmt.Sprintf("connection %q: exchanging the authorization code", e.Connection)
-	if e.StatusCode != 0 {
-		s += fmt.Sprintf(": token endpoint answered HTTP %d", e.StatusCode)
-	}
-	if e.Code != "" {
-		s += ": " + e.Code
-	}
-	if e.Description != "" {
-		s += ": " + e.Description
-	}
-	if e.Err != nil {
-		s += ": " + e.Err.Error()
-	}
-	return s
+	// The token endpoint's answer reads as every token request's failure
+	// does (broker.ProviderError).
+	answer := &broker.ProviderError{StatusCode: e.StatusCode, Code: e.Code, Description: e.Description, Err: e.Err}
+	return fmt.Sprintf("connection %q: exchanging the authorization code: %s", e.Connection, answer)
 }
 
 func (e *ExchangeError) Unwrap() error { return e.Err }
@@ -224,17 +214,4 @@ func (e *ExchangeError) Remediation() string {
 		return "The token endpoint could not be reached; check the network and the connection's tokenUrl, then start again."
 	}
 	return "Start again; if it fails the same way, check the app registration at the provider."
-}
-
-// cleanCode keeps an error code to the characters RFC 6749 §5.2 codes use in
-// practice, so that a provider cannot put markup or a line break in it.
-func cleanCode(s string) string {
-	out := make([]byte, 0, min(len(s), 64))
-	for i := 0; i < len(s) && len(out) < 64; i++ {
-		c := s[i]
-		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-' || c == '.' {
-			out = append(out, c)
-		}
-	}
-	return string(out)
 }

@@ -3,7 +3,6 @@ package consent
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"slices"
 	"strings"
@@ -129,14 +128,8 @@ func checkEndpointURL(raw string) error {
 	if u.Scheme == "https" {
 		return nil
 	}
-	if u.Scheme == "http" {
-		h := u.Hostname()
-		if strings.EqualFold(h, "localhost") {
-			return nil
-		}
-		if ip := net.ParseIP(h); ip != nil && ip.IsLoopback() {
-			return nil
-		}
+	if u.Scheme == "http" && broker.LoopbackHost(u.Hostname()) {
+		return nil
 	}
 	return ErrInsecureURL
 }

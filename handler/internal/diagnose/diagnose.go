@@ -346,7 +346,7 @@ func statusAdvice(status int) advice {
 // cannot contain.
 func evidence(aadsts string, in Input) string {
 	var parts []string
-	for _, s := range []string{aadsts, cleanCode(in.Code), cleanCode(in.Status)} {
+	for _, s := range []string{aadsts, ErrorCode(strings.TrimSpace(in.Code)), ErrorCode(strings.TrimSpace(in.Status))} {
 		if s != "" && !slices.Contains(parts, s) {
 			parts = append(parts, s)
 		}
@@ -360,11 +360,20 @@ func evidence(aadsts string, in Input) string {
 	return " (" + strings.Join(parts, ", ") + ")"
 }
 
-// cleanCode returns s if it looks like an error code, and "" otherwise: a
-// code is the one piece of provider text a summary repeats.
-func cleanCode(s string) string {
-	s = strings.TrimSpace(s)
-	if len(s) == 0 || len(s) > 64 {
+// maxErrorCode is the longest error code kept: the longest RFC 6749, OpenID
+// Connect and provider codes are some 25 characters.
+const maxErrorCode = 64
+
+// ErrorCode returns s when it can be repeated as a provider's error code,
+// and "" otherwise. An error code is the one piece of provider text that
+// is passed on as it is, so it must look like one: letters, digits, '_',
+// '-' and '.' (every RFC 6749 §5.2, OpenID Connect and preset provider code
+// is), at most 64 of them, and nothing that looks like a token or a secret
+// (a provider may echo one in its place). A code is never trimmed into
+// shape: what stood in its place may be a secret. The token client, the
+// consent callback and the summaries all keep codes by this one rule.
+func ErrorCode(s string) string {
+	if len(s) == 0 || len(s) > maxErrorCode || looksSecret(s) {
 		return ""
 	}
 	for _, r := range s {

@@ -77,3 +77,29 @@ func TestSanitize(t *testing.T) {
 		})
 	}
 }
+
+// TestErrorCode: the one rule by which a provider's error code is repeated
+// (issue 15: the token client, the consent callback and the summaries had
+// three, one of which trimmed markup into a code).
+func TestErrorCode(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"invalid_grant", "invalid_grant"},
+		{"BAD_REFRESH_TOKEN", "BAD_REFRESH_TOKEN"},
+		{"AADSTS700082", "AADSTS700082"},
+		{"invalid.request-2", "invalid.request-2"},
+		{"", ""},
+		{"invalid grant", ""},
+		{"<b>access_denied</b>", ""},
+		{"invalid_grant\r\n", ""},
+		{"invalid_grant\"", ""},
+		{"0123456789abcdefghijklmnopqrstuvwxyz", ""}, // token-shaped
+		{"eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9", ""}, // a JWT's header
+		{strings.Repeat("a", 65), ""},
+		{"invalid_gränt", ""},
+	}
+	for _, tt := range tests {
+		if got := ErrorCode(tt.in); got != tt.want {
+			t.Errorf("ErrorCode(%q) = %q; want %q", tt.in, got, tt.want)
+		}
+	}
+}

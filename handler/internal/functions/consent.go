@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -470,8 +469,7 @@ func isLoopbackHost(host string) bool {
 	if err != nil {
 		return false
 	}
-	h := u.Hostname()
-	return strings.EqualFold(h, "localhost") || isLoopbackIP(h)
+	return broker.LoopbackHost(u.Hostname())
 }
 
 // lastForwardedHost is the last element of the X-Forwarded-Host values.
@@ -484,9 +482,4 @@ func lastForwardedHost(values []string) string {
 		last = last[i+1:]
 	}
 	return strings.TrimSpace(last)
-}
-
-func isLoopbackIP(h string) bool {
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
 }

@@ -190,14 +190,7 @@ func loopbackHostAt(host, port string) bool {
 	if err != nil {
 		h, p = strings.Trim(host, "[]"), "80"
 	}
-	if p != port {
-		return false
-	}
-	if strings.EqualFold(h, "localhost") {
-		return true
-	}
-	ip, err := netip.ParseAddr(h)
-	return err == nil && ip.Zone() == "" && ip.Unmap().IsLoopback()
+	return p == port && broker.LoopbackHost(h)
 }
 
 // crossSite reports whether a browser says the request comes from a page

@@ -87,3 +87,21 @@ func TestCheckExchangeSendsNothing(t *testing.T) {
 		t.Fatalf("a usable connection: %v", err)
 	}
 }
+
+// TestReservedParamsAreNeverSent: every field a grant sets itself is
+// refused in a connection's params, in any case and on every grant, with
+// nothing sent. Before, the token client knew 8 of the 13 names, and only
+// in lower case.
+func TestReservedParamsAreNeverSent(t *testing.T) {
+	for _, p := range []string{"username", "password", "assertion", "client_assertion", "client_assertion_type", "Scope", "GRANT_TYPE"} {
+		tokenURL, sent := scripted(t, jsonReply(200, `{"access_token":"at-1","expires_in":3600}`))
+		conn := ccConn(tokenURL)
+		conn.Params = map[string]string{p: "x"}
+		if _, err := newClient(oauth.Options{MaxAttempts: 1}).Token(context.Background(), conn, creds("")); !errors.Is(err, oauth.ErrInvalidConnection) {
+			t.Errorf("param %q: err = %v; want ErrInvalidConnection", p, err)
+		}
+		if n := sent.Load(); n != 0 {
+			t.Errorf("param %q: %d requests sent", p, n)
+		}
+	}
+}

@@ -70,7 +70,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -464,8 +463,7 @@ func requestConfig(conn *broker.Connection, cred broker.Credentials, grantParams
 	}
 	params := url.Values{}
 	for k, v := range conn.Params {
-		switch k {
-		case "grant_type", "refresh_token", "scope", "client_id", "client_secret", "code", "code_verifier", "redirect_uri":
+		if broker.ReservedParam(k) {
 			return nil, invalid("parameter %q is set by the grant and cannot be overridden in params", k)
 		}
 		params.Set(k, v)
@@ -516,18 +514,10 @@ func CheckTokenURL(raw string) error {
 	switch {
 	case u.Scheme == "https":
 		return nil
-	case u.Scheme == "http" && isLoopback(u.Hostname()):
+	case u.Scheme == "http" && broker.LoopbackHost(u.Hostname()):
 		return nil
 	}
 	return fmt.Errorf("token URL must use https (http only for loopback hosts), not %s://%s", u.Scheme, u.Host)
-}
-
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // requestSecrets lists the secret values of a token request in every form

@@ -162,7 +162,7 @@ func (c *Client) classify(ctx context.Context, err error, ex *exchange, secrets 
 		RetryAfter:  retryAfter(ex.header, c.now()),
 	}
 	if pe.Code == "" && re.ErrorCode != "" {
-		pe.Description = strings.TrimPrefix(pe.Description+" (the provider's error code is not shown: it is not an RFC 6749 error code, or it quotes a secret)", " ")
+		pe.Description = strings.TrimPrefix(pe.Description+" (the provider's error code is not shown: it does not look like an error code, or it quotes a secret)", " ")
 	}
 	pe.ErrorURI, pe.TraceID, pe.CorrelationID = allowedFields(ex.body, red)
 	f := &failure{err: pe}
@@ -285,7 +285,7 @@ func allowedFields(body []byte, red *redact.Redactor) (uri, trace, correlation s
 		return s
 	}
 	uri, trace, correlation = str(f.URI), str(f.Trace), str(f.Correlation)
-	if u, err := url.Parse(uri); err != nil || u.Scheme != "https" || len(uri) > maxErrorURI || !isErrorCode(uri) || u.User != nil {
+	if u, err := url.Parse(uri); err != nil || u.Scheme != "https" || len(uri) > maxErrorURI || !isNQSChars(uri) || u.User != nil {
 		uri = ""
 	}
 	if !idShape.MatchString(trace) {
@@ -377,25 +377,19 @@ func cleanText(s string, red *redact.Redactor) string {
 	return s
 }
 
-// maxErrorCode is the longest error code kept: the longest RFC 6749 and
-// OpenID Connect codes are some 25 characters.
-const maxErrorCode = 64
-
-// errorCode returns the provider's error code when it has the shape RFC
-// 6749 §5.2 gives it (characters %x20-21 / %x23-5B / %x5D-7E, no longer
-// than maxErrorCode) and quotes no secret, by value (red) or by look
-// (diagnose.Sanitize); otherwise "". A code is never trimmed into shape:
-// what a provider sent in its place may be a secret it echoed.
+// errorCode returns the provider's error code when package diagnose's one
+// rule for codes keeps it (diagnose.ErrorCode) and it quotes no secret of
+// the request (red); otherwise "".
 func errorCode(s string, red *redact.Redactor) string {
-	if s == "" || len(s) > maxErrorCode || !isErrorCode(s) || red.Contains(s) || diagnose.Sanitize(s) != s {
+	if red.Contains(s) {
 		return ""
 	}
-	return s
+	return diagnose.ErrorCode(s)
 }
 
-// isErrorCode reports whether s is made of the characters RFC 6749 allows
-// in error, error_description and error_uri (%x20-21 / %x23-5B / %x5D-7E).
-func isErrorCode(s string) bool {
+// isNQSChars reports whether s is made of the characters RFC 6749 allows
+// in error_uri (%x20-21 / %x23-5B / %x5D-7E, appendix A.8).
+func isNQSChars(s string) bool {
 	return !strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r > 0x7e || r == '"' || r == '\\' })
 }
 
