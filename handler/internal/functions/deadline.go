@@ -6,9 +6,9 @@ import (
 	"time"
 )
 
-// Route deadlines. The server (handler/serve.go) sets no write timeout of
-// its own: one figure cannot fit both a token call, which must answer
-// inside ADF's minute, and the timer's sweep, which may run for most of
+// Route deadlines. The server (package server) sets no write timeout of its
+// own: one figure cannot fit both a token call, which must answer inside
+// ADF's minute, and the timer's sweep, which may run for most of
 // host.json's functionTimeout. Each route gets its own here instead.
 const (
 	// DefaultRequestTimeout bounds every HTTP route. ADF's Web activity

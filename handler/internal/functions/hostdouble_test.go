@@ -235,7 +235,7 @@ func TestRequestsThroughTheHost(t *testing.T) {
 				if mode == "forward" && tt.forward.status != 0 {
 					w = tt.forward
 				}
-				// Behind the host, as serve.go builds it in Functions mode.
+				// Behind the host, as package server builds it in Functions mode.
 				b := &fakeBroker{now: time.Date(2026, 11, 23, 3, 0, 0, 0, time.UTC)}
 				h := functions.NewServer(b, functions.Options{ForwardedByHost: true, MaxBodyBytes: fuzzMaxBody, Now: func() time.Time { return b.now }})
 				front := newHostDouble(t, mode, h)

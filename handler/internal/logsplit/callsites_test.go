@@ -261,7 +261,7 @@ func TestEveryLogLineReachesItsSeverity(t *testing.T) {
 	}
 }
 
-// TestHTTPServerErrorLog: net/http's ErrorLog (serve.go's httpServer) writes
+// TestHTTPServerErrorLog: net/http's ErrorLog (server.httpServer) writes
 // through the same handler at WARN.
 func TestHTTPServerErrorLog(t *testing.T) {
 	c := newCapture(slog.LevelInfo)
