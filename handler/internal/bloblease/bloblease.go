@@ -339,6 +339,7 @@ func (l *Locker) Lock(ctx context.Context, name string) (broker.Lock, error) {
 	if err != nil {
 		return nil, newError("lock", name, l.containerName, err)
 	}
+	// #nosec G115 -- New checks the lease duration is 15-60 s
 	seconds := int32(l.duration / time.Second)
 	held := false // someone else held the lease at some attempt
 	creates := 0
@@ -370,7 +371,7 @@ func (l *Locker) Lock(ctx context.Context, name string) (broker.Lock, error) {
 		default:
 			return nil, l.lockError(ctx, name, start, held, err)
 		}
-		d := l.poll/2 + rand.N(l.poll)
+		d := l.poll/2 + rand.N(l.poll) // #nosec G404 -- jitter that spreads the waiters' polls; nothing depends on it being unpredictable
 		if wait == nil {
 			wait = time.NewTimer(d)
 			defer wait.Stop()
@@ -582,7 +583,7 @@ func (h *heldLock) renew(ctx context.Context, sent time.Time) {
 			return
 		}
 		h.l.log.Warn("lease renewal failed; retrying", "event", "lock.renew_failed", "lock", h.name, "container", h.l.containerName, "code", e.Code, "error", e.Error(), "giveUpIn", left.Round(time.Millisecond).String())
-		timer.Reset(min(retry/2+rand.N(retry), left))
+		timer.Reset(min(retry/2+rand.N(retry), left)) // #nosec G404 -- jitter that spreads renewal retries; nothing depends on it being unpredictable
 	}
 }
 

@@ -907,7 +907,7 @@ func jitter(d time.Duration) time.Duration {
 	if d <= 0 {
 		return 0
 	}
-	return d*3/4 + rand.N(d/2+1)
+	return d*3/4 + rand.N(d/2+1) // #nosec G404 -- jitter that spreads retries and polls; nothing depends on it being unpredictable
 }
 
 // remediator is implemented by store errors that know the fix (a Key

@@ -112,7 +112,7 @@ var presets = []Preset{
 	{
 		Name:             "amazon",
 		Title:            "Amazon (Login with Amazon)",
-		TokenURL:         "https://api.amazon.com/auth/o2/token",
+		TokenURL:         "https://api.amazon.com/auth/o2/token", // #nosec G101 -- the public token endpoint, no credential
 		AuthorizationURL: "https://www.amazon.com/ap/oa",
 		AuthStyle:        broker.AuthBody,
 		Grant:            broker.GrantRefreshToken,
@@ -133,7 +133,7 @@ var presets = []Preset{
 	{
 		Name:             "atlassian",
 		Title:            "Atlassian (Jira, Confluence)",
-		TokenURL:         "https://auth.atlassian.com/oauth/token",
+		TokenURL:         "https://auth.atlassian.com/oauth/token", // #nosec G101 -- the public token endpoint, no credential
 		AuthorizationURL: "https://auth.atlassian.com/authorize",
 		AuthStyle:        broker.AuthBody,
 		Grant:            broker.GrantRefreshToken,
@@ -157,7 +157,7 @@ var presets = []Preset{
 	{
 		Name:             "box",
 		Title:            "Box",
-		TokenURL:         "https://api.box.com/oauth2/token",
+		TokenURL:         "https://api.box.com/oauth2/token", // #nosec G101 -- the public token endpoint, no credential
 		AuthorizationURL: "https://account.box.com/api/oauth2/authorize",
 		AuthStyle:        broker.AuthBody,
 		Grant:            broker.GrantRefreshToken,
@@ -177,7 +177,7 @@ var presets = []Preset{
 	{
 		Name:             "docusign",
 		Title:            "Docusign",
-		TokenURL:         "https://account.docusign.com/oauth/token",
+		TokenURL:         "https://account.docusign.com/oauth/token", // #nosec G101 -- the public token endpoint, no credential
 		AuthorizationURL: "https://account.docusign.com/oauth/auth",
 		AuthStyle:        broker.AuthBasic,
 		Grant:            broker.GrantRefreshToken,
@@ -197,7 +197,7 @@ var presets = []Preset{
 	{
 		Name:             "docusign-demo",
 		Title:            "Docusign developer (demo)",
-		TokenURL:         "https://account-d.docusign.com/oauth/token",
+		TokenURL:         "https://account-d.docusign.com/oauth/token", // #nosec G101 -- the public token endpoint, no credential
 		AuthorizationURL: "https://account-d.docusign.com/oauth/auth",
 		AuthStyle:        broker.AuthBasic,
 		Grant:            broker.GrantRefreshToken,
@@ -212,7 +212,7 @@ var presets = []Preset{
 	{
 		Name:             "dropbox",
 		Title:            "Dropbox",
-		TokenURL:         "https://api.dropboxapi.com/oauth2/token",
+		TokenURL:         "https://api.dropboxapi.com/oauth2/token", // #nosec G101 -- the public token endpoint, no credential
 		AuthorizationURL: "https://www.dropbox.com/oauth2/authorize",
 		AuthStyle:        broker.AuthBasic,
 		Grant:            broker.GrantRefreshToken,
@@ -268,7 +268,7 @@ var presets = []Preset{
 	{
 		Name:             "gitlab",
 		Title:            "GitLab",
-		TokenURL:         "https://gitlab.com/oauth/token",
+		TokenURL:         "https://gitlab.com/oauth/token", // #nosec G101 -- the public token endpoint, no credential
 		AuthorizationURL: "https://gitlab.com/oauth/authorize",
 		AuthStyle:        broker.AuthBody,
 		Grant:            broker.GrantRefreshToken,
@@ -289,7 +289,7 @@ var presets = []Preset{
 	{
 		Name:             "google",
 		Title:            "Google",
-		TokenURL:         "https://oauth2.googleapis.com/token",
+		TokenURL:         "https://oauth2.googleapis.com/token", // #nosec G101 -- the public token endpoint, no credential
 		AuthorizationURL: "https://accounts.google.com/o/oauth2/v2/auth",
 		AuthStyle:        broker.AuthBody,
 		Grant:            broker.GrantRefreshToken,
@@ -312,7 +312,7 @@ var presets = []Preset{
 	{
 		Name:             "hubspot",
 		Title:            "HubSpot",
-		TokenURL:         "https://api.hubapi.com/oauth/2026-03/token",
+		TokenURL:         "https://api.hubapi.com/oauth/2026-03/token", // #nosec G101 -- the public token endpoint, no credential
 		AuthorizationURL: "https://app.hubspot.com/oauth/authorize",
 		AuthStyle:        broker.AuthBody,
 		Grant:            broker.GrantRefreshToken,
@@ -328,7 +328,7 @@ var presets = []Preset{
 	{
 		Name:             "linkedin",
 		Title:            "LinkedIn",
-		TokenURL:         "https://www.linkedin.com/oauth/v2/accessToken",
+		TokenURL:         "https://www.linkedin.com/oauth/v2/accessToken", // #nosec G101 -- the public token endpoint, no credential
 		AuthorizationURL: "https://www.linkedin.com/oauth/v2/authorization",
 		AuthStyle:        broker.AuthBody,
 		Grant:            broker.GrantRefreshToken,
@@ -405,7 +405,7 @@ var presets = []Preset{
 	{
 		Name:             "pipedrive",
 		Title:            "Pipedrive",
-		TokenURL:         "https://oauth.pipedrive.com/oauth/token",
+		TokenURL:         "https://oauth.pipedrive.com/oauth/token", // #nosec G101 -- the public token endpoint, no credential
 		AuthorizationURL: "https://oauth.pipedrive.com/oauth/authorize",
 		AuthStyle:        broker.AuthBasic,
 		Grant:            broker.GrantRefreshToken,
@@ -422,7 +422,7 @@ var presets = []Preset{
 	{
 		Name:             "quickbooks",
 		Title:            "QuickBooks Online (Intuit)",
-		TokenURL:         "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer",
+		TokenURL:         "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer", // #nosec G101 -- the public token endpoint, no credential
 		AuthorizationURL: "https://appcenter.intuit.com/connect/oauth2",
 		AuthStyle:        broker.AuthBasic,
 		Grant:            broker.GrantRefreshToken,
@@ -444,7 +444,7 @@ var presets = []Preset{
 	{
 		Name:             "sage-accounting",
 		Title:            "Sage Business Cloud Accounting",
-		TokenURL:         "https://oauth.accounting.sage.com/token",
+		TokenURL:         "https://oauth.accounting.sage.com/token", // #nosec G101 -- the public token endpoint, no credential
 		AuthorizationURL: "https://www.sageone.com/oauth2/auth/central",
 		AuthStyle:        broker.AuthBody,
 		Grant:            broker.GrantRefreshToken,
@@ -463,7 +463,7 @@ var presets = []Preset{
 	{
 		Name:             "salesforce",
 		Title:            "Salesforce",
-		TokenURL:         "https://login.salesforce.com/services/oauth2/token",
+		TokenURL:         "https://login.salesforce.com/services/oauth2/token", // #nosec G101 -- the public token endpoint, no credential
 		AuthorizationURL: "https://login.salesforce.com/services/oauth2/authorize",
 		AuthStyle:        broker.AuthBody,
 		Grant:            broker.GrantRefreshToken,
@@ -497,7 +497,7 @@ var presets = []Preset{
 	{
 		Name:             "salesforce-sandbox",
 		Title:            "Salesforce sandbox",
-		TokenURL:         "https://test.salesforce.com/services/oauth2/token",
+		TokenURL:         "https://test.salesforce.com/services/oauth2/token", // #nosec G101 -- the public token endpoint, no credential
 		AuthorizationURL: "https://test.salesforce.com/services/oauth2/authorize",
 		AuthStyle:        broker.AuthBody,
 		Grant:            broker.GrantRefreshToken,
@@ -539,7 +539,7 @@ var presets = []Preset{
 	{
 		Name:             "xero",
 		Title:            "Xero",
-		TokenURL:         "https://identity.xero.com/connect/token",
+		TokenURL:         "https://identity.xero.com/connect/token", // #nosec G101 -- the public token endpoint, no credential
 		AuthorizationURL: "https://login.xero.com/identity/connect/authorize",
 		AuthStyle:        broker.AuthBasic,
 		Grant:            broker.GrantRefreshToken,

@@ -204,6 +204,7 @@ func (cr *consentRoutes) start(w http.ResponseWriter, r *http.Request) {
 		encodeError(w, consentError(name, err))
 		return
 	}
+	// #nosec G124 -- Secure is false only on plain-http loopback (standalone on a workstation), where a Secure cookie would never come back
 	http.SetCookie(w, &http.Cookie{
 		Name: cookieName(name), Value: p.State, Path: callbackPath,
 		MaxAge: int(consent.PendingTTL / time.Second), HttpOnly: true, Secure: secure, SameSite: http.SameSiteLaxMode,
@@ -271,6 +272,7 @@ func (cr *consentRoutes) callback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_, secure, _ := callbackURL(r, cr.forwardedByHost)
+	// #nosec G124 -- Secure is false only on plain-http loopback, as where the cookie was set
 	http.SetCookie(w, &http.Cookie{Name: cookieName(name), Value: "", Path: callbackPath, MaxAge: -1, HttpOnly: true, Secure: secure, SameSite: http.SameSiteLaxMode})
 
 	store := cb.Store()

@@ -68,7 +68,7 @@ func prepareDir(dir, sub string) (string, error) {
 		}
 		// MkdirAll's mode is filtered by the umask; a restrictive one
 		// (0277) would leave a directory even the owner cannot write to.
-		if err := os.Chmod(dir, 0o700); err != nil {
+		if err := os.Chmod(dir, 0o700); err != nil { // #nosec G302 -- a directory: x lets the owner enter it; the files in it are 0600
 			return "", fmt.Errorf("local: %w", err)
 		}
 	} else if err != nil {
@@ -93,7 +93,7 @@ func prepareDir(dir, sub string) (string, error) {
 	if err := os.MkdirAll(p, 0o700); err != nil {
 		return "", fmt.Errorf("local: creating %s directory: %w", sub, err)
 	}
-	if err := os.Chmod(p, 0o700); err != nil {
+	if err := os.Chmod(p, 0o700); err != nil { // #nosec G302 -- a directory: x lets the owner enter it; the files in it are 0600
 		return "", fmt.Errorf("local: %w", err)
 	}
 	return p, nil

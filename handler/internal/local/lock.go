@@ -112,12 +112,12 @@ func (l *Locker) Lock(ctx context.Context, name string) (broker.Lock, error) {
 		}
 		if ok {
 			if err := fixMode(fl); err != nil {
-				fl.Unlock()
+				_ = fl.Unlock() // fixMode's error is the one to report
 				return nil, &LockError{Name: name, Path: p, Waited: time.Since(start), Err: err}
 			}
 			return &fileLock{name: name, fl: fl, statusPath: l.statusPath(name), journalPath: l.journalPath(name)}, nil
 		}
-		d := l.poll/2 + rand.N(l.poll)
+		d := l.poll/2 + rand.N(l.poll) // #nosec G404 -- jitter that spreads the waiters' polls; nothing depends on it being unpredictable
 		if wait == nil {
 			wait = time.NewTimer(d)
 			defer wait.Stop()

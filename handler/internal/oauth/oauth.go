@@ -339,7 +339,7 @@ func (c *Client) backoffFor(attempt int) time.Duration {
 		d *= 2
 	}
 	d = min(d, maxBackoff)
-	return d/2 + rand.N(d/2+1)
+	return d/2 + rand.N(d/2+1) // #nosec G404 -- jitter that spreads retries; nothing depends on it being unpredictable
 }
 
 // attempt makes one request. A nil failure means tok is usable.
