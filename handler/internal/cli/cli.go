@@ -11,6 +11,9 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/config"
 )
 
 // Env is what a command reads and writes besides its arguments.
@@ -74,6 +77,22 @@ func Run(ctx context.Context, args []string, env Env, serve func(context.Context
 	}
 	fmt.Fprintf(env.Stderr, "handler: unknown command %q\n\n%s", name, Usage)
 	return 2
+}
+
+// configuration reads the settings and the connections file as the server
+// does. ok is false after a problem, which is printed after command: the
+// command then exits 2.
+func configuration(command string, env Env) (s config.Settings, conns []broker.Connection, ok bool) {
+	s, err := config.LoadSettings(env.Getenv)
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "%s: bad settings:\n%v\n", command, err)
+		return s, nil, false
+	}
+	if conns, err = s.ReadConnections(); err != nil {
+		fmt.Fprintf(env.Stderr, "%s: bad connections:\n%v\n", command, err)
+		return s, nil, false
+	}
+	return s, conns, true
 }
 
 // closeTimeout bounds how long a command waits, on its way out, for the

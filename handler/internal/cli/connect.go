@@ -18,7 +18,6 @@ import (
 
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/backends"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
-	"github.com/tokenrefresher/tokenrefresher/handler/internal/config"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/consent"
 	redaction "github.com/tokenrefresher/tokenrefresher/handler/internal/redact"
 )
@@ -56,14 +55,8 @@ func connect(ctx context.Context, args []string, env Env) int {
 		return 2
 	}
 
-	settings, err := config.LoadSettings(env.Getenv)
-	if err != nil {
-		fmt.Fprintf(stderr, "handler connect: bad settings:\n%v\n", err)
-		return 2
-	}
-	conns, err := settings.ReadConnections()
-	if err != nil {
-		fmt.Fprintf(stderr, "handler connect: bad connections:\n%v\n", err)
+	settings, conns, ok := configuration("handler connect", env)
+	if !ok {
 		return 2
 	}
 	var conn broker.Connection
@@ -83,6 +76,7 @@ func connect(ctx context.Context, args []string, env Env) int {
 	}
 	endpoint := *authURL
 	if endpoint == "" {
+		var err error
 		if endpoint, err = consent.AuthorizationURL(conn); err != nil {
 			fmt.Fprintf(stderr, "handler connect: %v\n", err)
 			fmt.Fprintln(stderr, "Pass the provider's authorization endpoint with -authorization-url.")

@@ -27,18 +27,12 @@ func consentLink(ctx context.Context, args []string, env Env) int {
 		return code
 	}
 	name, stdout, stderr := names[0], env.Stdout, env.Stderr
-	settings, err := config.LoadSettings(env.Getenv)
-	if err != nil {
-		fmt.Fprintf(stderr, "handler consent-link: bad settings:\n%v\n", err)
+	settings, conns, ok := configuration("handler consent-link", env)
+	if !ok {
 		return 2
 	}
 	if settings.Mode() != config.ModeStandalone {
 		fmt.Fprintln(stderr, "handler consent-link: behind the Functions host, start a consent at /api/consent/CONNECTION with the admin key; tickets are for standalone mode")
-		return 2
-	}
-	conns, err := settings.ReadConnections()
-	if err != nil {
-		fmt.Fprintf(stderr, "handler consent-link: bad connections:\n%v\n", err)
 		return 2
 	}
 	found := false

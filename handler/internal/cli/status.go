@@ -11,7 +11,6 @@ import (
 
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/backends"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
-	"github.com/tokenrefresher/tokenrefresher/handler/internal/config"
 	redaction "github.com/tokenrefresher/tokenrefresher/handler/internal/redact"
 )
 
@@ -30,14 +29,8 @@ func status(ctx context.Context, args []string, env Env) int {
 		return code
 	}
 	stdout, stderr := env.Stdout, env.Stderr
-	settings, err := config.LoadSettings(env.Getenv)
-	if err != nil {
-		fmt.Fprintf(stderr, "handler status: bad settings:\n%v\n", err)
-		return 2
-	}
-	conns, err := settings.ReadConnections()
-	if err != nil {
-		fmt.Fprintf(stderr, "handler status: bad connections:\n%v\n", err)
+	settings, conns, ok := configuration("handler status", env)
+	if !ok {
 		return 2
 	}
 	// What the store holds is registered as it is read (package redact),
