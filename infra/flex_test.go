@@ -128,13 +128,18 @@ var flexResourceSchemas = map[string]resourceSchema{
 	},
 	"Microsoft.Insights/actionGroups": {
 		source:   "https://learn.microsoft.com/azure/templates/microsoft.insights/2023-01-01/actiongroups",
-		accepted: []string{"properties.groupShortName", "properties.enabled", "properties.emailReceivers"},
+		accepted: []string{"properties.groupShortName", "properties.enabled", "properties.emailReceivers", "properties.webhookReceivers"},
 	},
 	"Microsoft.Insights/scheduledQueryRules": {
 		source: "https://learn.microsoft.com/azure/templates/microsoft.insights/2023-12-01/scheduledqueryrules",
 		accepted: []string{"kind", "properties.displayName", "properties.description", "properties.severity", "properties.enabled",
 			"properties.scopes", "properties.evaluationFrequency", "properties.windowSize", "properties.criteria.*",
 			"properties.autoMitigate", "properties.actions.actionGroups"},
+	},
+	"Microsoft.Insights/workbooks": {
+		source: "https://learn.microsoft.com/azure/templates/microsoft.insights/2023-06-01/workbooks; Azure/bicep-types-az " +
+			"generated/applicationinsights/microsoft.insights (WorkbookProperties: category, displayName, serializedData required; sourceId)",
+		accepted: []string{"kind", "properties.displayName", "properties.category", "properties.sourceId", "properties.serializedData"},
 	},
 	"Microsoft.Authorization/roleAssignments": {
 		source:   "https://learn.microsoft.com/azure/templates/microsoft.authorization/2022-04-01/roleassignments",
@@ -297,6 +302,7 @@ var mainParams = map[string]paramRule{
 		"workspace retention 30-730 days, https://learn.microsoft.com/azure/azure-monitor/logs/data-retention-configure"},
 	"alertEmailAddresses": {nil, "array", ""},
 	"alertActionGroupIds": {nil, "array", ""},
+	"alertWebhookUrl":     {nil, "string", "a webhook URL carries its own secret: @secure(), TestAlertWebhookIsSecure"},
 	"alertSeverity": {[]string{"@minValue(0)", "@maxValue(4)"}, "int",
 		"scheduledQueryRules severity 0-4, https://learn.microsoft.com/azure/templates/microsoft.insights/2023-12-01/scheduledqueryrules"},
 	"tags": {nil, "object", ""},
@@ -600,8 +606,17 @@ var derivedNames = []struct {
 	{"modules/functionapp.bicep", "plan", planRule},
 	{"modules/monitoring.bicep", "workspace", workspaceRule},
 	{"modules/monitoring.bicep", "appInsights", componentRule},
-	{"modules/alerts.bicep", "refreshFailures", queryRuleRule},
-	{"modules/alerts.bicep", "emailGroup", actionGroupRule},
+	{"modules/alerts.bicep", "group", actionGroupRule},
+}
+
+// derivedModuleNames lists the names main.bicep builds that a module passes
+// on to a module of its own, by the module declaration and its parameter:
+// each log-alert.bicep rule of alerts.bicep is named by its name parameter.
+var derivedModuleNames = []struct {
+	module, submodule, param string
+	rule                     nameRule
+}{
+	{"modules/alerts.bicep", "log-alert.bicep", "name", queryRuleRule},
 }
 
 // nameEnv evaluates the small part of Bicep's expression language that the
@@ -858,6 +873,31 @@ func TestDerivedNames(t *testing.T) {
 					}
 					if err := dn.rule.check(got); err != nil {
 						t.Errorf("namePrefix %q: %s: %v", p, dn.resource, err)
+					}
+				}
+				for _, dm := range derivedModuleNames {
+					mod, err := moduleEnv(files, env, dm.module)
+					if err != nil {
+						t.Fatal(err)
+					}
+					mod.bound = map[string]string{"uniqueString": hash}
+					n := 0
+					for _, d := range files[dm.module].decls {
+						if d.kind != "module" || d.typ != dm.submodule {
+							continue
+						}
+						n++
+						got, err := mod.eval(d.body.value("params." + dm.param))
+						if err != nil {
+							t.Errorf("%s: the %s of module %s: %v", dm.module, dm.param, d.name, err)
+							continue
+						}
+						if err := dm.rule.check(got); err != nil {
+							t.Errorf("namePrefix %q: %s: %v", p, d.name, err)
+						}
+					}
+					if n == 0 {
+						t.Errorf("%s: no module %s", dm.module, dm.submodule)
 					}
 				}
 			})

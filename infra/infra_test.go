@@ -181,8 +181,9 @@ func TestTemplateProperties(t *testing.T) {
 			equals("enablePurgeProtection ? true : null")},
 		{"workspace-based Application Insights", "modules/monitoring.bicep", "appInsights", "properties.WorkspaceResourceId", equals("workspace.id")},
 		{"telemetry only with Entra ID", "modules/monitoring.bicep", "appInsights", "properties.DisableLocalAuth", equals("true")},
-		{"the alert queries Application Insights", "modules/alerts.bicep", "refreshFailures", "properties.scopes", contains("appInsights.id")},
-		{"the alert query is the .kql file", "modules/alerts.bicep", "refreshFailures", "properties.criteria.allOf", contains("loadTextContent('refresh-failures.kql')")},
+		{"the alerts query Application Insights", "modules/log-alert.bicep", "rule", "properties.scopes", contains("appInsights.id")},
+		{"an alert resolves itself, and says so", "modules/log-alert.bicep", "rule", "properties.autoMitigate", equals("true")},
+		{"the workbook reads Application Insights", "modules/workbook.bicep", "workbook", "properties.sourceId", equals("appInsights.id")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file+"/"+tt.resource+"."+tt.path, func(t *testing.T) {
@@ -666,17 +667,12 @@ func TestAlertQueryMatchesHandler(t *testing.T) {
 		})
 	}
 	// The query yields what the rule measures and splits by.
-	alert := loadTemplates(t)["modules/alerts.bicep"].find("resource", "refreshFailures")
-	criteria := objectLiterals(alert.body.value("properties.criteria.allOf"))
-	if len(criteria) != 1 {
-		t.Fatalf("modules/alerts.bicep: want one criterion, have %d", len(criteria))
+	rule := loadAlertRules(t)["refreshFailures"]
+	if !regexp.MustCompile(`summarize ` + regexp.QuoteMeta(rule.measure) + ` = count\(\) by connection\s*$`).MatchString(kql) {
+		t.Errorf("the query must end in \"summarize %s = count() by connection\" (measureColumn and the connection dimension)", rule.measure)
 	}
-	column, _ := stringLit(criteria[0].value("metricMeasureColumn"))
-	if !regexp.MustCompile(`summarize ` + regexp.QuoteMeta(column) + ` = count\(\) by connection\s*$`).MatchString(kql) {
-		t.Errorf("the query must end in \"summarize %s = count() by connection\" (metricMeasureColumn and the connection dimension)", column)
-	}
-	if dim := objectLiterals(criteria[0].value("dimensions")); len(dim) != 1 || dim[0].value("name") != "'connection'" {
-		t.Errorf("modules/alerts.bicep: want one dimension named 'connection', have %s", criteria[0].value("dimensions"))
+	if !slices.Equal(rule.dimensions, []string{"connection"}) {
+		t.Errorf("modules/alerts.bicep: refreshFailures: want one dimension, connection; have %q", rule.dimensions)
 	}
 }
 
@@ -933,7 +929,7 @@ func loadTemplates(t *testing.T) templates {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"main.bicep", "modules/functionapp.bicep", "modules/storage.bicep", "modules/keyvault.bicep",
-		"modules/monitoring.bicep", "modules/roles.bicep", "modules/alerts.bicep"} {
+		"modules/monitoring.bicep", "modules/roles.bicep", "modules/alerts.bicep", "modules/log-alert.bicep", "modules/workbook.bicep"} {
 		if files[want] == nil {
 			t.Fatalf("%s is missing", want)
 		}

@@ -4,8 +4,9 @@
 // Deploys into one resource group: storage (host storage, deployment
 // package, lock blobs), Key Vault (the connections' secrets), Log Analytics
 // and Application Insights, the Flex Consumption function app, the app's
-// role assignments, and an alert on refresh failures. Secrets are not
-// deployed: the operator loads them afterwards (README.md).
+// role assignments, the alerts of the README's alert table and the
+// operators' workbook. Secrets are not deployed: the operator loads them
+// afterwards (README.md).
 
 targetScope = 'resourceGroup'
 
@@ -97,13 +98,17 @@ param instanceMemoryMB int = 512
 @maxValue(730)
 param logRetentionInDays int = 30
 
-@description('E-mail addresses told about refresh failures.')
+@description('E-mail addresses told when an alert fires and when it resolves.')
 param alertEmailAddresses array = []
 
-@description('Resource ids of existing action groups told about refresh failures.')
+@description('A webhook told when an alert fires and when it resolves, in the common alert schema (a Teams or Slack workflow, a Logic App, a pipeline); empty: none. It holds a secret, hence @secure().')
+@secure()
+param alertWebhookUrl string = ''
+
+@description('Resource ids of existing action groups told when an alert fires and when it resolves.')
 param alertActionGroupIds array = []
 
-@description('Severity of the refresh-failure alert, 0 (critical) to 4 (verbose).')
+@description('Severity of the refresh-failure alert, 0 (critical) to 4 (verbose); the other alerts have the severities of the README\'s alert table.')
 @minValue(0)
 @maxValue(4)
 param alertSeverity int = 2
@@ -231,10 +236,21 @@ module alerts 'modules/alerts.bicep' = {
     location: location
     tags: tags
     appInsightsName: monitoring.outputs.appInsightsName
-    alertName: 'alert-${validNamePrefix}-refresh-failures'
+    namePrefix: 'alert-${validNamePrefix}'
     severity: alertSeverity
     emailAddresses: alertEmailAddresses
+    webhookUrl: alertWebhookUrl
     actionGroupIds: alertActionGroupIds
+  }
+}
+
+module workbook 'modules/workbook.bicep' = {
+  name: 'workbook'
+  params: {
+    location: location
+    tags: tags
+    appInsightsName: monitoring.outputs.appInsightsName
+    displayName: 'tokenrefresher (${appName})'
   }
 }
 

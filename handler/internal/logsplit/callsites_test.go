@@ -274,17 +274,29 @@ func TestHTTPServerErrorLog(t *testing.T) {
 
 var update = flag.Bool("update", false, "rewrite testdata/alert-traces.json")
 
-// alertEvents are the events the alert queries select (infra/modules/
-// refresh-failures.kql and README.md's alert table). The rows the host makes
-// of them are in testdata/alert-traces.json, which infra/logs_test.go runs
-// the queries over.
-var alertEvents = []string{"token.refresh_failed", "secret.expiring", "persist.pending", "persist.lost", "lock.lost", "lock.unavailable", "sweep.failed", "http.request", "standby.promoted", "standby.lost", "refresh.interrupted_lost"}
+// alertEvents are the events the alert and workbook queries select
+// (infra/modules/*.kql, infra/modules/workbook/*.kql, README.md's alert
+// table). The rows the host makes of them are in testdata/alert-traces.json,
+// which infra/logs_test.go, alerts_test.go and workbook_test.go run the
+// queries over.
+var alertEvents = []string{"token.refresh_failed", "secret.expiring", "persist.pending", "persist.lost", "lock.lost", "lock.unavailable", "sweep.failed", "http.request", "standby.promoted", "standby.lost", "refresh.interrupted_lost", "token.refreshed"}
+
+// queriedAttrs are the attributes besides event, connection and permanent
+// that those queries read, each with a value of the type its call sites
+// log; a line carries the ones its call site logs.
+var queriedAttrs = []slog.Attr{
+	slog.String("category", "reauthorize"),
+	slog.String("remediation", "Re-authorize the connection."),
+	slog.String("secret", "client-secret-name"),
+	slog.String("expires_on", "2026-01-20T00:00:00Z"),
+	slog.Int("days_left", 17),
+}
 
 // TestAlertTracesFile writes one line per alert event and level its call
 // sites use, for connection "xero" and for "warner-1" (a name that contains
 // "warn"), and keeps testdata/alert-traces.json equal to the traces rows the
 // host makes of them. The lines carry what the queries read (event,
-// connection, permanent where the call site logs it), not the call site's
+// connection, permanent and queriedAttrs where the call site logs them), not the call site's
 // message and other attributes, so that the file changes only when an alert
 // event's level does: run with -update then, or after changing the list.
 func TestAlertTracesFile(t *testing.T) {
@@ -307,6 +319,11 @@ func TestAlertTracesFile(t *testing.T) {
 					r.AddAttrs(slog.String("event", ev), slog.String("connection", conn))
 					if hasKey(s, "permanent") {
 						r.AddAttrs(slog.Bool("permanent", conn == "warner-1"))
+					}
+					for _, a := range queriedAttrs {
+						if hasKey(s, a.Key) {
+							r.AddAttrs(a)
+						}
 					}
 					if err := c.h.Handle(context.Background(), r); err != nil {
 						t.Fatal(err)
