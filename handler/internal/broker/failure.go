@@ -1,0 +1,238 @@
+package broker
+
+// Failure recording: what a failed refresh leaves behind (the cool-down
+// record, the last error, the status beside the lock) and how it reads.
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// failureRecord remembers a permanent provider failure and which
+// credentials caused it, so the same credentials are not sent again during
+// the cool-down (repeated bad attempts lock accounts: AADSTS50053).
+type failureRecord struct {
+	err   *Error
+	at    time.Time
+	until time.Time
+	// fingerprint is set for permanent failures: new credentials end the
+	// cool-down at once. A transient one (the provider asked us to wait
+	// with Retry-After) holds whatever the credentials.
+	fingerprint *[32]byte
+}
+
+// fingerprint identifies the credentials a failure was seen with, without
+// keeping a second copy of them.
+func fingerprint(cred Credentials) [32]byte {
+	h := sha256.New()
+	for _, s := range []string{cred.ClientID, cred.ClientSecret.Reveal(), cred.RefreshToken.Reveal()} {
+		fmt.Fprintf(h, "%d:%s;", len(s), s)
+	}
+	var sum [32]byte
+	h.Sum(sum[:0])
+	return sum
+}
+
+// checkCooldown answers a recent failure from its record: a permanent one
+// unless the credentials in the store changed since, a transient one until
+// the provider's Retry-After has passed.
+func (b *Broker) checkCooldown(ctx context.Context, st *connState) error {
+	st.mu.Lock()
+	rec := st.failure
+	st.mu.Unlock()
+	now := b.now()
+	if rec == nil || !now.Before(rec.until) {
+		return nil
+	}
+	if rec.fingerprint != nil {
+		cred, err := b.credentials(ctx, st)
+		if err != nil {
+			return err
+		}
+		if fingerprint(cred) != *rec.fingerprint {
+			return nil
+		}
+	}
+	e := *rec.err
+	e.Message += fmt.Sprintf(" (recorded %s ago; the provider is not called again",
+		now.Sub(rec.at).Round(time.Second))
+	if rec.fingerprint != nil {
+		e.Message += " with the same credentials"
+	}
+	e.Message += " until " + rec.until.UTC().Format(time.RFC3339) + ")"
+	if e.RetryAfter > 0 {
+		e.RetryAfter = rec.until.Sub(now)
+	}
+	return &e
+}
+
+// providerFailure turns a grant failure into the caller's Error, recording
+// permanent ones.
+func (b *Broker) providerFailure(ctx context.Context, st *connState, cred Credentials, err error) error {
+	c := &st.conn
+	var pe *ProviderError
+	if !errors.As(err, &pe) {
+		return asError(c.Name, err)
+	}
+	var e *Error
+	if pe.Permanent {
+		e = &Error{
+			Code:        CodeRejected,
+			Connection:  c.Name,
+			Message:     fmt.Sprintf("the provider (%s) rejected the request: %s", c.Provider, describe(pe)),
+			Remediation: remediation(c, pe),
+			Category:    pe.Category,
+			Err:         err,
+		}
+		fp := fingerprint(cred)
+		now := b.now()
+		st.mu.Lock()
+		st.failure = &failureRecord{err: e, at: now, until: now.Add(b.failureCooldown), fingerprint: &fp}
+		st.mu.Unlock()
+	} else {
+		e = &Error{
+			Code:        CodeProviderFailed,
+			Connection:  c.Name,
+			Message:     fmt.Sprintf("the provider (%s) failed: %s", c.Provider, describe(pe)),
+			Remediation: "Retry later; this is the provider's side. If it lasts, check the provider's status page.",
+			RetryAfter:  max(pe.RetryAfter, 30*time.Second),
+			Category:    pe.Category,
+			Err:         err,
+		}
+		if pe.Remediation != "" {
+			e.Remediation = pe.Remediation
+		}
+		if pe.RetryAfter > 0 {
+			now := b.now()
+			st.mu.Lock()
+			st.failure = &failureRecord{err: e, at: now, until: now.Add(min(pe.RetryAfter, b.failureCooldown))}
+			st.mu.Unlock()
+		}
+	}
+	st.mu.Lock()
+	st.lastError = e
+	st.lastErrorAt = b.now()
+	st.mu.Unlock()
+	b.log.Error("token refresh failed", "event", "token.refresh_failed", "connection", c.Name,
+		"status", pe.StatusCode, "provider_error", pe.Code, "aadsts", pe.AADSTS, "category", pe.Category,
+		"permanent", pe.Permanent, "description", pe.Description, "remediation", e.Remediation)
+	return e
+}
+
+func describe(pe *ProviderError) string {
+	head := ""
+	if pe.StatusCode != 0 {
+		head = fmt.Sprintf("HTTP %d", pe.StatusCode)
+	}
+	if pe.Code != "" {
+		head = strings.TrimSpace(head + " " + pe.Code)
+	}
+	tail := pe.Description
+	if tail == "" && pe.Err != nil {
+		// The cause's text may carry the token URL or a body; it goes
+		// to the logs, not to callers.
+		tail = "no response (see the handler's logs)"
+	}
+	switch {
+	case head != "" && tail != "":
+		return head + ": " + tail
+	case head+tail != "":
+		return head + tail
+	}
+	return "no usable answer"
+}
+
+func remediation(c *Connection, pe *ProviderError) string {
+	if pe.Remediation != "" {
+		return pe.Remediation
+	}
+	switch pe.Code {
+	case "invalid_grant":
+		if c.Grant == GrantRefreshToken {
+			return fmt.Sprintf("The refresh token is no longer valid (expired, revoked, or already used). Re-authorize the connection %q and store the new refresh token in secret %q.", c.Name, c.Secrets.RefreshToken)
+		}
+		return fmt.Sprintf("The provider refused the grant for %q; check the client's permissions at the provider.", c.Name)
+	case "invalid_client", "unauthorized_client":
+		return fmt.Sprintf("The provider does not accept the client credentials of %q: check the client id and the client secret in secret %q (it may have expired), and that clientAuth (%s) is what the provider expects.", c.Name, c.Secrets.ClientSecret, c.AuthStyle)
+	case "invalid_scope":
+		return fmt.Sprintf("Fix the scopes of connection %q in the connections file: the provider does not grant them.", c.Name)
+	default:
+		return fmt.Sprintf("Fix the configuration of connection %q (token URL, grant, params) to match what the provider expects.", c.Name)
+	}
+}
+
+// recordShared writes the outcome of a refresh beside the lock, while it is
+// still held, so every instance's status shows it. A failure to record is
+// logged and otherwise ignored: the status is a report, not the protocol.
+func (b *Broker) recordShared(ctx context.Context, st *connState, lock Lock, failure error) {
+	rec, ok := lock.(StatusRecorder)
+	if !ok {
+		return
+	}
+	now := b.now()
+	s := SharedStatus{Instance: b.instance, RecordedOn: now, LastRefresh: now}
+	if failure != nil {
+		// Failures count across instances, so read what the last holder
+		// recorded; only failing refreshes pay for the read.
+		var prev SharedStatus
+		if r, ok := b.locker.(StatusReader); ok {
+			prev, _ = r.ReadStatus(ctx, st.conn.Name)
+		}
+		s.LastRefresh = prev.LastRefresh
+		s.Failures = prev.Failures + 1
+		s.LastError = failureCategory(failure)
+	}
+	if err := rec.RecordStatus(ctx, s); err != nil {
+		b.log.Warn("could not record the refresh status beside the lock", "event", "status.record_failed",
+			"connection", st.conn.Name, "error", err.Error())
+	}
+}
+
+// failureCategory names a failure in one word: its diagnosed category,
+// else the provider's RFC 6749 error code, else the broker's own code.
+func failureCategory(err error) string {
+	var pe *ProviderError
+	if errors.As(err, &pe) && pe.Category != "" {
+		return pe.Category
+	}
+	if errors.As(err, &pe) && pe.Code != "" {
+		return pe.Code
+	}
+	if errors.As(err, &pe) {
+		return string(CodeProviderFailed)
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return string(e.Code)
+	}
+	return string(CodeInternal)
+}
+
+// refreshFailed records a failed redemption (step 6) and returns the
+// caller's error: a refresh token the provider issued in the failed answer
+// is kept first (it rotated all the same), then the failure is recorded
+// for this instance and beside the lock, while the lock is still held.
+func (b *Broker) refreshFailed(ctx context.Context, st *connState, lock Lock, guard *redemptionGuard, cur current, err error) error {
+	var pe *ProviderError
+	if errors.As(err, &pe) && !pe.IssuedRefreshToken.IsZero() && pe.IssuedRefreshToken != cur.cred.RefreshToken {
+		// Its loss is logged there.
+		_, _ = b.keepRefreshToken(ctx, st, lock, cur, pe.IssuedRefreshToken, b.now())
+	}
+	failure := b.providerFailure(ctx, st, cur.cred, err)
+	failure = b.explainInterrupted(st, guard, err, failure)
+	b.recordShared(ctx, st, lock, err)
+	return failure
+}
+
+// persistFailed records a refresh whose result could not be made durable
+// (step 7), for this instance and beside the lock.
+func (b *Broker) persistFailed(ctx context.Context, st *connState, lock Lock, err error) {
+	st.mu.Lock()
+	st.lastError, st.lastErrorAt = asError(st.conn.Name, err), b.now()
+	st.mu.Unlock()
+	b.recordShared(ctx, st, lock, err)
+}
