@@ -197,7 +197,7 @@ func (b *Broker) deferred(ctx context.Context, st *connState, listed map[string]
 
 // sweepParallelism is how many refreshes the sweep runs at once: with a
 // pacer, enough to keep its write rate busy while each refresh takes the
-// time measured (Little's law, with a quarter to spare), at least
+// time measured (Little's law, twice over), at least
 // DefaultSweepParallelism and at most MaxSweepParallelism.
 func (b *Broker) sweepParallelism() int {
 	p, ok := b.store.(SweepPacer)
@@ -210,8 +210,10 @@ func (b *Broker) sweepParallelism() int {
 	if took <= 0 {
 		return DefaultSweepParallelism
 	}
-	// Two writes a refresh: the refresh token, then the access token.
-	n := int(math.Ceil(p.WriteRate() / 2 * took.Seconds() * 1.25))
+	// At least one write a refresh (the access token; a rotated refresh
+	// token is a second), and twice the refreshes Little's law asks
+	// for, so the rate, not the parallelism, is what holds the sweep.
+	n := int(math.Ceil(p.WriteRate() * took.Seconds() * 2))
 	return min(max(n, DefaultSweepParallelism), MaxSweepParallelism)
 }
 
