@@ -255,6 +255,97 @@ func TestConsumersReadTheTokenSecurely(t *testing.T) {
 	}
 }
 
+// TestMinValidityDefaultsFitProviders: a pipeline's default minValidity is
+// one the handler grants for the providers most pipelines call, and the
+// README names each preset whose tokens live too short for it, with the
+// most it can ask. The handler refuses a minValidity above a token's
+// lifetime less a margin (broker.maxMinValidityFor: lifetime - min(1m,
+// lifetime/10)): Xero's tokens live 1800 s, so 1740 s at most, and the
+// default of 1800 the kit once had failed every run.
+func TestMinValidityDefaultsFitProviders(t *testing.T) {
+	t.Parallel()
+	broker, err := parsePackage("broker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const rule = "lifetime - min(time.Minute, lifetime/10)"
+	body := broker.funcBody("maxMinValidityFor")
+	if !strings.Contains(body, rule) {
+		t.Fatalf("broker.maxMinValidityFor no longer returns %s; update this test:\n%s", rule, body)
+	}
+	most := func(lifetime time.Duration) int { return int((lifetime - min(time.Minute, lifetime/10)) / time.Second) }
+	if most(30*time.Minute) != 1740 {
+		t.Fatalf("most(30m) = %d", most(30*time.Minute))
+	}
+	lifetimes, err := presetLifetimes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lifetimes["xero"] != 30*time.Minute || len(lifetimes) < 10 {
+		t.Fatalf("presets read: %v; want xero at 30m among them", lifetimes)
+	}
+	readme := readText(t, "README.md")
+	for _, p := range loadKit(t).pipelines {
+		prm, ok := p.Parameters["minValiditySeconds"]
+		if !ok {
+			t.Errorf("%s: no minValiditySeconds parameter", p.path)
+			continue
+		}
+		def, _ := prm.DefaultValue.(float64)
+		for name, lifetime := range lifetimes {
+			switch {
+			case lifetime >= 30*time.Minute && int(def) > most(lifetime):
+				t.Errorf("%s: minValiditySeconds defaults to %v, but preset %s's tokens live %v: the handler grants at most %d, and every run would fail", p.path, def, name, lifetime, most(lifetime))
+			case int(def) > most(lifetime) && !regexp.MustCompile("`"+regexp.QuoteMeta(name)+"`[^\n]*\\b"+strconv.Itoa(most(lifetime))+"\\b").MatchString(readme):
+				t.Errorf("README.md: preset %s's tokens live %v, below %s's default minValiditySeconds %v; say on one line that `%s` allows at most %d", name, lifetime, p.path, def, name, most(lifetime))
+			}
+		}
+	}
+}
+
+// presetLifetimes reads each provider preset's DefaultLifetime from
+// handler/internal/config/presets.go.
+func presetLifetimes() (map[string]time.Duration, error) {
+	config, err := parsePackage("config")
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]time.Duration{}
+	var firstErr error
+	for _, f := range config.files {
+		ast.Inspect(f, func(n ast.Node) bool {
+			lit, ok := n.(*ast.CompositeLit)
+			if !ok {
+				return true
+			}
+			var name string
+			var lifetime ast.Expr
+			for _, e := range lit.Elts {
+				kv, ok := e.(*ast.KeyValueExpr)
+				if !ok {
+					continue
+				}
+				switch k, _ := kv.Key.(*ast.Ident); {
+				case k == nil:
+				case k.Name == "Name":
+					name, _ = stringLit(kv.Value)
+				case k.Name == "DefaultLifetime":
+					lifetime = kv.Value
+				}
+			}
+			if name != "" && lifetime != nil {
+				d, err := config.durationExpr(lifetime)
+				if err != nil && firstErr == nil {
+					firstErr = fmt.Errorf("preset %s: %v", name, err)
+				}
+				out[name] = d
+			}
+			return true
+		})
+	}
+	return out, firstErr
+}
+
 // ---------------------------------------------------------------------------
 // No secret in the kit.
 
@@ -724,12 +815,13 @@ func (p *pipeline) dependsOn(from, on string) bool {
 	return walk(from)
 }
 
-// tokenActivity is the one activity calling the handler's token route.
+// tokenActivity is the one activity calling the handler's token route: a
+// Web activity, or an Azure Function activity.
 func (p *pipeline) tokenActivity(t *testing.T, h *handlerSurface) *activity {
 	t.Helper()
 	var found []*activity
 	for _, a := range p.Activities {
-		if a.Type != "WebActivity" {
+		if a.Type != "WebActivity" && a.Type != "AzureFunctionActivity" {
 			continue
 		}
 		if h.matchTokenPath(parseURL(a.web(t).URL.text).path) == nil {
@@ -737,16 +829,77 @@ func (p *pipeline) tokenActivity(t *testing.T, h *handlerSurface) *activity {
 		}
 	}
 	if len(found) != 1 {
-		t.Fatalf("%s: want exactly one Web activity calling %s, found %d", p.path, h.tokenRoute(), len(found))
+		t.Fatalf("%s: want exactly one Web or Azure Function activity calling %s, found %d", p.path, h.tokenRoute(), len(found))
 	}
 	return found[0]
 }
 
+// azureFunctionTimeout is how long an Azure Function activity waits: "Azure
+// Functions times out after 230 seconds regardless of the functionTimeout
+// setting" (https://learn.microsoft.com/azure/data-factory/control-flow-azure-function-activity,
+// "Timeout and long running functions").
+const azureFunctionTimeout = 230 * time.Second
+
+// web returns a Web activity's typeProperties, or what an Azure Function
+// activity sends, as a Web activity would say it: Data Factory calls the
+// linked service's functionAppUrl + "/api/" + functionName, query included
+// ("Routing and queries", the page above), with the linked service's
+// function key in x-functions-key.
 func (a *activity) web(t *testing.T) webActivity {
 	t.Helper()
 	var w webActivity
-	if err := json.Unmarshal(a.TypeProperties, &w); err != nil {
+	if a.Type != "AzureFunctionActivity" {
+		if err := json.Unmarshal(a.TypeProperties, &w); err != nil {
+			t.Fatalf("activity %q: typeProperties: %v", a.Name, err)
+		}
+		return w
+	}
+	var af struct {
+		FunctionName value            `json:"functionName"`
+		Method       string           `json:"method"`
+		Headers      map[string]value `json:"headers"`
+	}
+	var ref struct {
+		LinkedServiceName struct {
+			ReferenceName string `json:"referenceName"`
+		} `json:"linkedServiceName"`
+	}
+	if err := json.Unmarshal(a.TypeProperties, &af); err != nil {
 		t.Fatalf("activity %q: typeProperties: %v", a.Name, err)
+	}
+	if err := json.Unmarshal(a.raw, &ref); err != nil {
+		t.Fatalf("activity %q: %v", a.Name, err)
+	}
+	ls := loadKit(t).find("linkedService", ref.LinkedServiceName.ReferenceName)
+	if ls == nil {
+		t.Fatalf("activity %q: linked service %q is not in the kit", a.Name, ref.LinkedServiceName.ReferenceName)
+	}
+	var fn struct {
+		Properties struct {
+			Type           string `json:"type"`
+			TypeProperties struct {
+				FunctionAppURL value `json:"functionAppUrl"`
+				FunctionKey    struct {
+					Type       string `json:"type"`
+					SecretName value  `json:"secretName"`
+				} `json:"functionKey"`
+			} `json:"typeProperties"`
+		} `json:"properties"`
+	}
+	if err := json.Unmarshal(ls.raw, &fn); err != nil || fn.Properties.Type != "AzureFunction" {
+		t.Fatalf("%s: not an AzureFunction linked service (%v)", ls.path, err)
+	}
+	tp := fn.Properties.TypeProperties
+	w.Method, w.Headers = af.Method, af.Headers
+	w.URL = value{text: strings.TrimSuffix(tp.FunctionAppURL.text, "/") + "/api/" + af.FunctionName.text, expression: af.FunctionName.expression}
+	w.HTTPRequestTimeout = fmt.Sprintf("00:%02d:%02d", int(azureFunctionTimeout.Minutes()), int(azureFunctionTimeout.Seconds())%60)
+	if w.Headers == nil {
+		w.Headers = map[string]value{}
+	}
+	// A Key Vault reference is read when the activity runs, like an
+	// expression; a literal key would be a secret in the factory.
+	if tp.FunctionKey.Type == "AzureKeyVaultSecret" && tp.FunctionKey.SecretName.text != "" {
+		w.Headers["x-functions-key"] = value{text: "@linkedService().functionKey", expression: true}
 	}
 	return w
 }
@@ -1164,18 +1317,49 @@ func (p *goPackage) durationValue(name string) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
+	d, err := p.durationExpr(e)
+	if err != nil {
+		return 0, fmt.Errorf("package %s: %s: %v", p.name, name, err)
+	}
+	return d, nil
+}
+
+// durationExpr evaluates N * time.Unit, time.Unit, or a constant of the
+// package that is one of those.
+func (p *goPackage) durationExpr(e ast.Expr) (time.Duration, error) {
 	units := map[string]time.Duration{"Second": time.Second, "Minute": time.Minute, "Hour": time.Hour}
-	if b, ok := e.(*ast.BinaryExpr); ok && b.Op == token.MUL {
-		n, nok := b.X.(*ast.BasicLit)
-		u, uok := b.Y.(*ast.SelectorExpr)
-		if nok && uok && n.Kind == token.INT && units[u.Sel.Name] != 0 {
+	switch e := e.(type) {
+	case *ast.BinaryExpr:
+		n, nok := e.X.(*ast.BasicLit)
+		if e.Op == token.MUL && nok && n.Kind == token.INT {
 			v, err := strconv.Atoi(n.Value)
-			if err == nil {
-				return time.Duration(v) * units[u.Sel.Name], nil
+			u, uerr := p.durationExpr(e.Y)
+			if err == nil && uerr == nil {
+				return time.Duration(v) * u, nil
+			}
+		}
+	case *ast.SelectorExpr:
+		if x, ok := e.X.(*ast.Ident); ok && x.Name == "time" && units[e.Sel.Name] != 0 {
+			return units[e.Sel.Name], nil
+		}
+	case *ast.Ident:
+		return p.durationValue(e.Name)
+	}
+	return 0, fmt.Errorf("%s is not of the form N * time.Unit; update adf_test.go", render(e))
+}
+
+// funcBody renders the body of the package-level function named name.
+func (p *goPackage) funcBody(name string) string {
+	for _, f := range p.files {
+		for _, decl := range f.Decls {
+			if fd, ok := decl.(*ast.FuncDecl); ok && fd.Recv == nil && fd.Name.Name == name && fd.Body != nil {
+				var b bytes.Buffer
+				_ = printer.Fprint(&b, token.NewFileSet(), fd.Body)
+				return b.String()
 			}
 		}
 	}
-	return 0, fmt.Errorf("package %s: %s is not of the form N * time.Unit; update adf_test.go", p.name, name)
+	return ""
 }
 
 // structType finds the struct type named name.
