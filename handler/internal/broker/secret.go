@@ -43,8 +43,10 @@ func (s Secret) LogValue() slog.Value { return slog.StringValue(redacted) }
 // builds its response from Reveal.
 func (s Secret) MarshalJSON() ([]byte, error) { return []byte(`"` + redacted + `"`), nil }
 
-// MarshalText implements encoding.TextMarshaler (used for map keys and by
-// some encoders).
+// MarshalText implements encoding.TextMarshaler (encoding/xml and other
+// encoders use it). encoding/json does not for a map key: a key of string
+// kind goes out as it is, so a Secret is never a key of a map that is
+// encoded (TestSecretRedactsItselfEverywhere shows both).
 func (s Secret) MarshalText() ([]byte, error) { return []byte(redacted), nil }
 
 // MaxSecretNameLen is the longest secret name: Key Vault's limit.
