@@ -1,0 +1,237 @@
+package keyvault_test
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/keyvault"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/keyvault/kvtest"
+)
+
+// The capacity benchmark runs only when asked (make bench): it simulates
+// hours of sweeps over tens of thousands of connections.
+var (
+	capacityConns   = flag.String("capacity.conns", "10000,45000", "connection counts the capacity benchmark simulates")
+	capacityLatency = flag.String("capacity.latency", "50ms,200ms", "provider latencies the capacity benchmark simulates")
+	capacityBudget  = flag.Int("capacity.budget", 0, "the pacer's writes per 10 s (0: the default, half the vault's 300)")
+	capacityHours   = flag.Int("capacity.hours", 3, "simulated hours")
+	capacityRotate  = flag.Bool("capacity.rotating", true, "the provider rotates refresh tokens (two writes a refresh)")
+)
+
+// TestCapacity is the capacity benchmark, not a test of its own: set
+// CAPACITY=1 (make bench does). For each connection count and provider
+// latency it starts every connection as one cohort (tokens of one hour,
+// all issued at t=0, kept warm), then runs the Functions timer's sweep
+// every 5 minutes (horizon 10 minutes, 29 minutes to finish) for three
+// hours on synctest's fake clock, against the Key Vault double enforcing
+// the vault's limits, through the real azsecrets client, the real
+// keyvault.Store and the Pacer. The double answers gets in 10 ms, writes
+// in 20 ms and list pages of 25 in 50 ms.
+//
+// It prints the busiest 10 seconds of writes (overall, and after the first
+// cycle), the 429s Key Vault answered and how many reached a caller, the
+// tokens found expired, the sweep's time per invocation, and the heap in
+// use at the end (the double's secrets included).
+func TestCapacity(t *testing.T) {
+	if os.Getenv("CAPACITY") == "" {
+		t.Skip("the capacity benchmark runs with CAPACITY=1 (make bench)")
+	}
+	budget := *capacityBudget
+	if budget == 0 {
+		budget = int(keyvault.DefaultWriteShare * keyvault.VaultWritesPer10s)
+	}
+	fmt.Printf("capacity: %d h simulated, one-hour tokens, rotating %t, pacer budget %d writes/10 s (vault: %d)\n",
+		*capacityHours, *capacityRotate, budget, keyvault.VaultWritesPer10s)
+	fmt.Printf("%-7s %-8s %-10s %-14s %-16s %-6s %-10s %-8s %-18s %-8s %-8s\n",
+		"conns", "provider", "refreshes", "busiest 10 s", "after 1st cycle", "429s", "to caller", "expired", "sweep mean / max", "heap MB", "wall")
+	for _, ns := range strings.Split(*capacityConns, ",") {
+		n, err := strconv.Atoi(ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ls := range strings.Split(*capacityLatency, ",") {
+			lat, err := time.ParseDuration(ls)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Run(fmt.Sprintf("%d/%v", n, lat), func(t *testing.T) {
+				start := time.Now()
+				var r capacityResult
+				synctest.Test(t, func(t *testing.T) {
+					r = simulate(t, n, lat, budget, *capacityRotate, time.Duration(*capacityHours)*time.Hour)
+				})
+				fmt.Printf("%-7d %-8v %-10d %-14d %-16d %-6d %-10d %-8d %-18s %-8.0f %-8v\n",
+					n, lat, r.refreshes, r.busiest, r.busiestAfter, r.throttled, r.failed, r.expired,
+					fmt.Sprintf("%v / %v", r.sweepMean.Round(time.Second), r.sweepMax.Round(time.Second)),
+					float64(r.heap)/(1<<20), time.Since(start).Round(time.Second))
+				if r.busiestAfter > budget {
+					t.Errorf("%d writes in 10 s after the first cycle; the budget is %d", r.busiestAfter, budget)
+				}
+			})
+		}
+	}
+}
+
+type capacityResult struct {
+	busiest, busiestAfter int
+	throttled, failed     int
+	expired               int
+	refreshes             int
+	sweepMean, sweepMax   time.Duration
+	heap                  uint64
+}
+
+func simulate(t *testing.T, n int, latency time.Duration, budget int, rotating bool, span time.Duration) capacityResult {
+	v := kvtest.New(t, &kvtest.Options{Limits: true, InProcess: true, LatestOnly: true, PageSize: 25})
+	v.Delay(kvtest.OpGet, 10*time.Millisecond)
+	v.Delay(kvtest.OpSet, 20*time.Millisecond)
+	v.Delay(kvtest.OpList, 50*time.Millisecond)
+	t0 := time.Now()
+	g := &cohortGrant{latency: latency, rotating: rotating, current: make(map[string]string, n)}
+	conns := make([]broker.Connection, n)
+	for i := range conns {
+		name := fmt.Sprintf("conn-%05d", i)
+		c := broker.Connection{Name: name, Provider: "bench", Grant: broker.GrantRefreshToken, TokenURL: "https://provider.invalid/token",
+			AuthStyle: broker.AuthBasic, ClientID: "client", Secrets: broker.DefaultSecretNames(name), Rotating: rotating,
+			RefreshBefore: 5 * time.Minute, DefaultLifetime: time.Hour, KeepWarm: true}
+		conns[i] = c
+		v.Put(c.Secrets.ClientSecret, "secret", time.Time{})
+		v.Put(c.Secrets.RefreshToken, name+"-rt-0", time.Time{})
+		v.Put(c.Secrets.AccessToken, name+"-at-0", t0.Add(time.Hour))
+		g.current[name] = name + "-rt-0"
+	}
+	log := &writeLog{SecretStore: keyvault.New(v.Client, keyvault.Options{})}
+	pacer := keyvault.NewPacer(log, keyvault.PacerOptions{WritesPer10s: budget})
+	b, err := broker.New(broker.Options{Store: pacer, Locker: memLocker{&sync.Map{}}, Grant: g, Connections: conns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(context.Background())
+
+	var r capacityResult
+	expired := map[string]bool{}
+	sweeps := 0
+	var total time.Duration
+	for next := t0.Add(5 * time.Minute); next.Sub(t0) <= span; {
+		time.Sleep(time.Until(next))
+		now := time.Now()
+		for _, c := range conns {
+			if ver, ok := v.Latest(c.Secrets.AccessToken); !ok || !ver.Expires.After(now) {
+				expired[c.Name] = true
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 29*time.Minute)
+		for _, res := range b.Sweep(ctx, 10*time.Minute) {
+			if res.Err != nil {
+				r.failed++
+			}
+		}
+		cancel()
+		took := time.Since(now)
+		total += took
+		r.sweepMax = max(r.sweepMax, took)
+		sweeps++
+		// The host runs one invocation of the timer at a time: a sweep
+		// that overran its period starts the next one at the next
+		// occurrence of the schedule.
+		for !next.After(time.Now()) {
+			next = next.Add(5 * time.Minute)
+		}
+	}
+	r.sweepMean = total / time.Duration(sweeps)
+	r.expired = len(expired)
+	r.busiest = log.busiestSince(time.Time{})
+	r.busiestAfter = log.busiestSince(t0.Add(time.Hour))
+	r.throttled = v.Counts().Throttled
+	r.refreshes = g.n
+	if g.reused > 0 {
+		t.Errorf("%d refresh tokens redeemed twice", g.reused)
+	}
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	r.heap = ms.HeapInuse
+	return r
+}
+
+// busiestSince is the most writes in any 10 seconds from since on.
+func (w *writeLog) busiestSince(since time.Time) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	most, j := 0, 0
+	for i := range w.at {
+		if w.at[i].Before(since) {
+			j = i + 1
+			continue
+		}
+		for w.at[i].Sub(w.at[j]) >= 10*time.Second {
+			j++
+		}
+		most = max(most, i-j+1)
+	}
+	return most
+}
+
+// cohortGrant answers every refresh after latency with a one-hour token
+// and, when rotating, a new refresh token; it counts refresh tokens
+// redeemed twice.
+type cohortGrant struct {
+	latency  time.Duration
+	rotating bool
+	mu       sync.Mutex
+	current  map[string]string
+	n        int
+	reused   int
+}
+
+func (g *cohortGrant) Token(ctx context.Context, c *broker.Connection, cred broker.Credentials) (*broker.Token, error) {
+	select {
+	case <-time.After(g.latency):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if cred.RefreshToken.Reveal() != g.current[c.Name] {
+		g.reused++
+		return nil, &broker.ProviderError{StatusCode: 400, Code: "invalid_grant", Permanent: true}
+	}
+	g.n++
+	tok := &broker.Token{AccessToken: broker.Secret(fmt.Sprintf("at-%d", g.n)), TokenType: "Bearer",
+		Expiry: time.Now().Add(time.Hour), IssuedAt: time.Now()}
+	if g.rotating {
+		g.current[c.Name] = fmt.Sprintf("rt-%d", g.n)
+		tok.RefreshToken = broker.Secret(g.current[c.Name])
+	}
+	return tok, nil
+}
+
+// memLocker is a lock in memory, one instance's worth. Its locks are
+// channels, on which a synctest bubble's goroutines block durably.
+type memLocker struct{ locks *sync.Map }
+
+type memLock chan struct{}
+
+func (m memLocker) Lock(ctx context.Context, name string) (broker.Lock, error) {
+	l, _ := m.locks.LoadOrStore(name, make(memLock, 1))
+	select {
+	case l.(memLock) <- struct{}{}:
+		return l.(memLock), nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %w", broker.ErrLockTimeout, ctx.Err())
+	}
+}
+
+func (l memLock) Lost() <-chan struct{}         { return nil }
+func (l memLock) Held() bool                    { return true }
+func (l memLock) Release(context.Context) error { <-l; return nil }
