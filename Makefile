@@ -133,7 +133,14 @@ bench: build $(AZURITE_BIN)
 demo: build
 	$(GO) run ./handler/cmd/demo -handler $(BIN)/handler
 
-## package: dist/ with host.json, the linux/amd64 handler (0755), the function folders, and dist/tokenrefresher.zip
+# The release holds what deploying needs without Go or make: the package,
+# the templates, azure.yaml for azd, the ADF kit and the guides
+# (infra/README.md, "Deploy from the release").
+RELEASE_FILES := README.md SECURITY.md azure.yaml \
+	infra/README.md infra/main.bicep infra/main.parameters.json infra/modules \
+	adf/README.md adf/MIGRATION.md adf/SNIPPETS.md adf/factory.bicep adf/pipeline adf/dataset adf/linkedService
+
+## package: dist/ with host.json, the linux/amd64 handler (0755), the function folders, dist/tokenrefresher.zip, and the release dist/tokenrefresher-release.zip
 package:
 	rm -rf $(DIST)
 	mkdir -p $(DIST)/app
@@ -142,7 +149,11 @@ package:
 	cp host.json $(DIST)/app/
 	cp -R functions/. $(DIST)/app/
 	$(GO) run ./handler/cmd/pack -dir $(DIST)/app -out $(DIST)/tokenrefresher.zip
-	@echo "dist/app is the function app; dist/tokenrefresher.zip is what you deploy"
+	mkdir -p $(DIST)/release/dist
+	tar -cf - $(RELEASE_FILES) | tar -xf - -C $(DIST)/release
+	cp $(DIST)/tokenrefresher.zip $(DIST)/release/dist/
+	$(GO) run ./handler/cmd/pack -dir $(DIST)/release -out $(DIST)/tokenrefresher-release.zip
+	@echo "dist/app is the function app; dist/tokenrefresher.zip is what you deploy; dist/tokenrefresher-release.zip deploys without Go (infra/README.md)"
 
 clean:
 	rm -rf $(BIN) $(DIST) $(TOOLS)
