@@ -283,17 +283,23 @@ func TestLongSweepAnswersInsideItsDeadline(t *testing.T) {
 		if summary := logs[len(logs)-1]; !strings.HasPrefix(summary, fmt.Sprintf("sweep done: %d connections, 0 failed", n)) {
 			t.Fatalf("second tick's summary %q; want every connection done\n%s", summary, strings.Join(logs, "\n"))
 		}
-		refreshed := 0
+		// A connection the first tick refreshed may come up again at its
+		// own point in the refresh cycle (broker/sweep.go spreads a
+		// cohort that way); every other refresh is one the first left.
+		refreshed, turns := 0, 0
 		for _, l := range logs {
-			if strings.Contains(l, ": refreshed (") {
+			switch {
+			case strings.Contains(l, ": refreshed (its turn in the refresh cycle"):
+				turns++
+			case strings.Contains(l, ": refreshed ("):
 				refreshed++
 			}
 		}
 		if refreshed != left {
-			t.Errorf("the second tick refreshed %d connections; want the %d the first left", refreshed, left)
+			t.Errorf("the second tick refreshed %d connections for want of a token; want the %d the first left", refreshed, left)
 		}
-		if p.requests != n || p.reused != 0 {
-			t.Errorf("%d token requests, %d reused refresh tokens; want one request per connection", p.requests, p.reused)
+		if p.requests != n+turns || p.reused != 0 {
+			t.Errorf("%d token requests (%d of them turns in the cycle), %d reused refresh tokens; want one request per connection and turn", p.requests, turns, p.reused)
 		}
 	})
 }
