@@ -4,6 +4,12 @@ import (
 	"strings"
 )
 
+// Suggest returns the candidate that got most likely misspells, or "" when
+// none is close, by the rule of the connections file's did-you-mean: case,
+// '_' and '-' ignored, at most two edits and fewer for short names. The
+// token route uses it for its query parameters.
+func Suggest(got string, candidates []string) string { return suggest(got, candidates) }
+
 // suggest returns the candidate that got most likely misspells, or "" when
 // none is close. Case, '_' and '-' are ignored, so "tokenURL" and
 // "token_url" both find "tokenUrl".

@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/config"
 )
 
 // tokenResponse is what ADF reads: @activity('Get token').output.access_token.
@@ -132,8 +133,12 @@ func decodeMinValidity(w http.ResponseWriter, r *http.Request, maxBody int64) (t
 	var q string
 	var present bool
 	if r.URL.RawQuery != "" { // parsing an empty query allocates its map
+		values := r.URL.Query()
+		if err := unknownTokenQuery(values); err != nil {
+			return 0, err
+		}
 		var qerr *broker.Error
-		q, present, qerr = queryValue(r.URL.Query(), "minValidity")
+		q, present, qerr = queryValue(values, "minValidity")
 		if qerr != nil {
 			return 0, qerr
 		}
@@ -164,6 +169,33 @@ func decodeMinValidity(w http.ResponseWriter, r *http.Request, maxBody int64) (t
 		return time.Duration(*fromBody) * time.Second, nil
 	}
 	return 0, nil
+}
+
+// tokenQueryKeys are the query parameters the token route reads: the
+// minimum validity, and the function key, which the Functions host (and
+// standalone mode, apikey.go) takes from ?code=.
+var tokenQueryKeys = []string{"minValidity", keyQuery}
+
+// unknownTokenQuery refuses a query parameter the token route does not
+// read. A caller who wrote ?min_validity=600 believes the token it gets
+// stays valid ten minutes; serving it with the default margin would break
+// that belief silently. Keys match without regard to case, as queryValue
+// reads them. Known keys cost no allocation: the work that allocates is
+// done only for a key that is unknown.
+func unknownTokenQuery(q url.Values) *broker.Error {
+	for k := range q {
+		if slices.ContainsFunc(tokenQueryKeys, func(known string) bool { return strings.EqualFold(k, known) }) {
+			continue
+		}
+		msg := fmt.Sprintf("the query parameter %q is not one the token route reads", truncate(k, 40))
+		remedy := "Pass only minValidity (seconds), e.g. ?minValidity=600, and the function key as ?code= if it is not in the x-functions-key header."
+		if hint := config.Suggest(k, tokenQueryKeys[:1]); hint != "" {
+			msg += fmt.Sprintf("; did you mean %q?", hint)
+			remedy = fmt.Sprintf("Spell it %s, e.g. ?%s=600: an unknown parameter is refused rather than ignored, so a token is never served for less validity than the caller asked for.", hint, hint)
+		}
+		return badRequest(msg, remedy)
+	}
+	return nil
 }
 
 // queryValue returns the value of key in q, which must appear at most
