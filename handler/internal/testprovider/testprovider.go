@@ -44,8 +44,45 @@ const maxFormBytes = 64 << 10
 
 // Config describes the provider's client and behaviour.
 type Config struct {
-	// ClientID and ClientSecret are the only client credentials accepted.
+	// ClientID and ClientSecret are the only client credentials accepted
+	// (with ClientSecrets). An empty ClientSecret with client assertions
+	// configured accepts no secret at all.
 	ClientID, ClientSecret string
+	// ClientSecrets are further secrets accepted beside ClientSecret, as a
+	// provider holds an old and a new one during a rotation (Entra keeps
+	// several per app). SetClientSecrets replaces them all at run time.
+	ClientSecrets []string
+	// ClientAssertionKeys, when it has keys, makes the token endpoint accept
+	// private_key_jwt client authentication (RFC 7523 §2.2, OpenID Connect
+	// Core §9): client_assertion_type
+	// urn:ietf:params:oauth:client-assertion-type:jwt-bearer and a
+	// client_assertion signed by one of these keys (RS256, PS256 or ES256;
+	// by kid, else x5t#S256, else the only key of its type), with iss = sub
+	// = ClientID, aud one of ClientAssertionAudiences, exp in the future
+	// and at most ClientAssertionMaxLifetime ahead, iat and nbf (when
+	// present) not in the future, and a jti not accepted before (replay is
+	// refused). Any failure is 401 invalid_client with an
+	// error_description naming the check.
+	ClientAssertionKeys JWKS
+	// ClientAssertionAudiences are the aud values accepted; when empty,
+	// the token endpoint's URL as the request addressed it
+	// (http://host/token).
+	ClientAssertionAudiences []string
+	// ClientAssertionMaxLifetime bounds how far ahead a client assertion's
+	// exp may be (DefaultClientAssertionLifetime when zero).
+	ClientAssertionMaxLifetime time.Duration
+	// FederatedCredentials are trusted issuers of client assertions, as
+	// Entra's federated identity credentials (jwtbearer.go). An assertion
+	// whose iss is one of them is checked against it instead of
+	// ClientAssertionKeys; client_id is then required.
+	FederatedCredentials []FederatedCredential
+	// JWTBearer, when set, accepts the JWT-bearer grant (RFC 7523 §2.1)
+	// with these rules; see SalesforceJWTBearer, DocusignJWTBearer,
+	// GoogleServiceAccountJWTBearer.
+	JWTBearer *JWTBearer
+	// AssertionSkew is the clock skew allowed on every assertion's time
+	// claims (DefaultAssertionSkew when zero).
+	AssertionSkew time.Duration
 	// AuthStyle is the client authentication the token endpoint demands:
 	// broker.AuthBasic (the default, which RFC 6749 §2.3.1 makes every
 	// server support) or broker.AuthBody. A request using the other style,
@@ -85,6 +122,10 @@ type Stats struct {
 	// their grant_type, faulted ones included.
 	RefreshGrants           int `json:"refreshGrants"`
 	ClientCredentialsGrants int `json:"clientCredentialsGrants"`
+	JWTBearerGrants         int `json:"jwtBearerGrants"`
+	// InvalidClient counts the requests answered invalid_client of the
+	// provider's own accord (part of Rejected).
+	InvalidClient int `json:"invalidClient"`
 	// Issued counts access tokens issued, including those whose response
 	// was then lost (FaultProcessedButLost).
 	Issued int `json:"issued"`
@@ -189,9 +230,14 @@ type Fault struct {
 type Request struct {
 	// Grant is the grant_type parameter.
 	Grant string
-	// BasicAuth and BodyAuth report which client authentication styles the
-	// request used (an Authorization header, a client_secret parameter).
-	BasicAuth, BodyAuth bool
+	// BasicAuth, BodyAuth and AssertionAuth report which client
+	// authentication the request used (an Authorization header, a
+	// client_secret parameter, a client_assertion parameter).
+	BasicAuth, BodyAuth, AssertionAuth bool
+	// Claims are the claims of the request's client assertion or
+	// JWT-bearer assertion, as far as it was decoded (nil when none):
+	// what tests of the client side assert on.
+	Claims map[string]any
 	// Form is the request's form with client_secret removed. It holds the
 	// refresh token that was sent: do not print it outside tests.
 	Form url.Values
@@ -211,6 +257,13 @@ type Provider struct {
 	refresh  map[string]*refreshToken
 	access   map[string]time.Time // access token -> expiry
 	authz    authorization
+	// secrets are the client secrets accepted now.
+	secrets []string
+	// seenJTI is the replay cache of assertions: jti -> exp.
+	seenJTI map[string]time.Time
+	// lastClaims are the claims of the assertion the request being
+	// processed carried, for its Request record.
+	lastClaims map[string]any
 }
 
 // chain is one grant: the refresh tokens issued one after another from a
@@ -243,7 +296,9 @@ func New(cfg Config) *Provider {
 		mux:     http.NewServeMux(),
 		refresh: make(map[string]*refreshToken),
 		access:  make(map[string]time.Time),
+		seenJTI: make(map[string]time.Time),
 	}
+	p.secrets = slices.Concat([]string{cfg.ClientSecret}, cfg.ClientSecrets)
 	p.mux.HandleFunc("GET /authorize", p.serveAuthorize)
 	p.mux.HandleFunc("POST /authorize", p.serveAllow)
 	p.mux.HandleFunc("POST /token", p.serveToken)
@@ -289,6 +344,15 @@ func (p *Provider) Revoke(rt string) bool {
 	}
 	p.revokeLocked(e.chain)
 	return true
+}
+
+// SetClientSecrets replaces the client secrets the token endpoint accepts,
+// as an operator adding a new secret at the provider (old and new) and
+// later deleting the old one would.
+func (p *Provider) SetClientSecrets(secrets ...string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.secrets = slices.Clone(secrets)
 }
 
 // Stats returns a snapshot of the counters.
@@ -382,18 +446,22 @@ func (p *Provider) serveToken(w http.ResponseWriter, r *http.Request) {
 		p.stats.RefreshGrants++
 	case string(broker.GrantClientCredentials):
 		p.stats.ClientCredentialsGrants++
+	case GrantJWTBearer:
+		p.stats.JWTBearerGrants++
 	}
 	rec := Request{Grant: form.Get("grant_type"), Fault: fault.Kind, Form: cloneValues(form)}
 	rec.BasicAuth = r.Header.Get("Authorization") != ""
 	rec.BodyAuth = form.Has("client_secret")
+	rec.AssertionAuth = form.Has("client_assertion")
 	rec.Form.Del("client_secret")
 	p.requests = append(p.requests, rec)
+	idx := len(p.requests) - 1
 	p.mu.Unlock()
 
 	var resp response
 	switch fault.Kind {
 	case 0, FaultProcessedButLost:
-		resp = p.process(r, form, formErr)
+		resp = p.process(r, form, formErr, idx)
 	case FaultSlow:
 		t := time.NewTimer(fault.Delay)
 		select {
@@ -402,7 +470,7 @@ func (p *Provider) serveToken(w http.ResponseWriter, r *http.Request) {
 			t.Stop()
 			return
 		}
-		resp = p.process(r, form, formErr)
+		resp = p.process(r, form, formErr, idx)
 	case FaultServerError:
 		resp = oauthError(http.StatusInternalServerError, "server_error", "")
 	case FaultUnavailable:
@@ -425,7 +493,7 @@ func (p *Provider) serveToken(w http.ResponseWriter, r *http.Request) {
 	case FaultNoAccessToken:
 		resp = jsonResponse(http.StatusOK, map[string]any{"token_type": "Bearer", "expires_in": 3600})
 	case FaultCommitThenHold:
-		resp = p.process(r, form, formErr)
+		resp = p.process(r, form, formErr, idx)
 		if fault.Committed != nil {
 			close(fault.Committed)
 		}
@@ -435,7 +503,7 @@ func (p *Provider) serveToken(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	case FaultBadExpiresIn:
-		resp = p.process(r, form, formErr)
+		resp = p.process(r, form, formErr, idx)
 		var body map[string]any
 		if resp.status == http.StatusOK && json.Unmarshal(resp.body, &body) == nil {
 			body["expires_in"] = -1
@@ -507,12 +575,17 @@ func readForm(w http.ResponseWriter, r *http.Request) (url.Values, error) {
 }
 
 // process answers a token request that no fault intercepted.
-func (p *Provider) process(r *http.Request, form url.Values, formErr error) response {
+func (p *Provider) process(r *http.Request, form url.Values, formErr error, idx int) response {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.lastClaims = nil
 	resp := p.processLocked(r, form, formErr)
+	p.requests[idx].Claims = p.lastClaims
 	if resp.status != http.StatusOK {
 		p.stats.Rejected++
+		if resp.status == http.StatusUnauthorized {
+			p.stats.InvalidClient++
+		}
 	}
 	return resp
 }
@@ -521,16 +594,22 @@ func (p *Provider) processLocked(r *http.Request, form url.Values, formErr error
 	if formErr != nil {
 		return oauthError(http.StatusBadRequest, "invalid_request", formErr.Error())
 	}
-	if resp, ok := p.authenticate(r, form); !ok {
-		return resp
-	}
 	grant := form.Get("grant_type")
+	// RFC 7523 §3.1: client authentication is optional for the JWT-bearer
+	// grant; when the request carries some, it must be right.
+	if grant != GrantJWTBearer || hasClientAuth(r, form) {
+		if resp, ok := p.authenticate(r, form); !ok {
+			return resp
+		}
+	}
 	switch grant {
 	case "":
 		return oauthError(http.StatusBadRequest, "invalid_request", "grant_type is missing")
 	case string(broker.GrantRefreshToken), string(broker.GrantClientCredentials):
 	case grantAuthorizationCode:
 		return p.redeemCodeLocked(form)
+	case GrantJWTBearer:
+		return p.redeemAssertionLocked(form)
 	default:
 		return oauthError(http.StatusBadRequest, "unsupported_grant_type", "grant_type "+grant+" is not supported")
 	}
@@ -572,14 +651,24 @@ func (p *Provider) processLocked(r *http.Request, form url.Values, formErr error
 	return p.issueLocked(form, next)
 }
 
-// authenticate checks client authentication in exactly the configured style.
+func hasClientAuth(r *http.Request, form url.Values) bool {
+	return r.Header.Get("Authorization") != "" || form.Has("client_secret") ||
+		form.Has("client_assertion") || form.Has("client_assertion_type")
+}
+
+// authenticate checks client authentication in exactly the configured style:
+// a client secret in AuthStyle, or a client assertion when those are
+// configured.
 func (p *Provider) authenticate(r *http.Request, form url.Values) (response, bool) {
 	header := r.Header.Get("Authorization") != ""
 	body := form.Has("client_secret")
+	assertion := form.Has("client_assertion") || form.Has("client_assertion_type")
 	var id, secret string
 	switch {
-	case header && body:
+	case (header && body) || (assertion && (header || body)):
 		return oauthError(http.StatusUnauthorized, "invalid_client", "more than one client authentication method"), false
+	case assertion:
+		return p.authenticateAssertionLocked(r, form)
 	case p.cfg.AuthStyle == broker.AuthBasic && header:
 		u, pw, ok := r.BasicAuth()
 		if !ok {
@@ -600,10 +689,17 @@ func (p *Provider) authenticate(r *http.Request, form url.Values) (response, boo
 	default:
 		return oauthError(http.StatusUnauthorized, "invalid_client", "client authentication must use "+string(p.cfg.AuthStyle)), false
 	}
-	if id != p.cfg.ClientID || secret != p.cfg.ClientSecret {
+	// A provider that takes assertions and has no secret takes none.
+	secretOK := slices.ContainsFunc(p.secrets, func(s string) bool { return constantEqual(s, secret) }) &&
+		(secret != "" || !p.assertionsConfigured())
+	if id != p.cfg.ClientID || !secretOK {
 		return oauthError(http.StatusUnauthorized, "invalid_client", "client authentication failed"), false
 	}
 	return response{}, true
+}
+
+func (p *Provider) assertionsConfigured() bool {
+	return len(p.cfg.ClientAssertionKeys.Keys) > 0 || len(p.cfg.FederatedCredentials) > 0
 }
 
 // issueLocked issues an access token, with refreshToken in the response when
