@@ -428,11 +428,13 @@ func TestUnknownConnectionAndMissingSecrets(t *testing.T) {
 	}
 	_, err := b.Token(ctx, "xero", 0)
 	var be *broker.Error
-	if !errors.As(err, &be) || be.Code != broker.CodeRejected {
+	if !errors.As(err, &be) || be.Code != broker.CodeNotConfigured {
 		t.Fatalf("missing secret: %v", err)
 	}
-	if want := c.Secrets.ClientSecret; !strings.Contains(be.Message, want) || !strings.Contains(be.Remediation, want) {
-		t.Fatalf("message and remediation must name %q: %+v", want, be)
+	for _, want := range []string{c.Secrets.ClientSecret, c.Secrets.RefreshToken} {
+		if !strings.Contains(be.Message, want) || !strings.Contains(be.Remediation, want) {
+			t.Fatalf("message and remediation must name %q: %+v", want, be)
+		}
 	}
 	if got := e.provider.Stats().TokenRequests; got != 0 {
 		t.Fatalf("%d token requests without credentials", got)

@@ -55,6 +55,23 @@ func DefaultSecretNames(connection string) SecretNames {
 	}
 }
 
+// RequiredSecrets names the secrets the store must hold before the
+// connection can obtain a token, in this order: the client id (unless the
+// connection gives it literally), the client secret, and for the
+// refresh_token grant the refresh token. The access token is not one: the
+// broker writes it.
+func (c *Connection) RequiredSecrets() []string {
+	names := make([]string, 0, 3)
+	if c.ClientID == "" {
+		names = append(names, c.Secrets.ClientID)
+	}
+	names = append(names, c.Secrets.ClientSecret)
+	if c.Grant == GrantRefreshToken {
+		names = append(names, c.Secrets.RefreshToken)
+	}
+	return names
+}
+
 // DefaultStandbySecretName is the secret that holds a connection's standby
 // refresh token (Connection.Standby) unless the connections file names
 // another.

@@ -21,6 +21,11 @@ const (
 	// CodeRejected: the provider rejected the credentials; retrying will not
 	// help until someone acts. HTTP 424.
 	CodeRejected ErrorCode = "provider_rejected"
+	// CodeNotConfigured: a secret the connection needs is not in the
+	// store, so the provider was not called; someone has to load it (the
+	// message names every missing secret). HTTP 424, as for CodeRejected:
+	// retrying will not help until someone acts.
+	CodeNotConfigured ErrorCode = "not_configured"
 	// CodeProviderFailed: the provider failed transiently, even after
 	// retries. HTTP 502.
 	CodeProviderFailed ErrorCode = "provider_unavailable"

@@ -204,45 +204,35 @@ func (b *Broker) redeemCurrent(ctx context.Context, st *connState, lock Lock, cu
 // refresh token.
 func (b *Broker) credentials(ctx context.Context, st *connState) (Credentials, error) {
 	c := &st.conn
-	var cred Credentials
-	cred.ClientID = c.ClientID
-	if cred.ClientID == "" {
-		s, err := b.readRequired(ctx, c, c.Secrets.ClientID, "client id")
-		if err != nil {
-			return cred, err
-		}
-		cred.ClientID = s.Reveal()
+	cred := Credentials{ClientID: c.ClientID}
+	var clientID Secret
+	// In the order of RequiredSecrets.
+	into := []*Secret{&cred.ClientSecret, &cred.RefreshToken}
+	if c.ClientID == "" {
+		into = append([]*Secret{&clientID}, into...)
 	}
-	s, err := b.readRequired(ctx, c, c.Secrets.ClientSecret, "client secret")
-	if err != nil {
-		return cred, err
-	}
-	cred.ClientSecret = s
-	if c.Grant == GrantRefreshToken {
-		s, err := b.readRequired(ctx, c, c.Secrets.RefreshToken, "refresh token")
-		if err != nil {
-			return cred, err
+	// Every secret is read before any is reported missing, so that the
+	// answer names all of them: an operator loading a new connection's
+	// secrets one failed call at a time would need three.
+	var missing []string
+	for i, name := range c.RequiredSecrets() {
+		s, err := b.store.Get(ctx, name)
+		if errors.Is(err, ErrSecretNotFound) || (err == nil && s.Value.IsZero()) {
+			missing = append(missing, name)
+			continue
 		}
-		cred.RefreshToken = s
+		if err != nil {
+			return Credentials{}, storeError(c.Name, "read", name, err)
+		}
+		*into[i] = s.Value
+	}
+	if len(missing) > 0 {
+		return Credentials{}, notConfigured(c, missing)
+	}
+	if c.ClientID == "" {
+		cred.ClientID = clientID.Reveal()
 	}
 	return cred, nil
-}
-
-func (b *Broker) readRequired(ctx context.Context, c *Connection, secret, what string) (Secret, error) {
-	s, err := b.store.Get(ctx, secret)
-	if errors.Is(err, ErrSecretNotFound) || (err == nil && s.Value.IsZero()) {
-		return "", &Error{
-			Code:        CodeRejected,
-			Connection:  c.Name,
-			Message:     fmt.Sprintf("the %s is missing: secret %q does not exist or is empty", what, secret),
-			Remediation: fmt.Sprintf("Store the %s in secret %q (Key Vault: az keyvault secret set --name %s; locally: handler secret set %s).", what, secret, secret, secret),
-			Err:         err,
-		}
-	}
-	if err != nil {
-		return "", storeError(c.Name, "read", secret, err)
-	}
-	return s.Value, nil
 }
 
 // retryAfterRace handles invalid_grant on a refresh: if the store now holds

@@ -23,6 +23,10 @@ const (
 	// StateNeedsReauthorization: the provider rejected the credentials;
 	// someone has to act (see LastError.Remediation).
 	StateNeedsReauthorization State = "needs_reauthorization"
+	// StateNotConfigured: a secret the connection needs (client id,
+	// client secret, refresh token) is not in the store;
+	// MissingSecrets names them. Nothing is tried until they are loaded.
+	StateNotConfigured State = "not_configured"
 	// StateStandbyUsed: the connection serves tokens, but its primary
 	// grant was lost and the standby grant took its place; a person
 	// should consent to a new standby (NextAction says how).
@@ -65,8 +69,11 @@ type ConnectionStatus struct {
 	ClientSecretExpiresOn time.Time `json:"clientSecretExpiresOn,omitzero"`
 	// Standby is the state of the connection's standby grant (ready,
 	// used, missing); omitted when it has none configured.
-	Standby   StandbyState `json:"standby,omitempty"`
-	LastError *StatusError `json:"lastError,omitempty"`
+	Standby StandbyState `json:"standby,omitempty"`
+	// MissingSecrets names the secrets the connection needs that the
+	// store does not hold (StateNotConfigured).
+	MissingSecrets []string     `json:"missingSecrets,omitempty"`
+	LastError      *StatusError `json:"lastError,omitempty"`
 	// NextAction says what happens next, or what someone must do.
 	NextAction string `json:"nextAction"`
 }
@@ -213,8 +220,18 @@ func (b *Broker) statusFrom(ctx context.Context, st *connState, listed map[strin
 			lastErr = b.mergeShared(&cs, st, sh, lastErr, lastErrAt)
 		}
 	}
+	cs.MissingSecrets = b.missingSecrets(ctx, c, listed)
+	if lastErr != nil && lastErr.Code == CodeNotConfigured && len(cs.MissingSecrets) == 0 {
+		// They have been loaded since: the next call or sweep uses them.
+		lastErr, cs.LastError = nil, nil
+	}
 	now := b.now()
 	switch {
+	case len(cs.MissingSecrets) > 0 && !cs.PersistPending:
+		e := notConfigured(c, cs.MissingSecrets)
+		cs.State = StateNotConfigured
+		cs.LastError = &StatusError{Code: e.Code, Message: e.Message, Remediation: e.Remediation}
+		cs.NextAction = e.Remediation
 	case lastErr != nil && lastErr.Code == CodeRejected:
 		cs.State = StateNeedsReauthorization
 		cs.NextAction = lastErr.Remediation

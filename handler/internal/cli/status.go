@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -20,7 +21,9 @@ import (
 // from a workstation without a function key. It never refreshes and never
 // prints a secret. The exit code is 0 when every connection is healthy or
 // merely expiring, 1 when any is failing or needs reauthorization, and 2
-// for bad settings.
+// for bad settings. A connection whose secrets are not all loaded
+// (not_configured) exits 1 too, after a line naming every missing secret
+// on stderr: a deployment with nothing loaded must not look fine.
 func status(ctx context.Context, args []string, env Env) int {
 	fs := newFlagSet("status")
 	asJSON := fs.Bool("json", false, "print JSON, as GET /api/connections does")
@@ -78,7 +81,12 @@ func status(ctx context.Context, args []string, env Env) int {
 		}
 	}
 	for _, st := range sts {
-		if st.State == broker.StateFailing || st.State == broker.StateNeedsReauthorization {
+		if len(st.MissingSecrets) > 0 {
+			fmt.Fprintf(stderr, "handler status: connection %s is not configured: missing secrets %s\n", st.Name, strings.Join(st.MissingSecrets, ", "))
+		}
+	}
+	for _, st := range sts {
+		if st.State == broker.StateFailing || st.State == broker.StateNeedsReauthorization || st.State == broker.StateNotConfigured {
 			return 1
 		}
 	}

@@ -211,7 +211,7 @@ func TestErrorStatuses(t *testing.T) {
 		{name: "405 wrong method", method: "DELETE", path: "/api/token/xero", wantStatus: 405, wantError: "method_not_allowed"},
 		{name: "413 oversized body", method: "POST", path: "/api/token/xero", body: `{"minValidity": 1` + strings.Repeat(" ", 2000) + `}`, wantStatus: 413, wantError: "request_too_large"},
 		{name: "424 refresh token rejected", fault: &testprovider.Fault{Kind: testprovider.FaultInvalidGrant}, method: "GET", path: "/api/token/xero", wantStatus: 424, wantError: "provider_rejected"},
-		{name: "424 secret missing", method: "GET", path: "/api/token/unseeded", wantStatus: 424, wantError: "provider_rejected"},
+		{name: "424 secret missing", method: "GET", path: "/api/token/unseeded", wantStatus: 424, wantError: "not_configured"},
 		{name: "502 provider outage", fault: &testprovider.Fault{Kind: testprovider.FaultServerError}, method: "GET", path: "/api/token/xero", wantStatus: 502, wantError: "provider_unavailable", retryable: true, retryAfter: true},
 		{name: "503 lock held elsewhere", method: "GET", path: "/api/token/xero", wantStatus: 503, wantError: "temporarily_unavailable", retryable: true, retryAfter: true},
 	}
@@ -277,7 +277,7 @@ func TestConnectionsStatusHasNoSecrets(t *testing.T) {
 		m := c.(map[string]any)
 		states[m["name"].(string)] = m["state"].(string)
 	}
-	want := map[string]string{"xero": "healthy", "unseeded": "expiring", "ilevel": "expiring"}
+	want := map[string]string{"xero": "healthy", "unseeded": "not_configured", "ilevel": "expiring"}
 	for k, v := range want {
 		if states[k] != v {
 			t.Errorf("%s: state %q, want %q", k, states[k], v)

@@ -306,7 +306,7 @@ func statusOf(code broker.ErrorCode) int {
 		return http.StatusForbidden
 	case broker.CodeNotFound:
 		return http.StatusNotFound
-	case broker.CodeRejected:
+	case broker.CodeRejected, broker.CodeNotConfigured:
 		return http.StatusFailedDependency
 	case broker.CodeProviderFailed:
 		return http.StatusBadGateway
