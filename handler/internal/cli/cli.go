@@ -12,6 +12,8 @@ import (
 	"io"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
+
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/config"
 )
@@ -24,12 +26,20 @@ type Env struct {
 	// OpenURL opens an address in the desktop's browser (handler
 	// connect); nil opens it with github.com/pkg/browser.
 	OpenURL func(url string) error
+	// KeyVault makes the client of the vault KEY_VAULT_URL names (the
+	// secret commands); nil makes it with the workstation's Azure
+	// credential (backends.KeyVaultClient). Tests pass the kvtest double's.
+	KeyVault func(config.Settings, func(string) string) (*azsecrets.Client, error)
 }
 
 // Usage is the handler's help text.
 const Usage = `Usage:
   handler [serve]                        serve tokens (Functions host or standalone)
-  handler secret set NAME [-expires T]   store a secret in the local store; the value is read from stdin
+  handler secret set NAME [-expires T]   store a secret (Key Vault when KEY_VAULT_URL is set, else the local store); the value is read from stdin
+  handler secret get-info NAME           what the store records about a secret (never its value)
+  handler secret list                    the store's secrets, with when each was updated and expires
+  handler import-refresh-token CONNECTION
+                                         seed a connection with a refresh token read from stdin, validated by one refresh
   handler status [-json] [CONNECTION]    each connection's health and next action; exit 1 if any needs attention
   handler connect CONNECTION [-port N] [-no-browser] [-scope S]... [-timeout 5m] [-authorization-url URL]
                                          consent at the provider in a browser; stores the first refresh token
@@ -60,6 +70,8 @@ func Run(ctx context.Context, args []string, env Env, serve func(context.Context
 		return secret(ctx, rest, env)
 	case "status":
 		return status(ctx, rest, env)
+	case "import-refresh-token":
+		return importRefreshToken(ctx, rest, env)
 	case "connect":
 		return connect(ctx, rest, env)
 	case "consent-link":
