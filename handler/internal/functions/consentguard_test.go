@@ -55,9 +55,12 @@ func TestForgedCallbacksReadNothing(t *testing.T) {
 			return "xero." + payload
 		case 1: // for one that does not
 			return "nope." + payload
-		case 2: // a genuine state's connection, payload changed
+		case 2: // a genuine state's connection, payload changed: the last
+			// character replaced by one of four others (never by itself,
+			// which would be the genuine state again)
 			s := genuine.Query().Get("state")
-			return s[:len(s)-1] + string("ABCD"[i%4])
+			others := strings.ReplaceAll("ABCDE", s[len(s)-1:], "")
+			return s[:len(s)-1] + string(others[i%4])
 		case 3: // an old-style state
 			return "xero." + consent.NewState()
 		default: // another connection's name on a genuine payload
