@@ -78,8 +78,12 @@ func (p Problem) String() string {
 // documented (and checked, so problems come out in a stable order).
 const commentField = "$comment"
 
+// schemaField names the JSON Schema of the file (schema/connections.schema.json),
+// for editors to complete and check it; the handler ignores its value.
+const schemaField = "$schema"
+
 var (
-	topLevelFields   = []string{"connections", commentField}
+	topLevelFields   = []string{"connections", commentField, schemaField}
 	connectionFields = []string{
 		"name", "provider", "grant", "tokenUrl", "tenant", "clientAuth", "scopes", "params",
 		"clientId", "secrets", "rotating", "reuseGrace", "refreshBefore", "defaultLifetime",
@@ -172,6 +176,9 @@ func (p *parser) parse(data []byte) []broker.Connection {
 	}
 	if raw, ok := top[commentField]; ok && !isComment(raw) {
 		p.fileProblem(commentField, "found %s; must be a string or an array of strings (it is ignored)", describe(raw))
+	}
+	if raw, ok := top[schemaField]; ok && !isString(raw) {
+		p.fileProblem(schemaField, "found %s; must be a string: the address of the file's JSON Schema (it is ignored)", describe(raw))
 	}
 	raw, ok := top["connections"]
 	if !ok {
@@ -693,7 +700,8 @@ func (c *connParser) boolean(field string) (bool, bool) {
 		return false, false
 	}
 	var b bool
-	if json.Unmarshal(raw, &b) != nil {
+	// json.Unmarshal reads null into a bool as false without an error.
+	if json.Unmarshal(raw, &b) != nil || describe(raw) != "a boolean" {
 		c.problem(field, "found %s; must be true or false (without quotes)", describe(raw))
 		return false, false
 	}
