@@ -9,8 +9,9 @@
 //
 // Still to build (see the issue): the broker's swap of its connection set
 // (an atomic pointer to an immutable set, keeping the state of unchanged
-// connections) and the server's polling; until then the Watcher is used by
-// the CLI (handler connections validate|put|list) only.
+// connections), the server's polling, the CONNECTIONS_BLOB setting and the
+// CLI (handler connections validate|put|list); nothing calls this package
+// yet.
 package connblob
 
 import (
