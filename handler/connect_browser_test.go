@@ -42,31 +42,7 @@ func TestConnectInABrowser(t *testing.T) {
 	w := newConnectWorld(t, broker.AuthBasic)
 	r := w.connect("demo", "-authorization-url", w.psrv.URL+"/authorize")
 
-	// The machine has no network beyond loopback: every flag that makes
-	// Chromium reach out on its own is set, or it waits on connections
-	// that never open.
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(bin),
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()),
-	)
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	ctx, cancelBrowser := chromedp.NewContext(allocCtx)
-	defer cancelBrowser()
-	// The first action starts the browser, which lives as long as that
-	// action's context: the deadline goes on the steps after it.
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("starting %s: %v", bin, err)
-	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-
+	ctx := chromeContext(t, bin)
 	fail := func(step string, err error) {
 		t.Helper()
 		if err != nil {
@@ -99,4 +75,35 @@ func TestConnectInABrowser(t *testing.T) {
 		t.Fatal("the stored refresh token is not the provider's current one")
 	}
 	w.checkNothingLeaks(title, message, r.stdout.String(), r.stderr.String())
+}
+
+// chromeContext starts headless Chromium (bin) for t, and returns a
+// context that drives it with a deadline of 30 seconds.
+func chromeContext(t *testing.T, bin string) context.Context {
+	t.Helper()
+	// The machine has no network beyond loopback: every flag that makes
+	// Chromium reach out on its own is set, or it waits on connections
+	// that never open.
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(bin),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()),
+	)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancelAlloc)
+	ctx, cancelBrowser := chromedp.NewContext(allocCtx)
+	t.Cleanup(cancelBrowser)
+	// The first action starts the browser, which lives as long as that
+	// action's context: the deadline goes on the steps after it.
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("starting %s: %v", bin, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
 }

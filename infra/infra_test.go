@@ -685,6 +685,7 @@ func TestOutputsMatchRoutes(t *testing.T) {
 	}{
 		{"tokenUrlTemplate", "token"},
 		{"statusUrl", "connections"},
+		{"consentRedirectUri", "consent-callback"},
 	}
 	for _, tt := range tests {
 		o := main.find("output", tt.output)

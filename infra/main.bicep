@@ -270,6 +270,9 @@ output tokenUrlTemplate string = 'https://${functionApp.outputs.defaultHostName}
 
 output statusUrl string = 'https://${functionApp.outputs.defaultHostName}/api/connections'
 
+@description('The redirect URI to register at each provider for the consent link (functions/consent-callback).')
+output consentRedirectUri string = 'https://${functionApp.outputs.defaultHostName}/api/consent/callback'
+
 @description('Whether App Service authentication guards the token route: the Entra token of adfPrincipalId is then required besides the function key.')
 output appServiceAuthEnabled bool = enableAppServiceAuth
 

@@ -199,10 +199,12 @@ resource settings 'Microsoft.Web/sites/config@2024-04-01' = {
 // Every other route is excluded, because no Entra token can reach it:
 //   - /api/consent/callback: the provider's redirect of the operator's
 //     browser carries a code and a state, never a token for this API;
-//   - /api/consent/{connection}: opened in a browser with the admin key, and
+//   - /api/consent/{connection}: a consent link opened in the business
+//     owner's browser (anonymous, guarded by the link's ticket), and
 //     Return401 has no login page to send a browser to;
-//   - /api/connections, /api/connections/{connection} and .../refresh:
-//     operators' routes, guarded by the function or admin key alone.
+//   - /api/connections, /api/connections/{connection}, .../refresh and
+//     .../consent-link: operators' routes, guarded by the function or admin
+//     key alone.
 // excludedPaths takes exact paths and "<prefix>/*" wildcards
 // (configure-authentication-file-based.md, "Configuration file reference":
 // "/path1", "/path3/subpath/*";

@@ -32,6 +32,9 @@ type Wired struct {
 	// Key is the write-ahead key, from which the consent flow derives its
 	// signing keys.
 	Key broker.KeySource
+	// Locker is the broker's locker, under which a consent link is
+	// claimed once across instances.
+	Locker broker.Locker
 }
 
 // NewBroker wires the backends the settings choose to a broker. Every
@@ -62,7 +65,7 @@ func NewBroker(settings config.Settings, conns []broker.Connection, getenv func(
 	if err != nil {
 		return Wired{}, err
 	}
-	return Wired{Broker: b, Store: store, Key: key}, nil
+	return Wired{Broker: b, Store: store, Key: key, Locker: locker}, nil
 }
 
 // Open chooses the store and the lock, each independently (DESIGN.md):

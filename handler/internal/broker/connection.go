@@ -137,6 +137,16 @@ type Connection struct {
 	// AllowedCallers lists the object ids that may fetch this connection's
 	// token; empty allows every caller the platform let through.
 	AllowedCallers []string
+
+	// AuthorizationURL is where a person consents (package consent): the
+	// connection's authorizationUrl, else empty and the preset's is used.
+	AuthorizationURL string
+	// AuthParams are extra query parameters of the consent page's address
+	// (prompt, audience, …); never one the authorization request sets.
+	AuthParams map[string]string
+	// ConsentScopes are asked for at consent besides Scopes: the
+	// connection's consentScopes, else its preset's.
+	ConsentScopes []string
 }
 
 // Token is what a token endpoint issued.
@@ -176,6 +186,18 @@ var reservedParams = []string{
 // refuses to send it.
 func ReservedParam(name string) bool {
 	return slices.Contains(reservedParams, strings.ToLower(name))
+}
+
+// reservedAuthParams are the parameters of the authorization request
+// itself (RFC 6749 §4.1.1, RFC 7636 §4.3).
+var reservedAuthParams = []string{"client_id", "code_challenge", "code_challenge_method", "redirect_uri", "response_type", "scope", "state"}
+
+// ReservedAuthParam reports whether name, in any case, is a parameter the
+// consent's authorization request sets itself, so that a connection's
+// AuthParams may not carry it. The connections file refuses such a
+// connection, and the consent flow refuses to send it.
+func ReservedAuthParam(name string) bool {
+	return slices.Contains(reservedAuthParams, strings.ToLower(name))
 }
 
 // LoopbackHost reports whether host (a host name or an IP literal, without

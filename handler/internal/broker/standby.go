@@ -80,8 +80,8 @@ func isInvalidGrant(err error) bool {
 
 // standbyConsentHint says how to mint a new standby grant.
 func standbyConsentHint(c *Connection) string {
-	return fmt.Sprintf("Consent to a new standby grant for %q (a second authorization of the same user and client) and store its refresh token in secret %q (Key Vault: az keyvault secret set --name %s; locally: handler secret set %s).",
-		c.Name, c.Secrets.StandbyRefreshToken, c.Secrets.StandbyRefreshToken, c.Secrets.StandbyRefreshToken)
+	return fmt.Sprintf("Consent to a new standby grant for %q: a consent link (`handler consent-link %s`) asks for the second authorization, of the same user and client, after the first and stores it in secret %q.",
+		c.Name, c.Name, c.Secrets.StandbyRefreshToken)
 }
 
 // lockStandby takes the standby's lock, waiting at most the lock wait.

@@ -255,7 +255,7 @@ func TestStandbyStatus(t *testing.T) {
 	b := e.broker([]broker.Connection{c, plain})
 	ctx := context.Background()
 	st, _ := b.ConnectionStatus(ctx, "xero")
-	if st.Standby != broker.StandbyMissing || !strings.Contains(st.NextAction, "handler secret set xero-standby-refresh-token") {
+	if st.Standby != broker.StandbyMissing || !strings.Contains(st.NextAction, "handler consent-link xero") {
 		t.Fatalf("no standby stored: %+v", st)
 	}
 	e.seedStandby(c)

@@ -43,7 +43,7 @@ const Usage = `Usage:
   handler status [-json] [CONNECTION]    each connection's health and next action; exit 1 if any needs attention
   handler connect CONNECTION [-port N] [-no-browser] [-scope S]... [-timeout 5m] [-authorization-url URL]
                                          consent at the provider in a browser; stores the first refresh token
-  handler consent-link CONNECTION        a one-time address that starts a consent on the running standalone handler
+  handler consent-link CONNECTION        a one-time, expiring link that starts one consent of CONNECTION, to mail to whoever signs in at the provider
   handler version                        print the version
 
 Flags may come before or after a command's other arguments; COMMAND -h describes it.

@@ -74,8 +74,8 @@ func TestEveryCommandAnswersHelp(t *testing.T) {
 		{[]string{"status", "demo", "-help"}, "usage: handler status"},
 		{[]string{"connect", "-h"}, "-authorization-url"},
 		{[]string{"connect", "demo", "-no-browser", "-h"}, "usage: handler connect CONNECTION"},
-		{[]string{"consent-link", "-h"}, "usage: handler consent-link CONNECTION"},
-		{[]string{"consent-link", "demo", "-h"}, "usage: handler consent-link CONNECTION"},
+		{[]string{"consent-link", "-h"}, "usage: handler consent-link CONNECTION [-expires 24h]"},
+		{[]string{"consent-link", "demo", "-h"}, "usage: handler consent-link CONNECTION [-expires 24h]"},
 		{[]string{"version", "-h"}, "usage: handler version"},
 	}
 	for _, tt := range tests {
@@ -160,7 +160,7 @@ func TestArgumentMistakes(t *testing.T) {
 		{[]string{"status", "-yaml"}, "usage: handler status"},
 		{[]string{"connect"}, "usage: handler connect CONNECTION"},
 		{[]string{"connect", "demo", "machine"}, `unexpected argument "machine"`},
-		{[]string{"consent-link"}, "usage: handler consent-link CONNECTION"},
+		{[]string{"consent-link"}, "usage: handler consent-link CONNECTION [-expires 24h]"},
 		{[]string{"consent-link", "demo", "-json"}, "flag provided but not defined: -json"},
 		{[]string{"version", "2"}, "usage: handler version"},
 		{[]string{"secret", "get", "demo"}, "usage: handler secret set NAME"},

@@ -87,7 +87,7 @@ var (
 	connectionFields = []string{
 		"name", "provider", "grant", "tokenUrl", "tenant", "clientAuth", "scopes", "params",
 		"clientId", "secrets", "rotating", "reuseGrace", "refreshBefore", "defaultLifetime",
-		"idleExpiry", "keepWarm", "standby", "allowedCallers", commentField,
+		"idleExpiry", "keepWarm", "standby", "allowedCallers", "authorizationUrl", "authParams", "consentScopes", commentField,
 	}
 	secretFields = []string{"clientId", "clientSecret", "refreshToken", "accessToken", "standbyRefreshToken"}
 )
@@ -516,20 +516,23 @@ var clientAuthAliases = map[string]broker.AuthStyle{
 	"requestbody":       broker.AuthBody,
 }
 
-func (c *connParser) scopes() ([]string, bool) {
-	raw, ok := c.fields["scopes"]
+func (c *connParser) scopes() ([]string, bool) { return c.scopeList("scopes") }
+
+// scopeList reads the array of scopes in field ("scopes", "consentScopes").
+func (c *connParser) scopeList(name string) ([]string, bool) {
+	raw, ok := c.fields[name]
 	if !ok {
 		return nil, false
 	}
 	var items []json.RawMessage
 	if json.Unmarshal(raw, &items) != nil || items == nil {
-		c.problem("scopes", "found %s; must be an array of scope strings such as [\"api\", \"offline_access\"]", describe(raw))
+		c.problem(name, "found %s; must be an array of scope strings such as [\"api\", \"offline_access\"]", describe(raw))
 		return nil, false
 	}
 	scopes := make([]string, 0, len(items))
 	good := true
 	for i, item := range items {
-		field := fmt.Sprintf("scopes[%d]", i)
+		field := fmt.Sprintf("%s[%d]", name, i)
 		var s string
 		if json.Unmarshal(item, &s) != nil || !isString(item) {
 			c.problem(field, "found %s; must be a scope string", describe(item))
@@ -561,24 +564,42 @@ func isScopeToken(s string) bool {
 }
 
 func (c *connParser) params() map[string]string {
-	raw, ok := c.fields["params"]
+	return c.stringMap("params", "extra form fields such as {\"audience\": \"https://api.example.com\"}", "a form field name",
+		broker.ReservedParam, "is sent by the grant itself and cannot be set here; scopes go in \"scopes\", credentials in the secret store")
+}
+
+// authParams reads "authParams": extra query parameters of the consent
+// page's address, as params are extra form fields of token requests.
+func (c *connParser) authParams() map[string]string {
+	if _, ok := c.fields["authParams"]; ok && !c.refreshGrant() {
+		c.problem("authParams", "grant %q needs no consent: remove authParams", c.conn.Grant)
+		return nil
+	}
+	return c.stringMap("authParams", "extra authorization request parameters such as {\"prompt\": \"consent\"}", "a parameter name",
+		broker.ReservedAuthParam, "is sent by the authorization request itself and cannot be set here; scopes go in \"consentScopes\"")
+}
+
+// stringMap reads field, an object of strings (what the example says), with
+// names that are not empty, have no spaces and that reserved refuses.
+func (c *connParser) stringMap(name, example, what string, reserved func(string) bool, reservedMsg string) map[string]string {
+	raw, ok := c.fields[name]
 	if !ok {
 		return nil
 	}
 	var fields map[string]json.RawMessage
 	if json.Unmarshal(raw, &fields) != nil || fields == nil {
-		c.problem("params", "found %s; must be an object of extra form fields such as {\"audience\": \"https://api.example.com\"}", describe(raw))
+		c.problem(name, "found %s; must be an object of %s", describe(raw), example)
 		return nil
 	}
-	params := make(map[string]string, len(fields))
+	out := make(map[string]string, len(fields))
 	for _, k := range slices.Sorted(maps.Keys(fields)) {
-		field := "params." + k
+		field := name + "." + k
 		if k == "" || strings.ContainsFunc(k, isSpaceOrControl) {
-			c.problem(field, "found the name %q; a form field name must be non-empty and without spaces", k)
+			c.problem(field, "found the name %q; %s must be non-empty and without spaces", k, what)
 			continue
 		}
-		if broker.ReservedParam(k) {
-			c.problem(field, "%q is sent by the grant itself and cannot be set here; scopes go in \"scopes\", credentials in the secret store", k)
+		if reserved(k) {
+			c.problem(field, "%q %s", k, reservedMsg)
 			continue
 		}
 		// Values are never repeated in messages: a misplaced credential
@@ -588,9 +609,9 @@ func (c *connParser) params() map[string]string {
 			c.problem(field, "found %s; must be a string", describe(fields[k]))
 			continue
 		}
-		params[k] = v
+		out[k] = v
 	}
-	return params
+	return out
 }
 
 func (c *connParser) resolveSecrets() {

@@ -59,6 +59,7 @@ func TestExampleFile(t *testing.T) {
 			Rotating: true, ReuseGrace: 30 * time.Minute,
 			RefreshBefore: 5 * time.Minute, DefaultLifetime: 30 * time.Minute, IdleExpiry: 60 * day, KeepWarm: true,
 			AllowedCallers: []string{"11111111-2222-3333-4444-555555555555"},
+			ConsentScopes:  []string{"openid", "profile", "email", "accounting.invoices.read", "accounting.contacts.read", "accounting.settings.read"},
 		},
 		{
 			Name: "graph", Provider: "microsoft", Grant: broker.GrantRefreshToken,
@@ -77,6 +78,7 @@ func TestExampleFile(t *testing.T) {
 			Secrets:       broker.DefaultSecretNames("salesforce"),
 			Rotating:      true,
 			RefreshBefore: 5 * time.Minute, DefaultLifetime: 30 * time.Minute, IdleExpiry: 30 * day, KeepWarm: true,
+			ConsentScopes: []string{"api", "refresh_token"},
 		},
 		{
 			Name: "ilevel", Provider: "generic", Grant: broker.GrantClientCredentials,
@@ -115,6 +117,7 @@ func TestEveryPresetResolves(t *testing.T) {
 				Scopes: p.Scopes, Secrets: broker.DefaultSecretNames("c"),
 				Rotating: p.Rotating, ReuseGrace: p.ReuseGrace, RefreshBefore: p.RefreshBefore,
 				DefaultLifetime: p.DefaultLifetime, IdleExpiry: p.IdleExpiry, KeepWarm: true,
+				ConsentScopes: p.ConsentScopes,
 			}
 			if want.AuthStyle == "" {
 				want.AuthStyle = broker.AuthBasic

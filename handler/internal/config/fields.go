@@ -306,6 +306,43 @@ var fieldSpecs = []fieldSpec{{
 }, {
 	field:   "allowedCallers",
 	resolve: func(c *connParser) { c.conn.AllowedCallers = c.allowedCallers() },
+}, {
+	// Where a person consents (package consent): a generic provider has
+	// no preset to take it from. The token URL's rule applies: the browser
+	// carries the client id and the state there, and brings the code back.
+	field: "authorizationUrl",
+	read:  asString("an https URL"),
+	rules: []rule{{
+		refuses: withoutRefreshToken,
+		message: func(c *connParser, _ value) string {
+			return fmt.Sprintf("grant %q needs no consent, so it has no authorization endpoint: remove authorizationUrl", c.conn.Grant)
+		},
+	}, {
+		refuses: func(_ *connParser, v value) bool { return checkTokenURL(v.s) != "" },
+		message: func(_ *connParser, v value) string {
+			return strings.Replace(checkTokenURL(v.s), "a token URL", "an authorization URL", 1) + " (the provider's authorization endpoint)"
+		},
+	}},
+	set: func(c *connParser, v value) { c.conn.AuthorizationURL = v.s },
+}, {
+	field:   "authParams",
+	resolve: func(c *connParser) { c.conn.AuthParams = c.authParams() },
+}, {
+	field: "consentScopes",
+	resolve: func(c *connParser) {
+		if c.refreshGrant() {
+			c.conn.ConsentScopes = slices.Clone(c.preset.ConsentScopes)
+		}
+		scopes, ok := c.scopeList("consentScopes")
+		if !ok {
+			return
+		}
+		if !c.refreshGrant() {
+			c.problem("consentScopes", "grant %q needs no consent: remove consentScopes (scopes sent with every token request go in \"scopes\")", c.conn.Grant)
+			return
+		}
+		c.conn.ConsentScopes = scopes
+	},
 }}
 
 // secretRules refuse a secret named for a role the connection does not

@@ -74,6 +74,16 @@ type Preset struct {
 	SeveralGrants GrantCount
 	// SeveralGrantsSource is where SeveralGrants comes from.
 	SeveralGrantsSource string
+	// ConsentScopes are asked for at consent, besides the scope that makes
+	// the provider issue a refresh token (package consent adds that): the
+	// scopes a typical data pipeline needs. Nil where the scopes are the
+	// app registration's (the provider takes none at consent) or depend on
+	// the API wholly (Google, Microsoft): the connection gives
+	// consentScopes then.
+	ConsentScopes []string
+	// ConsentScopesSource is where ConsentScopes, or their absence, comes
+	// from.
+	ConsentScopesSource string
 }
 
 // GrantCount is how many active grants a provider keeps per user and
@@ -440,6 +450,10 @@ var presets = []Preset{
 			"(https://github.com/intuit/QuickBooks-V3-Java-SDK/releases/tag/v6.5.4). Client credentials go in " +
 			"a Basic header.",
 		Source: "https://developer.intuit.com/app/developer/qbo/docs/develop/authentication-and-authorization/faq",
+		// The Accounting API scope; QuickBooks issues a refresh token with
+		// every authorization code.
+		ConsentScopes:       []string{"com.intuit.quickbooks.accounting"},
+		ConsentScopesSource: "https://developer.intuit.com/app/developer/qbo/docs/learn/scopes",
 	},
 	{
 		Name:             "sage-accounting",
@@ -488,6 +502,10 @@ var presets = []Preset{
 			"salesforce-sandbox provider for sandboxes. A refresh token policy shorter than 30 days " +
 			"unused needs idleExpiry.",
 		Source: "https://help.salesforce.com/s/articleView?id=xcloud.remoteaccess_oauth_refresh_token_flow.htm&type=5",
+		// api: the REST and Bulk APIs; refresh_token: without it no
+		// refresh token is issued.
+		ConsentScopes:       []string{"api", "refresh_token"},
+		ConsentScopesSource: "https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_tokens_scopes.htm",
 		// "Every connected application permits five distinctive approvals
 		// per user. Once a sixth approval is created, the oldest approval is
 		// revoked."
@@ -508,6 +526,9 @@ var presets = []Preset{
 		Summary:          "Salesforce sandboxes (test.salesforce.com)",
 		Notes:            "Salesforce sandboxes log in at test.salesforce.com; otherwise as the salesforce provider.",
 		Source:           "https://help.salesforce.com/s/articleView?id=xcloud.remoteaccess_oauth_refresh_token_flow.htm&type=5",
+		// As salesforce.
+		ConsentScopes:       []string{"api", "refresh_token"},
+		ConsentScopesSource: "https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_tokens_scopes.htm",
 		// "Every connected application permits five distinctive approvals
 		// per user. Once a sixth approval is created, the oldest approval is
 		// revoked."
@@ -556,6 +577,13 @@ var presets = []Preset{
 			"include offline_access. Client authentication is HTTP Basic " +
 			"(https://developer.xero.com/documentation/oauth2/auth-flow).",
 		Source: "https://developer.xero.com/faq/oauth2",
+		// The OpenID scopes name the person who consented;
+		// accounting.settings.read exists for apps made before and after
+		// 2 March 2026, when Xero replaced accounting.transactions with
+		// granular scopes (accounting.invoices, ...) for new apps. Give the
+		// API scopes a pipeline needs in consentScopes.
+		ConsentScopes:       []string{"openid", "profile", "email", "accounting.settings.read"},
+		ConsentScopesSource: "https://developer.xero.com/documentation/oauth2/scopes",
 	},
 	{
 		Name:             "zendesk",

@@ -184,6 +184,7 @@ func TestEveryPresetParses(t *testing.T) {
 				Secrets:  broker.DefaultSecretNames("c"),
 				Rotating: p.Rotating, ReuseGrace: p.ReuseGrace, RefreshBefore: p.RefreshBefore,
 				DefaultLifetime: p.DefaultLifetime, IdleExpiry: p.IdleExpiry, KeepWarm: true,
+				ConsentScopes: p.ConsentScopes,
 			}
 			switch {
 			case p.NeedsTenant:

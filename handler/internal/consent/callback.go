@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/diagnose"
 )
@@ -81,6 +82,20 @@ type Page struct {
 	// Message says what happened; Remediation what to do, if anything.
 	Message     string
 	Remediation string
+	// Action, when set, is the one thing the page offers to do next.
+	Action *PageAction
+}
+
+// PageAction is a page's button: a form posted back to the page's own
+// address (Post), or a link to URL. Either way the browser goes on only
+// when the person chooses to: a mail scanner that opens a link does not
+// press buttons.
+type PageAction struct {
+	Label string
+	// URL is the link's address; an http or https URL, or it is not shown.
+	URL string
+	// Post makes the action a form posted to the page's own address.
+	Post bool
 }
 
 // pageHead and pageTail frame the page. The page is built with
@@ -112,6 +127,16 @@ func WritePage(w http.ResponseWriter, status int, p Page) {
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
 	h.Set("Referrer-Policy", "no-referrer")
+	if p.Action != nil && p.Action.Post {
+		// A form that posts back to its own address: for a POST under
+		// no-referrer, browsers send "Origin: null" (Fetch, "append a
+		// request Origin header",
+		// https://fetch.spec.whatwg.org/#append-a-request-origin-header),
+		// which a standalone handler refuses as cross-site
+		// (functions.guardLocal). same-origin keeps the Referer, and so
+		// the ticket in the address, on this origin alone.
+		h.Set("Referrer-Policy", "same-origin")
+	}
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'")
 	w.WriteHeader(status)
@@ -120,6 +145,16 @@ func WritePage(w http.ResponseWriter, status int, p Page) {
 	_, _ = fmt.Fprintf(w, pageHead, title, title, html.EscapeString(p.Message))
 	if p.Remediation != "" {
 		_, _ = fmt.Fprintf(w, "<p id=\"remediation\">%s</p>\n", html.EscapeString(p.Remediation))
+	}
+	if a := p.Action; a != nil {
+		switch {
+		case a.Post:
+			// No action attribute: the form posts to the page's own
+			// address, query and all.
+			_, _ = fmt.Fprintf(w, "<form method=\"post\"><button id=\"continue\" type=\"submit\">%s</button></form>\n", html.EscapeString(a.Label))
+		case strings.HasPrefix(a.URL, "https://") || strings.HasPrefix(a.URL, "http://"):
+			_, _ = fmt.Fprintf(w, "<p><a id=\"continue\" href=\"%s\">%s</a></p>\n", html.EscapeString(a.URL), html.EscapeString(a.Label))
+		}
 	}
 	_, _ = io.WriteString(w, pageTail)
 }

@@ -22,7 +22,9 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -85,6 +87,16 @@ func (f *Flow) AuthCodeURL(state string, verifier broker.Secret) (string, error)
 	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(verifier.Reveal())}
 	for _, kv := range offline[f.Connection.Provider].params {
 		opts = append(opts, oauth2.SetAuthURLParam(kv[0], kv[1]))
+	}
+	// The connection's authParams come last, so they may change a
+	// preset's (prompt=select_account rather than consent); config refuses
+	// those the request itself sets (broker.ReservedAuthParam).
+	for _, k := range slices.Sorted(maps.Keys(f.Connection.AuthParams)) {
+		if broker.ReservedAuthParam(k) {
+			return "", &EndpointError{Connection: f.Connection.Name, Provider: f.Connection.Provider,
+				Err: fmt.Errorf("authParams may not set %q: the authorization request sets it", k)}
+		}
+		opts = append(opts, oauth2.SetAuthURLParam(k, f.Connection.AuthParams[k]))
 	}
 	return cfg.AuthCodeURL(state, opts...), nil
 }

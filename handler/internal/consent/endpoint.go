@@ -45,8 +45,9 @@ func (e *EndpointError) Error() string {
 
 func (e *EndpointError) Unwrap() error { return e.Err }
 
-// AuthorizationURL returns the authorization endpoint of c's provider, from
-// its preset (config.Preset.AuthorizationURL):
+// AuthorizationURL returns c's authorization endpoint: the connection's
+// authorizationUrl when it gives one, else its preset's
+// (config.Preset.AuthorizationURL):
 //
 //   - a {tenant} placeholder is filled with the tenant the connection's
 //     token URL was made with (the connection keeps only the result, so
@@ -60,6 +61,14 @@ func (e *EndpointError) Unwrap() error { return e.Err }
 // preset has none (the generic provider): `handler connect` then takes the
 // URL from its -authorization-url flag.
 func AuthorizationURL(c broker.Connection) (string, error) {
+	if c.AuthorizationURL != "" {
+		// The connection's own (config checked its shape): a generic
+		// provider's, or a preset's moved elsewhere.
+		if err := checkEndpointURL(c.AuthorizationURL); err != nil {
+			return "", &EndpointError{Connection: c.Name, Provider: c.Provider, URL: c.AuthorizationURL, Err: err}
+		}
+		return c.AuthorizationURL, nil
+	}
 	p, ok := config.LookupPreset(c.Provider)
 	if !ok || p.AuthorizationURL == "" {
 		return "", &EndpointError{Connection: c.Name, Provider: c.Provider, Err: ErrNoAuthorizationURL}
@@ -155,13 +164,14 @@ var offline = map[string]offlineAccess{
 	"zoho":            {params: [][2]string{{"access_type", "offline"}, {"prompt", "consent"}}},
 }
 
-// Scopes returns the scopes to ask for at consent: the connection's own,
-// then the one its provider needs to issue a refresh token
+// Scopes returns the scopes to ask for at consent: the connection's own
+// (those its refreshes send), its consent scopes (consentScopes, or its
+// preset's), then the one its provider needs to issue a refresh token
 // (offline_access for Xero, Atlassian and Microsoft), then extra, each once.
 // extra entries may hold several scopes separated by spaces; a scope that is
 // not an RFC 6749 §3.3 scope-token is an error.
 func Scopes(c broker.Connection, extra ...string) ([]string, error) {
-	out := slices.Clone(c.Scopes)
+	out := slices.Concat(c.Scopes, c.ConsentScopes)
 	if s := offline[c.Provider].scope; s != "" {
 		out = append(out, s)
 	}

@@ -29,6 +29,12 @@ type Pending struct {
 	// code exchange must name it again (RFC 6749 §4.1.3).
 	RedirectURL string
 	Expiry      time.Time
+	// Standby: this authorization is the connection's second, whose
+	// refresh token goes to its standby secret (broker/standby.go).
+	Standby bool
+	// Scopes are the scopes the authorization asked for, which a standby
+	// authorization after it asks for again.
+	Scopes []string
 }
 
 // NewPending starts an authorization of connection, to come back to
@@ -119,11 +125,14 @@ type pendingRecord struct {
 	RedirectURL string    `json:"redirectUri,omitempty"`
 	Expiry      time.Time `json:"expiry"`
 	Used        bool      `json:"used,omitempty"`
+	Standby     bool      `json:"standby,omitempty"`
+	Scopes      []string  `json:"scopes,omitempty"`
 }
 
 // Put records p as its connection's pending authorization.
 func (s *PendingStore) Put(ctx context.Context, p Pending) error {
-	return s.write(ctx, p.Connection, pendingRecord{State: p.State, Verifier: p.Verifier.Reveal(), RedirectURL: p.RedirectURL, Expiry: p.Expiry})
+	return s.write(ctx, p.Connection, pendingRecord{State: p.State, Verifier: p.Verifier.Reveal(), RedirectURL: p.RedirectURL, Expiry: p.Expiry,
+		Standby: p.Standby, Scopes: p.Scopes})
 }
 
 // Claim returns the pending authorization that state names and marks it
@@ -168,7 +177,8 @@ func (s *PendingStore) Claim(ctx context.Context, state string) (Pending, error)
 	if err := s.write(ctx, name, pendingRecord{State: rec.State, Expiry: rec.Expiry, Used: true}); err != nil {
 		return Pending{}, err
 	}
-	return Pending{Connection: name, State: rec.State, Verifier: broker.Secret(rec.Verifier), RedirectURL: rec.RedirectURL, Expiry: rec.Expiry}, nil
+	return Pending{Connection: name, State: rec.State, Verifier: broker.Secret(rec.Verifier), RedirectURL: rec.RedirectURL, Expiry: rec.Expiry,
+		Standby: rec.Standby, Scopes: rec.Scopes}, nil
 }
 
 func (s *PendingStore) write(ctx context.Context, connection string, rec pendingRecord) error {

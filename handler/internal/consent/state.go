@@ -89,20 +89,10 @@ func VerifyState(key []byte, state string, now time.Time) (string, error) {
 	return name, nil
 }
 
-// TicketTTL is how long a start ticket (SignTicket) is good for.
-const TicketTTL = 5 * time.Minute
-
-// TicketKey derives the key that signs start tickets, as StateKey the one
+// TicketKey derives the key that signs consent links' tickets (SignLink), as StateKey the one
 // that signs states: a ticket is never a valid state, nor the reverse.
 func TicketKey(material []byte) []byte {
 	m := hmac.New(sha256.New, material)
 	m.Write([]byte("tokenrefresher consent ticket v1"))
 	return m.Sum(nil)
-}
-
-// SignTicket returns a ticket that lets the start route of a standalone
-// handler start one consent of connection within TicketTTL of now. It has
-// the shape of a signed state, under TicketKey; VerifyState checks it.
-func SignTicket(key []byte, connection string, now time.Time) string {
-	return signState(key, connection, now.Add(TicketTTL))
 }

@@ -91,8 +91,8 @@ func flip(c byte) byte {
 	return 'A'
 }
 
-// TestTicketsAndStatesAreKeptApart: a start ticket verifies under the
-// ticket key for TicketTTL and no longer, and neither a ticket nor a state
+// TestTicketsAndStatesAreKeptApart: a consent link's ticket verifies under
+// the ticket key for its lifetime and no longer, and neither a ticket nor a state
 // passes for the other, although both come from the same material.
 func TestTicketsAndStatesAreKeptApart(t *testing.T) {
 	stateKey, ticketKey := consent.StateKey(stateMaterial), consent.TicketKey(stateMaterial)
@@ -103,11 +103,14 @@ func TestTicketsAndStatesAreKeptApart(t *testing.T) {
 		t.Fatal("a key derived twice from the same material differs: instances would refuse each other's states")
 	}
 
-	ticket := consent.SignTicket(ticketKey, "xero", stateNow)
-	if name, err := consent.VerifyState(ticketKey, ticket, stateNow.Add(consent.TicketTTL-time.Second)); err != nil || name != "xero" {
-		t.Errorf("ticket within its TTL: %q, %v; want xero", name, err)
+	ticket, expiry, err := consent.SignLink(ticketKey, "xero", stateNow, time.Hour)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, err := consent.VerifyState(ticketKey, ticket, stateNow.Add(consent.TicketTTL)); !errors.Is(err, consent.ErrStateForged) {
+	if name, until, err := consent.VerifyLink(ticketKey, ticket, stateNow.Add(time.Hour-time.Second)); err != nil || name != "xero" || !until.Equal(expiry) {
+		t.Errorf("ticket within its TTL: %q, %v, %v; want xero until %v", name, until, err, expiry)
+	}
+	if _, err := consent.VerifyState(ticketKey, ticket, stateNow.Add(time.Hour)); !errors.Is(err, consent.ErrStateForged) {
 		t.Errorf("ticket at its TTL: %v; want ErrStateForged", err)
 	}
 	if _, err := consent.VerifyState(stateKey, ticket, stateNow); !errors.Is(err, consent.ErrStateForged) {

@@ -97,3 +97,21 @@ func Save(ctx context.Context, store broker.SecretStore, c broker.Connection, to
 	}
 	return nil
 }
+
+// SaveStandby stores tok's refresh token as c's standby grant
+// (Secrets.StandbyRefreshToken); its access token is not kept: callers
+// never use the standby. A write-ahead record beside the standby's lock
+// that holds an older token is discarded by the broker, because the store's
+// token changed after it was written (broker readCurrent).
+func SaveStandby(ctx context.Context, store broker.SecretStore, c broker.Connection, tok *broker.Token) error {
+	if tok.RefreshToken.IsZero() {
+		return ErrNoRefreshToken
+	}
+	if !c.Standby || c.Secrets.StandbyRefreshToken == "" {
+		return fmt.Errorf("connection %q has no standby grant configured (\"standby\": true)", c.Name)
+	}
+	if err := store.Set(ctx, c.Secrets.StandbyRefreshToken, broker.StoredSecret{Value: tok.RefreshToken, UpdatedOn: tok.IssuedAt}); err != nil {
+		return &StoreError{Op: "write", Secret: c.Secrets.StandbyRefreshToken, Err: err}
+	}
+	return nil
+}

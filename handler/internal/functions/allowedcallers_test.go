@@ -21,6 +21,8 @@ import (
 // TestRoutesNamingAConnectionApplyAllowedCallers: every route that names a
 // connection answers a caller that the connection's allowedCallers exclude
 // as the token route does (403), and the list leaves the connection out.
+// The consent routes are not among them: the person consenting is no
+// token caller, and the consent link is the start's authorization.
 func TestRoutesNamingAConnectionApplyAllowedCallers(t *testing.T) {
 	w := newWorldWith(t, functions.Options{AuthEnabled: true, ForwardedByHost: true})
 	stranger := map[string]string{"X-MS-CLIENT-PRINCIPAL-ID": "99999999-0000-0000-0000-000000000001"}
@@ -29,7 +31,6 @@ func TestRoutesNamingAConnectionApplyAllowedCallers(t *testing.T) {
 		{"GET", "/api/token/restricted"},
 		{"GET", "/api/connections/restricted"},
 		{"POST", "/api/connections/restricted/refresh"},
-		{"GET", "/api/consent/restricted"},
 	}
 	for _, rt := range routes {
 		t.Run(rt.method+" "+rt.path, func(t *testing.T) {

@@ -65,13 +65,20 @@ func requireAPIKey(key broker.Secret, h http.Handler) http.Handler {
 }
 
 // isAnonymous reports whether r is one of the requests served without a
-// key. Only these exact paths count, so that no variant of them (a
-// trailing slash, a dot segment) reaches another route without the key.
+// key: the readiness probe, and the consent routes (the callback checks
+// its state, the start its consent link). Only "/" exactly, and paths
+// under /api/consent/, count: the host router sends such a path to the
+// consent functions or to none (no other route starts with consent), and
+// a dot segment is refused further in (rejectUncleanPaths).
 func isAnonymous(r *http.Request) bool {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		return false
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		return r.URL.Path == "/" || isConsentPath(r.URL.Path)
+	case http.MethodPost:
+		// The consent start's button: the link's ticket is its key.
+		return isConsentPath(r.URL.Path)
 	}
-	return r.URL.Path == "/" || r.URL.Path == callbackPath
+	return false
 }
 
 // sha256Of is sha256.Sum256([]byte(s)), which allocates the copy of a key

@@ -65,7 +65,11 @@ func TestAPIKey(t *testing.T) {
 		{name: "force refresh with the key", method: "POST", target: "/api/connections/xero/refresh", key: apiKey, want: 200},
 		{name: "timer without a key", method: "POST", target: "/refresh", body: timer, want: 401},
 		{name: "timer with the key", method: "POST", target: "/refresh", body: timer, key: apiKey, want: 200},
-		{name: "consent start without a key", method: "GET", target: "/api/consent/xero", want: 401},
+		// The consent start takes no key: its consent link is the
+		// credential, and without one it refuses (403), key or not.
+		{name: "consent start without a key or link", method: "GET", target: "/api/consent/xero", want: 403},
+		{name: "consent start's button without a key or link", method: "POST", target: "/api/consent/xero", want: 403},
+		{name: "consent link without a key", method: "POST", target: "/api/connections/xero/consent-link", want: 401},
 		{name: "unknown route without a key: 401, not 404", method: "GET", target: "/api/nothing", want: 401},
 		{name: "unclean path to / without a key", method: "GET", target: "/./", want: 401},
 		{name: "unclean path to a token without a key", method: "GET", target: "/api/../api/token/xero", want: 401},
@@ -243,7 +247,8 @@ func TestFunctionAuthLevels(t *testing.T) {
 		"connections":      "function",
 		"connection":       "function",
 		"force-refresh":    "admin",
-		"consent-start":    "admin",
+		"consent-start":    "anonymous",
+		"consent-link":     "admin",
 		"consent-callback": "anonymous",
 	}
 	root := filepath.Join("..", "..", "..", "functions")

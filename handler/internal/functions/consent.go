@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/config"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/consent"
 )
 
@@ -28,12 +29,14 @@ type ConsentBroker interface {
 	Store() broker.SecretStore
 }
 
-// consentRoutes is the operator's re-authorization, for a connection whose
-// grant died (invalid_grant): the authorization code grant with PKCE,
-// through the function app.
+// consentRoutes are a connection's consent (its first, or after its grant
+// died with invalid_grant): the authorization code grant with PKCE,
+// through the function app, completed by whoever an operator sends a
+// consent link to.
 //
-//	GET /api/consent/{connection}  admin key: redirects to the provider's consent page
-//	GET /api/consent/callback      anonymous: the provider's redirect back
+//	POST /api/connections/{connection}/consent-link  admin key: mints a one-time, expiring link
+//	GET|POST /api/consent/{connection}?ticket=       the link (anonymous): a page, then the provider's consent page
+//	GET /api/consent/callback                        anonymous: the provider's redirect back
 //
 // The callback takes no key (the provider cannot send one), so it does
 // nothing unless its state is a pending authorization that is valid,
@@ -60,10 +63,17 @@ type consentRoutes struct {
 	keys func(context.Context) (consentKeys, error)
 	// limit bounds the callbacks per client address.
 	limit *addrLimiter
-	// needTicket: the start route needs a ticket (standalone mode,
-	// checkTicket); tickets are those already used.
+	// needTicket: the start route needs a consent link (checkLink). The
+	// server always sets it; tests of the steps after the link turn it
+	// off. tickets are the links used in this process, where no locker is
+	// shared (locker nil).
 	needTicket bool
 	tickets    *usedTickets
+	// locker makes a link single-use across instances (consent.LinkStore).
+	locker broker.Locker
+	// statuses is the status routes' cache, dropped after a consent so
+	// that the new state shows at once.
+	statuses *statusCache
 }
 
 // consentKeys are derived from Options.ConsentKey: one signs states, the
@@ -83,7 +93,7 @@ const exchangeTimeout = time.Minute
 func newConsentRoutes(b Broker, o Options) *consentRoutes {
 	return &consentRoutes{b: b, log: o.Logger, now: o.Now, authorizationURL: consent.AuthorizationURL, forwardedByHost: o.ForwardedByHost,
 		authEnabled: o.AuthEnabled, keys: keySource(o.ConsentKey), limit: newAddrLimiter(),
-		needTicket: !o.ForwardedByHost, tickets: &usedTickets{}}
+		needTicket: true, tickets: &usedTickets{}, locker: o.ConsentLocker, statuses: o.statuses}
 }
 
 // keySource derives the consent keys from material, read once (the
@@ -110,8 +120,9 @@ func keySource(material broker.KeySource) func(context.Context) (consentKeys, er
 // the callback and not the start of a connection named "callback".
 func (cr *consentRoutes) hostRoutes() []hostRoute {
 	return []hostRoute{
-		{function: "consent-start", template: "consent/{connection}", methods: []string{http.MethodGet}, handler: http.HandlerFunc(cr.start)},
+		{function: "consent-start", template: "consent/{connection}", methods: []string{http.MethodGet, http.MethodPost}, handler: http.HandlerFunc(cr.start)},
 		{function: "consent-callback", template: "consent/callback", methods: []string{http.MethodGet}, handler: http.HandlerFunc(cr.callback)},
+		{function: "consent-link", template: "connections/{connection}/consent-link", methods: []string{http.MethodPost}, handler: http.HandlerFunc(cr.mint)},
 	}
 }
 
@@ -125,84 +136,136 @@ func (cr *consentRoutes) register(mux *http.ServeMux) {
 // one browser do not disturb each other.
 func cookieName(connection string) string { return "tokenrefresher-consent-" + connection }
 
-// start redirects the operator's browser to the provider's consent page.
-// ?scope= adds scopes to the connection's.
+// start begins a consent of the connection the path names, for whoever
+// holds a consent link of it (?ticket=, see consent.SignLink): the
+// business owner who can sign in at the provider, mailed the link by an
+// operator (the consent-link route, or `handler consent-link`). The route
+// takes no function key (consent-start's authLevel is anonymous): the
+// link is the only credential, and it opens this one consent and nothing
+// else. ?scope= adds scopes to the connection's.
+//
+//   - GET checks the link (signature, connection, expiry; no I/O but the
+//     key, read once) and everything a consent needs, then shows a page
+//     that says what is about to happen, with a button; a program
+//     (Accept without text/html) gets the same as JSON. Nothing is used
+//     up: a mail scanner that opens the link does not spend it.
+//   - POST (the button) claims the link, once across every instance
+//     (consent.LinkStore), and redirects the browser to the provider's
+//     consent page with state and PKCE.
+//
+// allowedCallers is not checked here: it names the identities that may
+// fetch tokens, and the person consenting is none of them; the link is the
+// authorization, minted by someone holding the admin key or the store.
 func (cr *consentRoutes) start(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("connection")
 	c, ok := cr.b.Connection(name)
 	if !ok {
-		encodeError(w, unknownConnection(name))
+		cr.fail(w, r, unknownConnection(name))
 		return
 	}
-	if err := authorize(c, r, cr.authEnabled); err != nil {
-		encodeError(w, err)
-		return
-	}
+	var link consentLink
 	if cr.needTicket {
-		if err := cr.checkTicket(r, name); err != nil {
-			encodeError(w, err)
+		var lerr *broker.Error
+		if link, lerr = cr.checkLink(r, name); lerr != nil {
+			cr.fail(w, r, lerr)
 			return
 		}
+	} else if err := authorize(c, r, cr.authEnabled); err != nil {
+		cr.fail(w, r, err)
+		return
 	}
 	if c.Grant != broker.GrantRefreshToken {
-		encodeError(w, &broker.Error{Code: broker.CodeBadRequest, Connection: name,
+		cr.fail(w, r, &broker.Error{Code: broker.CodeBadRequest, Connection: name,
 			Message:     fmt.Sprintf("connection %q uses the %s grant, which needs no consent", name, c.Grant),
 			Remediation: "Only refresh_token connections are authorized by a person."})
 		return
 	}
 	cb, ok := cr.b.(ConsentBroker)
 	if !ok {
-		notImplemented(w, name)
+		cr.fail(w, r, &broker.Error{Code: "not_implemented", Connection: name, Message: notImplementedMessage,
+			Remediation: "Use `handler connect " + name + "` from a workstation."})
 		return
 	}
 	store := cb.Store()
 	authURL, err := cr.authorizationURL(c)
 	if err != nil {
-		encodeError(w, &broker.Error{Code: broker.CodeBadRequest, Connection: name, Message: err.Error(),
-			Remediation: "Run `handler connect " + name + " -authorization-url URL` from a workstation instead, with the provider's authorization endpoint."})
+		cr.fail(w, r, &broker.Error{Code: broker.CodeBadRequest, Connection: name, Message: err.Error(),
+			Remediation: "Give the connection its provider's authorization endpoint (\"authorizationUrl\" in the connections file), or run `handler connect " + name + " -authorization-url URL` from a workstation."})
 		return
 	}
 	extra, _, qerr := queryValue(r.URL.Query(), "scope")
 	if qerr != nil {
 		qerr.Connection = name
 		qerr.Remediation = "Pass every extra scope in one parameter, separated by spaces: ?scope=a%20b."
-		encodeError(w, qerr)
+		cr.fail(w, r, qerr)
 		return
 	}
 	scopes, err := consent.Scopes(c, extra)
 	if err != nil {
-		encodeError(w, &broker.Error{Code: broker.CodeBadRequest, Connection: name, Message: err.Error(),
+		cr.fail(w, r, &broker.Error{Code: broker.CodeBadRequest, Connection: name, Message: err.Error(),
 			Remediation: "Pass scopes as ?scope=a%20b."})
 		return
 	}
 	redirect, secure, err := callbackURL(r, cr.forwardedByHost)
 	if err != nil {
-		encodeError(w, &broker.Error{Code: broker.CodeBadRequest, Connection: name, Message: err.Error(),
+		cr.fail(w, r, &broker.Error{Code: broker.CodeBadRequest, Connection: name, Message: err.Error(),
 			Remediation: "Call this route on the function app's own host name."})
 		return
 	}
 	ctx := r.Context()
 	keys, err := cr.keys(ctx)
 	if err != nil {
-		encodeError(w, consentError(name, err))
+		cr.fail(w, r, consentError(name, err))
 		return
 	}
 	clientID, clientSecret, err := consent.ClientCredentials(ctx, store, c)
 	if err != nil {
-		encodeError(w, consentError(name, err))
+		cr.fail(w, r, consentError(name, err))
 		return
 	}
-	p := consent.NewSignedPending(keys.state, name, redirect, cr.now())
 	flow := consent.Flow{Connection: c, AuthorizationURL: authURL, RedirectURL: redirect, ClientID: clientID, ClientSecret: clientSecret, Scopes: scopes}
-	location, err := flow.AuthCodeURL(p.State, p.Verifier)
-	if err != nil {
-		encodeError(w, &broker.Error{Code: broker.CodeBadRequest, Connection: name, Message: err.Error(),
+	if _, err := flow.AuthCodeURL("check", consent.NewVerifier()); err != nil {
+		cr.fail(w, r, &broker.Error{Code: broker.CodeBadRequest, Connection: name, Message: err.Error(),
 			Remediation: "Fix the connection in the connections file."})
 		return
 	}
-	if err := (&consent.PendingStore{Store: store, Now: cr.now}).Put(ctx, p); err != nil {
-		encodeError(w, consentError(name, err))
+	if cr.needTicket && r.Method != http.MethodPost {
+		cr.confirm(w, r, c, link, scopes)
 		return
+	}
+	if cr.needTicket {
+		if err := cr.claim(ctx, store, name, link); err != nil {
+			cr.fail(w, r, err)
+			return
+		}
+	}
+	location, err := cr.begin(w, ctx, store, keys, flow, false, secure)
+	if err != nil {
+		cr.fail(w, r, consentError(name, err))
+		return
+	}
+	cr.log.Info("consent started; the browser is sent to the provider", "event", "consent.started", "connection", name, "redirect_uri", redirect,
+		"link", cr.needTicket)
+	status := http.StatusFound
+	if r.Method == http.MethodPost {
+		status = http.StatusSeeOther // the provider's page is a GET
+	}
+	http.Redirect(w, r, location, status)
+}
+
+// begin records a pending authorization of flow's connection (the
+// standby's when standby) and binds it to the browser with a cookie; it
+// returns the provider's consent page to send the browser to.
+func (cr *consentRoutes) begin(w http.ResponseWriter, ctx context.Context, store broker.SecretStore, keys consentKeys, flow consent.Flow, standby, secure bool) (string, error) {
+	name := flow.Connection.Name
+	p := consent.NewSignedPending(keys.state, name, flow.RedirectURL, cr.now())
+	p.Standby, p.Scopes = standby, flow.Scopes
+	location, err := flow.AuthCodeURL(p.State, p.Verifier)
+	if err != nil {
+		return "", err
+	}
+	if err := (&consent.PendingStore{Store: store, Now: cr.now}).Put(ctx, p); err != nil {
+		return "", err
 	}
 	// #nosec G124 -- Secure is false only on plain-http loopback (standalone on a workstation), where a Secure cookie would never come back
 	http.SetCookie(w, &http.Cookie{
@@ -211,8 +274,192 @@ func (cr *consentRoutes) start(w http.ResponseWriter, r *http.Request) {
 	})
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Referrer-Policy", "no-referrer")
-	cr.log.Info("consent started; the operator is sent to the provider", "event", "consent.started", "connection", name, "redirect_uri", redirect)
-	http.Redirect(w, r, location, http.StatusFound)
+	return location, nil
+}
+
+// consentLink is a checked link: its ticket and when it expires.
+type consentLink struct {
+	ticket string
+	expiry time.Time
+}
+
+// linkStart is what a consent link's GET answers a program with.
+type linkStart struct {
+	Connection string    `json:"connection"`
+	Provider   string    `json:"provider"`
+	Scopes     []string  `json:"scopes"`
+	ExpiresOn  time.Time `json:"linkExpiresOn"`
+	Message    string    `json:"message"`
+}
+
+// confirm is a valid link's GET: what will happen, and the button that
+// makes it happen.
+func (cr *consentRoutes) confirm(w http.ResponseWriter, r *http.Request, c broker.Connection, link consentLink, scopes []string) {
+	provider := providerTitle(c)
+	msg := fmt.Sprintf("this link lets you authorize tokenrefresher to reach %s for connection %q, with the scopes %s. "+
+		"You will sign in at %s itself; tokenrefresher never sees your password. The link works once, until %s",
+		provider, c.Name, strings.Join(scopes, " "), provider, link.expiry.UTC().Format(time.RFC1123))
+	w.Header().Set("Cache-Control", "no-store")
+	if !acceptsHTML(r) {
+		encode(w, http.StatusOK, linkStart{Connection: c.Name, Provider: c.Provider, Scopes: scopes, ExpiresOn: link.expiry,
+			Message: capitalize(msg) + ". POST to this address to start."})
+		return
+	}
+	consent.WritePage(w, http.StatusOK, consent.Page{Title: "Authorize " + provider + " for connection " + c.Name, Message: capitalize(msg) + ".",
+		Remediation: "Sign in as the " + provider + " user whose data the connection reads.",
+		Action:      &consent.PageAction{Label: "Continue to " + provider, Post: true}})
+}
+
+// providerTitle is the provider's name for people.
+func providerTitle(c broker.Connection) string {
+	if p, ok := config.LookupPreset(c.Provider); ok && p.Title != "" && c.Provider != "generic" {
+		return p.Title
+	}
+	return "the provider"
+}
+
+// checkLink checks the start's ticket: signed under the ticket key, for
+// this connection, unexpired. It reads nothing but the key.
+func (cr *consentRoutes) checkLink(r *http.Request, name string) (consentLink, *broker.Error) {
+	remedy := "Ask the operator for a new consent link (`handler consent-link " + name + "`, or POST /api/connections/" + name + "/consent-link with the admin key); a link works once, until it expires."
+	ticket, present, qerr := queryValue(r.URL.Query(), "ticket")
+	if qerr != nil || !present {
+		return consentLink{}, &broker.Error{Code: broker.CodeForbidden, Connection: name, Remediation: remedy,
+			Message: "a consent starts only from a consent link, which carries a one-time ticket; this address has none"}
+	}
+	keys, err := cr.keys(r.Context())
+	if err != nil {
+		return consentLink{}, consentError(name, err)
+	}
+	got, expiry, err := consent.VerifyLink(keys.ticket, ticket, cr.now())
+	if err != nil || got != name {
+		return consentLink{}, &broker.Error{Code: broker.CodeForbidden, Connection: name, Remediation: remedy,
+			Message: "the consent link is not valid for this connection, or has expired"}
+	}
+	return consentLink{ticket: ticket, expiry: expiry}, nil
+}
+
+// claim uses the link up: once across every instance where a locker is
+// shared (consent.LinkStore), else once in this process.
+func (cr *consentRoutes) claim(ctx context.Context, store broker.SecretStore, name string, link consentLink) *broker.Error {
+	used := &broker.Error{Code: broker.CodeForbidden, Connection: name,
+		Message:     "this consent link was already used",
+		Remediation: "Ask the operator for a new consent link; each one starts one consent."}
+	if cr.locker == nil {
+		if !cr.tickets.use(link.ticket, link.expiry, cr.now()) {
+			return used
+		}
+		return nil
+	}
+	err := (&consent.LinkStore{Store: store, Locker: cr.locker, Now: cr.now}).Claim(ctx, name, link.ticket, link.expiry)
+	switch {
+	case errors.Is(err, consent.ErrLinkUsed):
+		return used
+	case err != nil:
+		cr.log.Warn("could not claim a consent link", "event", "consent.link_unavailable", "connection", name, "error", err.Error())
+		return &broker.Error{Code: broker.CodeUnavailable, Connection: name, RetryAfter: 10 * time.Second,
+			Message:     "the record of used consent links could not be read or written, so the link was not used",
+			Remediation: "Try the same link again in a minute."}
+	}
+	return nil
+}
+
+// fail answers a start that cannot go on: a page for a browser, the
+// surface's JSON error for anything else.
+func (cr *consentRoutes) fail(w http.ResponseWriter, r *http.Request, e *broker.Error) {
+	status := statusOf(e.Code)
+	if e.Code == "not_implemented" {
+		status = http.StatusNotImplemented
+	}
+	if !acceptsHTML(r) {
+		if status != http.StatusNotImplemented {
+			encodeError(w, e)
+			return
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		encode(w, status, errorBody{Error: string(e.Code), Message: e.Message, Remediation: e.Remediation, Connection: e.Connection})
+		return
+	}
+	if e.RetryAfter > 0 && status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))
+	}
+	title := "The consent of connection " + e.Connection + " cannot start"
+	if e.Connection == "" {
+		title = "The consent cannot start"
+	}
+	consent.WritePage(w, status, consent.Page{Title: title, Message: capitalize(e.Message) + ".", Remediation: e.Remediation})
+}
+
+// consentLinkResponse is the consent-link route's answer.
+type consentLinkResponse struct {
+	Connection string    `json:"connection"`
+	URL        string    `json:"url"`
+	ExpiresOn  time.Time `json:"expiresOn"`
+	// RedirectURI is the callback the provider must have registered.
+	RedirectURI string `json:"redirectUri"`
+	Message     string `json:"message"`
+}
+
+// mint is POST /api/connections/{connection}/consent-link: a consent link
+// of the connection, for an operator to mail to whoever can sign in at the
+// provider. Its function (functions/consent-link) takes the admin key, like
+// force-refresh; ?expires= (a Go duration, default 24h, at most 7 days)
+// sets its life.
+func (cr *consentRoutes) mint(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("connection")
+	c, ok := cr.b.Connection(name)
+	if !ok {
+		encodeError(w, unknownConnection(name))
+		return
+	}
+	if c.Grant != broker.GrantRefreshToken {
+		encodeError(w, &broker.Error{Code: broker.CodeBadRequest, Connection: name,
+			Message:     fmt.Sprintf("connection %q uses the %s grant, which needs no consent", name, c.Grant),
+			Remediation: "Only refresh_token connections are authorized by a person."})
+		return
+	}
+	ttl := consent.DefaultLinkTTL
+	if v, present, qerr := queryValue(r.URL.Query(), "expires"); qerr != nil {
+		qerr.Connection = name
+		encodeError(w, qerr)
+		return
+	} else if present {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 || d > consent.MaxLinkTTL {
+			encodeError(w, &broker.Error{Code: broker.CodeBadRequest, Connection: name,
+				Message:     fmt.Sprintf("expires=%q is not a duration of more than 0 and at most %s", truncate(v, 32), consent.MaxLinkTTL),
+				Remediation: "Pass ?expires=24h, or leave it out for 24 hours."})
+			return
+		}
+		ttl = d
+	}
+	redirect, _, err := callbackURL(r, cr.forwardedByHost)
+	if err != nil {
+		encodeError(w, &broker.Error{Code: broker.CodeBadRequest, Connection: name, Message: err.Error(),
+			Remediation: "Call this route on the function app's own host name."})
+		return
+	}
+	keys, err := cr.keys(r.Context())
+	if err != nil {
+		encodeError(w, consentError(name, err))
+		return
+	}
+	ticket, expiry, err := consent.SignLink(keys.ticket, name, cr.now(), ttl)
+	if err != nil {
+		encodeError(w, &broker.Error{Code: broker.CodeBadRequest, Connection: name, Message: err.Error()})
+		return
+	}
+	base := strings.TrimSuffix(redirect, callbackPath)
+	cr.log.Info("consent link minted", "event", "consent.link_minted", "connection", name, "expires_on", expiry.UTC().Format(time.RFC3339))
+	w.Header().Set("Cache-Control", "no-store")
+	encode(w, http.StatusOK, consentLinkResponse{Connection: name, URL: ConsentLinkURL(base, name, ticket), ExpiresOn: expiry, RedirectURI: redirect,
+		Message: "Send this address to the person who can sign in at the provider; it starts one consent of " + name + ", and opens nothing else."})
+}
+
+// ConsentLinkURL is the address of a consent link: base (scheme and host)
+// with the start route and the ticket.
+func ConsentLinkURL(base, connection, ticket string) string {
+	return base + "/" + routePrefix + "/consent/" + connection + "?ticket=" + url.QueryEscape(ticket)
 }
 
 // callback finishes an authorization: it claims the pending authorization
@@ -230,7 +477,7 @@ func (cr *consentRoutes) callback(w http.ResponseWriter, r *http.Request) {
 	if ok, retry := cr.limit.allow(clientAddress(r, cr.forwardedByHost), cr.now()); !ok {
 		w.Header().Set("Retry-After", strconv.Itoa(int((retry+time.Second-1)/time.Second)))
 		cr.refuse(w, r, http.StatusTooManyRequests, string(broker.CodeTooManyRequests), "", "Too many attempts",
-			"too many consent callbacks came from this address", "Wait a minute, then start again at /api/consent/{connection}.")
+			"too many consent callbacks came from this address", "Wait a minute, then start again from a new consent link.")
 		return
 	}
 	q := r.URL.Query()
@@ -265,7 +512,7 @@ func (cr *consentRoutes) callback(w http.ResponseWriter, r *http.Request) {
 		cr.refuseState(w, r, name, err.Error())
 		return
 	}
-	restart := fmt.Sprintf("Start again at /api/consent/%s with the admin key.", name)
+	restart := "Ask the operator for a new consent link of " + name + ", and start again."
 	cb, ok := cr.b.(ConsentBroker)
 	if !ok {
 		cr.refuse(w, r, http.StatusNotImplemented, "not_implemented", name, "Consent is not available", notImplementedMessage, "Use `handler connect "+name+"` from a workstation.")
@@ -316,20 +563,95 @@ func (cr *consentRoutes) callback(w http.ResponseWriter, r *http.Request) {
 		cr.refuse(w, r, http.StatusBadGateway, "exchange_failed", name, "Connection "+name+" was not re-authorized", err.Error(), remedy)
 		return
 	}
-	if err := consent.Save(ctx, store, c, tok); err != nil {
+	if err := cr.save(ctx, store, c, tok, p.Standby); err != nil {
 		cr.refuse(w, r, http.StatusServiceUnavailable, string(broker.CodeUnavailable), name, "The new tokens of "+name+" could not be stored", err.Error(), restart)
+		return
+	}
+	if cr.statuses != nil {
+		cr.statuses.invalidate()
+	}
+	if p.Standby {
+		cr.log.Info("standby grant authorized", "event", "consent.standby_completed", "connection", name)
+		cr.succeed(w, r, consentResult{Connection: name, Standby: true,
+			Message: fmt.Sprintf("the second authorization for the standby grant is stored in secret %q: a second, independent grant that replaces the first if the provider ever revokes it", c.Secrets.StandbyRefreshToken)},
+			"Connection "+name+": standby grant authorized", nil)
 		return
 	}
 	cr.log.Info("connection re-authorized", "event", "consent.completed", "connection", name,
 		"expires_on", tok.Expiry.UTC().Format(time.RFC3339))
-	msg := fmt.Sprintf("the new refresh token is stored in secret %q, and every instance uses it from the next call; "+
-		"the connection's status shows the old failure until its next refresh", c.Secrets.RefreshToken)
-	if !acceptsHTML(r) {
-		w.Header().Set("Cache-Control", "no-store")
-		encode(w, http.StatusOK, consentResult{Connection: name, Message: msg})
+	res := consentResult{Connection: name, ExpiresOn: tok.Expiry,
+		Message: fmt.Sprintf("the new refresh token is stored in secret %q, and every instance uses it from the next call; "+
+			"the access token is valid until %s", c.Secrets.RefreshToken, tok.Expiry.UTC().Format(time.RFC1123))}
+	if !c.Standby {
+		cr.succeed(w, r, res, "Connection "+name+" re-authorized", nil)
 		return
 	}
-	consent.WritePage(w, http.StatusOK, consent.Page{Title: "Connection " + name + " re-authorized", Message: capitalize(msg) + ".", Remediation: "You can close this tab."})
+	// The connection keeps a standby grant: a second authorization of the
+	// same user and client, which needs the person once more.
+	next, err := cr.beginStandby(w, ctx, store, c, p)
+	if err != nil {
+		res.Message += "; the second authorization for the standby grant could not be started (" + err.Error() + "): ask for a new consent link to obtain it"
+		cr.succeed(w, r, res, "Connection "+name+" re-authorized", nil)
+		return
+	}
+	res.Next = next
+	res.Message += ". One more step: the second authorization for the standby grant, which keeps the connection alive if the provider ever revokes the first"
+	cr.succeed(w, r, res, "Connection "+name+" re-authorized: one more step",
+		&consent.PageAction{Label: "Continue to the second authorization for the standby grant", URL: next})
+}
+
+// save stores a consent's tokens: through the broker when it can
+// (Consented: under the lock, clearing the failure it recorded), else
+// straight into the store.
+func (cr *consentRoutes) save(ctx context.Context, store broker.SecretStore, c broker.Connection, tok *broker.Token, standby bool) error {
+	if cs, ok := cr.b.(consentSaver); ok {
+		return cs.Consented(ctx, c.Name, tok, standby)
+	}
+	if standby {
+		return consent.SaveStandby(ctx, store, c, tok)
+	}
+	return consent.Save(ctx, store, c, tok)
+}
+
+// consentSaver is the broker's Consented.
+type consentSaver interface {
+	Consented(ctx context.Context, name string, tok *broker.Token, standby bool) error
+}
+
+// beginStandby starts the second authorization of a connection with a
+// standby grant, right after its first (p): the same redirect URI and
+// scopes, a new state and verifier, and the browser's cookie moved to it.
+func (cr *consentRoutes) beginStandby(w http.ResponseWriter, ctx context.Context, store broker.SecretStore, c broker.Connection, p consent.Pending) (string, error) {
+	authURL, err := cr.authorizationURL(c)
+	if err != nil {
+		return "", err
+	}
+	keys, err := cr.keys(ctx)
+	if err != nil {
+		return "", err
+	}
+	clientID, clientSecret, err := consent.ClientCredentials(ctx, store, c)
+	if err != nil {
+		return "", err
+	}
+	secure := strings.HasPrefix(p.RedirectURL, "https://")
+	flow := consent.Flow{Connection: c, AuthorizationURL: authURL, RedirectURL: p.RedirectURL, ClientID: clientID, ClientSecret: clientSecret, Scopes: p.Scopes}
+	return cr.begin(w, ctx, store, keys, flow, true, secure)
+}
+
+// succeed answers a completed callback: a page (with the next step, if
+// any) for a browser, JSON for a program.
+func (cr *consentRoutes) succeed(w http.ResponseWriter, r *http.Request, res consentResult, title string, next *consent.PageAction) {
+	w.Header().Set("Cache-Control", "no-store")
+	if !acceptsHTML(r) {
+		encode(w, http.StatusOK, res)
+		return
+	}
+	remedy := "You can close this tab."
+	if next != nil {
+		remedy = "Sign in as the same user again and allow access once more."
+	}
+	consent.WritePage(w, http.StatusOK, consent.Page{Title: title, Message: capitalize(res.Message) + ".", Remediation: remedy, Action: next})
 }
 
 // consentResult is the callback's success for a client that is not a
@@ -337,6 +659,13 @@ func (cr *consentRoutes) callback(w http.ResponseWriter, r *http.Request) {
 type consentResult struct {
 	Connection string `json:"connection"`
 	Message    string `json:"message"`
+	// ExpiresOn is the new access token's expiry.
+	ExpiresOn time.Time `json:"accessTokenExpiresOn,omitzero"`
+	// Standby: the standby grant was stored.
+	Standby bool `json:"standby,omitempty"`
+	// Next is the provider's consent page of the standby grant's
+	// authorization, which the person opens next.
+	Next string `json:"next,omitempty"`
 }
 
 // refuse logs a callback that stored nothing and says why: a page for a
@@ -361,7 +690,7 @@ func (cr *consentRoutes) refuseState(w http.ResponseWriter, r *http.Request, con
 	const (
 		title       = "This consent link is not valid"
 		message     = "the provider's redirect does not carry a consent under way in this browser: it was not started here, has expired or was already used"
-		remediation = "Start again at /api/consent/{connection} with the admin key, in this browser."
+		remediation = "Ask the operator for a new consent link and start again, in this browser."
 	)
 	if !acceptsHTML(r) {
 		w.Header().Set("Cache-Control", "no-store")
@@ -369,33 +698,6 @@ func (cr *consentRoutes) refuseState(w http.ResponseWriter, r *http.Request, con
 		return
 	}
 	consent.WritePage(w, http.StatusBadRequest, consent.Page{Title: title, Message: capitalize(message) + ".", Remediation: remediation})
-}
-
-// checkTicket is the start route's guard in standalone mode, where nothing
-// but the loopback interface stands between the route and any web page the
-// operator's browser shows: a page could navigate the browser here and
-// start a consent. The start needs a one-time ticket that only the
-// operator has: `handler consent-link` signs one with the key in the
-// store and prints the address with it.
-func (cr *consentRoutes) checkTicket(r *http.Request, name string) *broker.Error {
-	remedy := "Run `handler consent-link " + name + "` on this machine and open the address it prints (a ticket is good once, for " +
-		consent.TicketTTL.String() + "), or use `handler connect " + name + "`."
-	ticket, present, qerr := queryValue(r.URL.Query(), "ticket")
-	if qerr != nil || !present {
-		return &broker.Error{Code: broker.CodeForbidden, Connection: name, Remediation: remedy,
-			Message: "in standalone mode a consent starts only from a one-time address printed by handler consent-link, so that no web page can start one"}
-	}
-	keys, err := cr.keys(r.Context())
-	if err != nil {
-		return consentError(name, err)
-	}
-	now := cr.now()
-	got, err := consent.VerifyState(keys.ticket, ticket, now)
-	if err != nil || got != name || !cr.tickets.use(ticket, now) {
-		return &broker.Error{Code: broker.CodeForbidden, Connection: name, Remediation: remedy,
-			Message: "the ticket is not valid for this connection, has expired or was already used"}
-	}
-	return nil
 }
 
 // acceptsHTML reports whether the client is a browser, which asks for
@@ -424,16 +726,6 @@ func consentError(name string, err error) *broker.Error {
 }
 
 const notImplementedMessage = "this build's broker does not expose its secret store, which the consent flow needs"
-
-func notImplemented(w http.ResponseWriter, name string) {
-	w.Header().Set("Cache-Control", "no-store")
-	encode(w, http.StatusNotImplemented, errorBody{
-		Error:       "not_implemented",
-		Message:     notImplementedMessage,
-		Remediation: "Use `handler connect " + name + "` from a workstation.",
-		Connection:  name,
-	})
-}
 
 // callbackURL is the redirect URI on the host the operator called, which
 // behind the Functions host is the app's public host name: https, except on

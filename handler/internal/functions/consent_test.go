@@ -73,7 +73,11 @@ type consentWorld struct {
 	}
 }
 
-func newConsentWorld(t *testing.T) *consentWorld {
+func newConsentWorld(t *testing.T) *consentWorld { return newConsentWorldWith(t, nil) }
+
+// newConsentWorldWith is newConsentWorld with the xero connection changed
+// by change first.
+func newConsentWorldWith(t *testing.T, change func(*broker.Connection)) *consentWorld {
 	t.Helper()
 	w := &consentWorld{t: t, logs: &lockedBuffer{}}
 	w.clock.now = time.Now()
@@ -92,6 +96,9 @@ func newConsentWorld(t *testing.T) *consentWorld {
 	w.conn = broker.Connection{Name: "xero", Provider: "test", Grant: broker.GrantRefreshToken, TokenURL: w.psrv.URL + "/token",
 		AuthStyle: broker.AuthBasic, Scopes: []string{"api"}, ClientID: consentClientID, Secrets: broker.DefaultSecretNames("xero"),
 		Rotating: true, RefreshBefore: 5 * time.Minute, DefaultLifetime: time.Hour}
+	if change != nil {
+		change(&w.conn)
+	}
 	cc := broker.Connection{Name: "ilevel", Provider: "test", Grant: broker.GrantClientCredentials, TokenURL: w.psrv.URL + "/token",
 		AuthStyle: broker.AuthBasic, ClientID: consentClientID, Secrets: broker.DefaultSecretNames("ilevel"), DefaultLifetime: time.Hour}
 	nosecret := w.conn

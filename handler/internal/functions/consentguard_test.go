@@ -2,16 +2,19 @@ package functions
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/consent"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/local"
 )
 
 // countingStore counts the reads and writes that reach the store.
@@ -185,10 +188,11 @@ func TestClientAddress(t *testing.T) {
 	}
 }
 
-// TestStandaloneConsentStartNeedsATicket: in standalone mode the start
-// route starts a consent only for a ticket signed for that connection,
-// unexpired and unused.
-func TestStandaloneConsentStartNeedsATicket(t *testing.T) {
+// TestConsentStartNeedsALink: the start route starts a consent only for a
+// consent link's ticket signed for that connection and unexpired; its GET
+// shows a page and spends nothing (a mail scanner may open it), its POST
+// spends the link, once.
+func TestConsentStartNeedsALink(t *testing.T) {
 	w := newConsentWorld(t)
 	w.routes.needTicket = true
 	keys, err := w.routes.keys(context.Background())
@@ -196,38 +200,114 @@ func TestStandaloneConsentStartNeedsATicket(t *testing.T) {
 		t.Fatal(err)
 	}
 	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	start := func(ticket string) int {
+	start := func(method, ticket string) int {
 		u := w.srv.URL + "/api/consent/xero"
 		if ticket != "" {
 			u += "?ticket=" + url.QueryEscape(ticket)
 		}
-		return w.read(noRedirect.Get(u)).status
+		req, _ := http.NewRequest(method, u, nil)
+		return w.read(noRedirect.Do(req)).status
 	}
-	valid := consent.SignTicket(keys.ticket, "xero", w.now())
+	sign := func(key []byte, name string, ttl time.Duration) string {
+		ticket, _, err := consent.SignLink(key, name, w.now(), ttl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ticket
+	}
+	valid := sign(keys.ticket, "xero", time.Hour)
 	refused := []struct{ name, ticket string }{
 		{"no ticket", ""},
 		{"forged", "xero." + strings.Repeat("A", 64)},
-		{"another connection's", consent.SignTicket(keys.ticket, "nosecret", w.now())},
+		{"another connection's", sign(keys.ticket, "nosecret", time.Hour)},
 		{"a state, not a ticket", consent.NewSignedPending(keys.state, "xero", "http://x/cb", w.now()).State},
-		{"signed with another key", consent.SignTicket(consent.TicketKey([]byte("another")), "xero", w.now())},
+		{"signed with another key", sign(consent.TicketKey([]byte("another")), "xero", time.Hour)},
 	}
 	for _, tt := range refused {
-		if got := start(tt.ticket); got != http.StatusForbidden {
-			t.Errorf("%s: %d, want 403", tt.name, got)
+		for _, method := range []string{http.MethodGet, http.MethodPost} {
+			if got := start(method, tt.ticket); got != http.StatusForbidden {
+				t.Errorf("%s %s: %d, want 403", method, tt.name, got)
+			}
 		}
 	}
 	if w.get(consent.StateSecretName("xero")) != "" {
 		t.Fatal("a refused start left a pending authorization")
 	}
-	if got := start(valid); got != http.StatusFound {
-		t.Fatalf("a valid ticket: %d, want 302 to the provider", got)
+	for i := range 2 {
+		if got := start(http.MethodGet, valid); got != http.StatusOK {
+			t.Fatalf("GET %d of a valid link: %d, want 200 (the page with the button)", i+1, got)
+		}
 	}
-	if got := start(valid); got != http.StatusForbidden {
-		t.Fatalf("the same ticket again: %d, want 403", got)
+	if w.get(consent.StateSecretName("xero")) != "" {
+		t.Fatal("the link's GET began an authorization")
 	}
-	late := consent.SignTicket(keys.ticket, "xero", w.now())
-	w.advance(consent.TicketTTL)
-	if got := start(late); got != http.StatusForbidden {
-		t.Fatalf("an expired ticket: %d, want 403", got)
+	if got := start(http.MethodPost, valid); got != http.StatusSeeOther {
+		t.Fatalf("POST of a valid link: %d, want 303 to the provider", got)
+	}
+	if got := start(http.MethodPost, valid); got != http.StatusForbidden {
+		t.Fatalf("the same link again: %d, want 403", got)
+	}
+	late := sign(keys.ticket, "xero", time.Minute)
+	w.advance(time.Minute)
+	if got := start(http.MethodGet, late); got != http.StatusForbidden {
+		t.Fatalf("an expired link: %d, want 403", got)
+	}
+	if _, _, err := consent.SignLink(keys.ticket, "xero", w.now(), consent.MaxLinkTTL+time.Second); !errors.Is(err, consent.ErrLinkTTL) {
+		t.Fatalf("a link longer than MaxLinkTTL: %v, want ErrLinkTTL", err)
+	}
+}
+
+// TestConsentLinkIsSingleUseAcrossInstances: two instances share the store
+// and the locker, not their memory; a link spent on one is refused on the
+// other, and of many simultaneous presses of one link exactly one starts.
+func TestConsentLinkIsSingleUseAcrossInstances(t *testing.T) {
+	w := newConsentWorld(t)
+	locker, err := local.NewLocker(t.TempDir(), local.LockerOptions{PollInterval: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	instances := make([]*httptest.Server, 4)
+	for i := range instances {
+		rt := *w.routes
+		rt.needTicket, rt.tickets, rt.locker = true, &usedTickets{}, locker
+		mux := http.NewServeMux()
+		rt.register(mux)
+		instances[i] = httptest.NewServer(mux)
+		t.Cleanup(instances[i].Close)
+	}
+	keys, _ := w.routes.keys(context.Background())
+	ticket, _, err := consent.SignLink(keys.ticket, "xero", w.now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	statuses := make(chan int, 4*len(instances))
+	var wg sync.WaitGroup
+	for range 4 {
+		for _, srv := range instances {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				resp, err := noRedirect.Post(srv.URL+"/api/consent/xero?ticket="+url.QueryEscape(ticket), "", nil)
+				if err != nil {
+					statuses <- 0
+					return
+				}
+				resp.Body.Close()
+				statuses <- resp.StatusCode
+			}()
+		}
+	}
+	wg.Wait()
+	close(statuses)
+	counts := map[int]int{}
+	for s := range statuses {
+		counts[s]++
+	}
+	if counts[http.StatusSeeOther] != 1 || counts[http.StatusForbidden] != 4*len(instances)-1 {
+		t.Fatalf("answers %v; want one 303 and the rest 403", counts)
+	}
+	if s := w.get(consent.UsedLinksSecretName("xero")); s == "" || strings.Contains(s, ticket) {
+		t.Fatalf("the record of used links is missing, or holds the ticket itself")
 	}
 }

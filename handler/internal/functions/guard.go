@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
-	"github.com/tokenrefresher/tokenrefresher/handler/internal/consent"
 )
 
 // clientAddress is the key the consent callback's rate is bounded by: the
@@ -117,29 +116,30 @@ func (l *addrLimiter) refill(b bucket, now time.Time) float64 {
 	return min(float64(l.burst), b.tokens+float64(now.Sub(b.at))/float64(l.every))
 }
 
-// usedTickets remembers the start tickets used, until they expire, so that
-// each starts one consent. It is per process: standalone mode is one.
+// usedTickets remembers the consent links used, until they expire, so that
+// each starts one consent, where no locker is shared (consentRoutes.claim):
+// once in this process.
 type usedTickets struct {
 	mu   sync.Mutex
 	seen map[string]time.Time
 }
 
-// use records ticket and reports whether it was new.
-func (u *usedTickets) use(ticket string, now time.Time) bool {
+// use records ticket, valid until expiry, and reports whether it was new.
+func (u *usedTickets) use(ticket string, expiry, now time.Time) bool {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.seen == nil {
 		u.seen = map[string]time.Time{}
 	}
-	for k, at := range u.seen {
-		if now.Sub(at) > 2*consent.TicketTTL {
+	for k, until := range u.seen {
+		if !now.Before(until) {
 			delete(u.seen, k)
 		}
 	}
 	if _, used := u.seen[ticket]; used {
 		return false
 	}
-	u.seen[ticket] = now
+	u.seen[ticket] = expiry
 	return true
 }
 
@@ -159,7 +159,8 @@ func (u *usedTickets) use(ticket string, now time.Time) bool {
 //     both on every POST and Sec-Fetch-Site on every request (Fetch
 //     Metadata). GET and HEAD on the consent routes are let through: the
 //     callback is the provider's redirect, cross-site by nature, and
-//     checks its own state; the start needs a ticket (checkTicket).
+//     checks its own state; the start needs a consent link (checkLink),
+//     and its POST (the link page's button) is same-origin.
 //
 // Behind the Functions host neither applies: the host sets Host to
 // 127.0.0.1:<port> whatever the client sent (see callbackURL) and checks

@@ -95,6 +95,12 @@ type Options struct {
 	// address at this port in standalone mode: a request must then name a
 	// loopback host at this port (guardLocal).
 	LoopbackPort int
+	// ConsentLocker is the locker every instance shares (the broker's):
+	// a consent link is claimed under it, once across instances. Nil
+	// means once in this process.
+	ConsentLocker broker.Locker
+	// statuses is the status cache the status and consent routes share.
+	statuses *statusCache
 	// Redactor, when set, has every secret the process knows registered;
 	// every answer but the token route's success passes through it
 	// (redact.go).
@@ -190,6 +196,9 @@ func functionsFirst(functions http.Handler, mux *http.ServeMux) http.Handler {
 
 // functionRoutes are the HTTP functions, one per folder in functions/.
 func functionRoutes(b Broker, o Options) []hostRoute {
+	if o.statuses == nil {
+		o.statuses = &statusCache{b: b, now: o.Now}
+	}
 	return append([]hostRoute{
 		{function: "token", template: "token/{connection}", methods: []string{http.MethodGet, http.MethodPost}, handler: handleToken(b, o)},
 		{function: "connections", template: "connections", methods: []string{http.MethodGet}, handler: handleConnections(b, o)},

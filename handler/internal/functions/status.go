@@ -44,11 +44,22 @@ func (c *statusCache) get(ctx context.Context) []broker.ConnectionStatus {
 	return c.list
 }
 
+// invalidate drops the reading: the next caller reads anew (after a
+// consent, whose new state must show at once).
+func (c *statusCache) invalidate() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.valid = false
+}
+
 // handleConnections lists the status of the connections the caller may
 // use: those whose allowedCallers admit it (authorize), as on the token
 // route, so a caller learns nothing of the others, not even their names.
 func handleConnections(b Broker, o Options) http.Handler {
-	cache := &statusCache{b: b, now: o.Now}
+	cache := o.statuses
+	if cache == nil {
+		cache = &statusCache{b: b, now: o.Now}
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		all := cache.get(r.Context())
 		visible := make([]broker.ConnectionStatus, 0, len(all))

@@ -95,6 +95,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 		ForwardedByHost: settings.Mode() == config.ModeFunctions,
 		Redactor:        red,
 		ConsentKey:      wired.Key,
+		ConsentLocker:   wired.Locker,
 		LoopbackPort:    loopbackPort(settings, ln),
 	}), log)
 	log.Info("listening", "event", "handler.start", "mode", settings.Mode(), "addr", ln.Addr().String(),
