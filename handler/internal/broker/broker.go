@@ -85,6 +85,11 @@ type Options struct {
 	// (the Functions host's WEBSITE_INSTANCE_ID, or host name and pid).
 	Instance string
 
+	// Observer is told of tokens served, refreshes, token-endpoint calls,
+	// lock waits and store failures, for metrics (observer.go). Nil means
+	// nobody is told.
+	Observer Observer
+
 	Logger *slog.Logger
 	Now    func() time.Time
 }
@@ -108,6 +113,7 @@ type Broker struct {
 	now      func() time.Time
 	instance string
 	walKey   KeySource
+	observe  Observer
 	// sweeps is what sweeps remember between runs (sweep.go).
 	sweeps sweepState
 
@@ -170,6 +176,10 @@ func New(o Options) (*Broker, error) {
 		storeRetries:    o.StoreRetries,
 		storeRetryDelay: o.StoreRetryDelay,
 		forceInterval:   o.ForceRefreshInterval,
+		observe:         o.Observer,
+	}
+	if b.observe == nil {
+		b.observe = noObserver{}
 	}
 	if b.forceInterval <= 0 {
 		b.forceInterval = DefaultForceRefreshInterval

@@ -22,6 +22,8 @@ type cachedToken struct {
 	// lifetime). A late write makes it too short, so it may shape margins
 	// but never refuse a request (refuses).
 	inferred bool
+	// source is where this instance got it: the store, or a refresh.
+	source Source
 }
 
 // refuses reports whether w asks more than any token of this one's
@@ -67,6 +69,7 @@ func (b *Broker) token(ctx context.Context, st *connState, w want) (AccessToken,
 			return AccessToken{}, lifetimeError(name, w.minValidity, ct.lifetime)
 		}
 		if ct.validFor(b.now(), st.need(w.of(ct.lifetime), ct.lifetime)) {
+			b.observeServed(name, ct, SourceMemory)
 			return ct.token, nil
 		}
 	}
@@ -91,6 +94,7 @@ func (b *Broker) token(ctx context.Context, st *connState, w want) (AccessToken,
 		ct := r.Val.(*cachedToken)
 		now := b.now()
 		if ct.validFor(now, st.need(w.of(ct.lifetime), ct.lifetime)) {
+			b.observeServed(name, ct, ct.source)
 			return ct.token, nil
 		}
 		if ct.refuses(w) || (ct.lifetime > 0 && !ct.inferred && !ct.issuedBefore(start)) {
@@ -172,6 +176,7 @@ func (b *Broker) fromStore(ctx context.Context, st *connState, w want) (*cachedT
 		return nil, false, nil
 	}
 	if err != nil {
+		b.observe.StoreFailed(st.conn.Name, "read")
 		return nil, false, storeError(st.conn.Name, "read", st.conn.Secrets.AccessToken, err)
 	}
 	if s.Value.IsZero() || s.ExpiresOn.IsZero() {
@@ -206,7 +211,7 @@ func (b *Broker) fromStore(ctx context.Context, st *connState, w want) (*cachedT
 // inferred; fromStore replaces it with the lifetime recorded at issue
 // when the store kept one.
 func storedToken(value Secret, expires, updated time.Time) *cachedToken {
-	ct := &cachedToken{token: AccessToken{Value: value, TokenType: "Bearer", Expiry: expires}}
+	ct := &cachedToken{token: AccessToken{Value: value, TokenType: "Bearer", Expiry: expires}, source: SourceStore}
 	if !updated.IsZero() && expires.After(updated) {
 		ct.lifetime, ct.inferred = expires.Sub(updated), true
 	}

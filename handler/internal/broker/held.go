@@ -22,7 +22,10 @@ func (b *Broker) redeem(ctx context.Context, st *connState, lock Lock, cred Cred
 	if err := checkHeld(st, lock); err != nil {
 		return nil, err
 	}
-	return b.grant.Token(ctx, &st.conn, cred)
+	start := time.Now()
+	tok, err := b.grant.Token(ctx, &st.conn, cred)
+	b.observe.TokenEndpoint(st.conn.Name, outcomeOf(err), time.Since(start))
+	return tok, err
 }
 
 // checkHeld says why no token request may be sent for st under lock now;

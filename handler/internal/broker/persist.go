@@ -26,6 +26,7 @@ func (b *Broker) persist(ctx context.Context, st *connState, lock Lock, cur curr
 	ct := &cachedToken{
 		token:    AccessToken{Value: tok.AccessToken, TokenType: tok.TokenType, Expiry: tok.Expiry},
 		lifetime: tok.Expiry.Sub(issued),
+		source:   SourceRefresh,
 	}
 	if ct.token.TokenType == "" {
 		ct.token.TokenType = "Bearer"
@@ -70,6 +71,7 @@ func (b *Broker) storeAccessToken(ctx context.Context, st *connState, lock Lock,
 			IssuedOn: issued, Lifetime: lifetime})
 	})
 	if err != nil {
+		b.observe.StoreFailed(c.Name, "write")
 		b.log.Warn("could not persist the access token", "event", "persist.access_token_failed",
 			"connection", c.Name, "secret", c.Secrets.AccessToken, "error", err.Error())
 	}

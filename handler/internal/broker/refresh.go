@@ -84,8 +84,10 @@ func served(ct *cachedToken, err error) (any, error) {
 func (b *Broker) takeLock(ctx context.Context, st *connState, w want) (lock Lock, ct *cachedToken, err error) {
 	c := &st.conn
 	lockCtx, cancel := context.WithTimeout(ctx, b.lockWait)
+	waited := time.Now()
 	lock, err = b.locker.Lock(lockCtx, c.Name)
 	cancel()
+	b.observe.LockWaited(c.Name, lockOutcome(err), time.Since(waited))
 	switch {
 	case err == nil:
 		return lock, nil, nil
@@ -166,6 +168,8 @@ func (b *Broker) refresh(ctx context.Context, st *connState, lock Lock, cur curr
 	}
 	guard := b.beginRedemption(ctx, st, lock, cur)
 	defer func() { guard.settle(ctx, b, c.Name, err) }()
+	start := time.Now()
+	defer func() { b.observe.Refreshed(c.Name, outcomeOf(err), time.Since(start)) }()
 
 	// Step 6.
 	tok, cur, err := b.redeemCurrent(ctx, st, lock, cur)
@@ -222,6 +226,7 @@ func (b *Broker) credentials(ctx context.Context, st *connState) (Credentials, e
 			continue
 		}
 		if err != nil {
+			b.observe.StoreFailed(c.Name, "read")
 			return Credentials{}, storeError(c.Name, "read", name, err)
 		}
 		*into[i] = s.Value

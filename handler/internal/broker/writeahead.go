@@ -422,6 +422,9 @@ func (b *Broker) keepRefreshToken(ctx context.Context, st *connState, lock Lock,
 	serr := b.retryStore(ctx, lock, func(ctx context.Context) error {
 		return b.store.Set(ctx, c.Secrets.RefreshToken, StoredSecret{Value: rt, UpdatedOn: issued})
 	})
+	if serr != nil {
+		b.observe.StoreFailed(c.Name, "write")
+	}
 	switch {
 	case serr == nil:
 		if inRecord {

@@ -1,0 +1,198 @@
+// Package metrics turns what the broker reports (broker.Observer) into
+// OpenTelemetry instruments, and hands them out two ways: Prometheus text
+// for a standalone handler's /metrics (prometheus.go), and Application
+// Insights customMetrics for a handler in Azure (appinsights.go).
+//
+// The instruments are made through OpenTelemetry's metric API
+// (go.opentelemetry.io/otel/metric), the ecosystem's one instrument API;
+// the SDK (go.opentelemetry.io/otel/sdk/metric) aggregates them, and its
+// readers feed the two outputs. The broker itself knows none of this: it
+// imports only the standard library (broker/imports_test.go).
+package metrics
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"go.opentelemetry.io/otel/sdk/resource"
+
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
+)
+
+// The instruments' names, as Application Insights records them
+// (customMetrics.name) and, with dots made underscores and the unit's
+// suffix, as Prometheus exposes them (prometheus.go).
+const (
+	NameTokensServed     = "tokenrefresher.tokens.served"
+	NameTokenAge         = "tokenrefresher.token.age"
+	NameRefreshes        = "tokenrefresher.refreshes"
+	NameRefreshDuration  = "tokenrefresher.refresh.duration"
+	NameEndpointDuration = "tokenrefresher.token_endpoint.duration"
+	NameLockWait         = "tokenrefresher.lock.wait"
+	NameStoreErrors      = "tokenrefresher.store.errors"
+)
+
+// latencyBuckets are the histogram bounds, in seconds, of the three
+// latencies: a token endpoint answers in tens to hundreds of
+// milliseconds, a lock wait may last up to LOCK_WAIT (30 s).
+var latencyBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
+
+// ageBuckets are the bounds, in seconds, of a served token's age: from
+// fresh to the 24 hours the longest-lived tokens reach.
+var ageBuckets = []float64{1, 10, 60, 300, 600, 1200, 1800, 2700, 3600, 7200, 21600, 86400}
+
+// Metrics is a broker.Observer recording into OpenTelemetry instruments.
+// It is safe for concurrent use.
+type Metrics struct {
+	provider *sdkmetric.MeterProvider
+	manual   *sdkmetric.ManualReader
+
+	served      metric.Int64Counter
+	age         metric.Float64Histogram
+	refreshes   metric.Int64Counter
+	refreshDur  metric.Float64Histogram
+	endpointDur metric.Float64Histogram
+	lockWait    metric.Float64Histogram
+	storeErrors metric.Int64Counter
+
+	// sets holds one attribute option per connection and label, made once:
+	// the cache hit records on every request, and building the attribute
+	// set each time would allocate.
+	sets sync.Map // setKey -> metric.MeasurementOption
+}
+
+type setKey struct{ connection, key, value string }
+
+// Options configure New.
+type Options struct {
+	// Exporter, when set, is sent the metrics every Interval (the Azure
+	// path: AppInsights). Its Temporality decides whether it gets deltas.
+	Exporter sdkmetric.Exporter
+	// Interval is the export period. Default one minute, the grain of an
+	// Application Insights metric chart.
+	Interval time.Duration
+}
+
+// New makes the instruments. The Prometheus reader is always there
+// (WritePrometheus); opts.Exporter adds a periodic export.
+func New(opts Options) (*Metrics, error) {
+	m := &Metrics{manual: sdkmetric.NewManualReader()}
+	po := []sdkmetric.Option{sdkmetric.WithReader(m.manual), sdkmetric.WithResource(resource.Empty())}
+	if opts.Exporter != nil {
+		if opts.Interval <= 0 {
+			opts.Interval = time.Minute
+		}
+		po = append(po, sdkmetric.WithReader(sdkmetric.NewPeriodicReader(opts.Exporter, sdkmetric.WithInterval(opts.Interval))))
+	}
+	m.provider = sdkmetric.NewMeterProvider(po...)
+	meter := m.provider.Meter("github.com/tokenrefresher/tokenrefresher/handler")
+	var err error
+	mk := func(f func() error) {
+		if err == nil {
+			err = f()
+		}
+	}
+	mk(func() (e error) {
+		m.served, e = meter.Int64Counter(NameTokensServed, metric.WithUnit("{token}"),
+			metric.WithDescription("Tokens handed to callers, by connection and source (memory is a cache hit)."))
+		return
+	})
+	mk(func() (e error) {
+		m.age, e = meter.Float64Histogram(NameTokenAge, metric.WithUnit("s"), metric.WithExplicitBucketBoundaries(ageBuckets...),
+			metric.WithDescription("Age of a token when it was handed to a caller, by connection and source."))
+		return
+	})
+	mk(func() (e error) {
+		m.refreshes, e = meter.Int64Counter(NameRefreshes, metric.WithUnit("{refresh}"),
+			metric.WithDescription("Refreshes (token endpoint call and persisting its result), by connection and outcome."))
+		return
+	})
+	mk(func() (e error) {
+		m.refreshDur, e = meter.Float64Histogram(NameRefreshDuration, metric.WithUnit("s"), metric.WithExplicitBucketBoundaries(latencyBuckets...),
+			metric.WithDescription("Duration of a refresh, by connection and outcome."))
+		return
+	})
+	mk(func() (e error) {
+		m.endpointDur, e = meter.Float64Histogram(NameEndpointDuration, metric.WithUnit("s"), metric.WithExplicitBucketBoundaries(latencyBuckets...),
+			metric.WithDescription("Duration of a token endpoint request, by connection and outcome."))
+		return
+	})
+	mk(func() (e error) {
+		m.lockWait, e = meter.Float64Histogram(NameLockWait, metric.WithUnit("s"), metric.WithExplicitBucketBoundaries(latencyBuckets...),
+			metric.WithDescription("Time spent taking a connection's refresh lock, by connection and outcome."))
+		return
+	})
+	mk(func() (e error) {
+		m.storeErrors, e = meter.Int64Counter(NameStoreErrors, metric.WithUnit("{error}"),
+			metric.WithDescription("Secret store reads and writes that failed, by connection and operation."))
+		return
+	})
+	if err != nil {
+		_ = m.provider.Shutdown(context.Background())
+		return nil, err
+	}
+	return m, nil
+}
+
+// Shutdown sends what the exporter has not yet been sent, then stops.
+func (m *Metrics) Shutdown(ctx context.Context) error { return m.provider.Shutdown(ctx) }
+
+// ForceFlush sends the exporter what it has not yet been sent.
+func (m *Metrics) ForceFlush(ctx context.Context) error { return m.provider.ForceFlush(ctx) }
+
+// collect reads every instrument's cumulative state.
+func (m *Metrics) collect(ctx context.Context) (metricdata.ResourceMetrics, error) {
+	var rm metricdata.ResourceMetrics
+	err := m.manual.Collect(ctx, &rm)
+	return rm, err
+}
+
+// attrs is the attribute option for a connection and one more label.
+func (m *Metrics) attrs(connection, key, value string) metric.MeasurementOption {
+	k := setKey{connection, key, value}
+	if o, ok := m.sets.Load(k); ok {
+		return o.(metric.MeasurementOption)
+	}
+	o := metric.WithAttributeSet(attribute.NewSet(attribute.String("connection", connection), attribute.String(key, value)))
+	actual, _ := m.sets.LoadOrStore(k, o)
+	return actual.(metric.MeasurementOption)
+}
+
+var _ broker.Observer = (*Metrics)(nil)
+
+// TokenServed implements broker.Observer.
+func (m *Metrics) TokenServed(connection string, source broker.Source, age time.Duration) {
+	o := m.attrs(connection, "source", string(source))
+	ctx := context.Background()
+	m.served.Add(ctx, 1, o)
+	if age >= 0 {
+		m.age.Record(ctx, age.Seconds(), o)
+	}
+}
+
+// Refreshed implements broker.Observer.
+func (m *Metrics) Refreshed(connection string, outcome broker.Outcome, d time.Duration) {
+	o := m.attrs(connection, "outcome", string(outcome))
+	m.refreshes.Add(context.Background(), 1, o)
+	m.refreshDur.Record(context.Background(), d.Seconds(), o)
+}
+
+// TokenEndpoint implements broker.Observer.
+func (m *Metrics) TokenEndpoint(connection string, outcome broker.Outcome, d time.Duration) {
+	m.endpointDur.Record(context.Background(), d.Seconds(), m.attrs(connection, "outcome", string(outcome)))
+}
+
+// LockWaited implements broker.Observer.
+func (m *Metrics) LockWaited(connection, outcome string, d time.Duration) {
+	m.lockWait.Record(context.Background(), d.Seconds(), m.attrs(connection, "outcome", outcome))
+}
+
+// StoreFailed implements broker.Observer.
+func (m *Metrics) StoreFailed(connection, op string) {
+	m.storeErrors.Add(context.Background(), 1, m.attrs(connection, "operation", op))
+}
