@@ -5,7 +5,11 @@
 //  1. the first call refreshes (one token-endpoint call),
 //  2. the second is served from cache (no call),
 //  3. 100 concurrent callers on a connection nobody has used cause exactly
-//     one refresh, and the rotating refresh token is never redeemed twice.
+//     one refresh, and the rotating refresh token is never redeemed twice;
+//  4. failure and recovery: a connection whose grant was revoked at the
+//     provider answers 424 with what to do; `handler consent-link` and the
+//     provider's consent page (approved by the demo, as a person would)
+//     store a new refresh token, and the same request is answered 200.
 //
 // Usage (what `make demo` runs):
 //
@@ -75,10 +79,13 @@ func run(handlerBin string, keep bool) error {
 		defer os.RemoveAll(dir)
 	}
 	state := filepath.Join(dir, "state")
+	authURL := "http://" + pl.Addr().String() + "/authorize"
 	connections := fmt.Sprintf(`{"connections": [
   {"name": "xero-demo", "tokenUrl": %q, "clientAuth": "basic", "clientId": "demo-client", "rotating": true},
-  {"name": "crm-demo",  "tokenUrl": %q, "clientAuth": "basic", "clientId": "demo-client", "rotating": true}
-]}`, tokenURL, tokenURL)
+  {"name": "crm-demo",  "tokenUrl": %q, "clientAuth": "basic", "clientId": "demo-client", "rotating": true},
+  {"name": "erp-demo",  "tokenUrl": %q, "clientAuth": "basic", "clientId": "demo-client", "rotating": true,
+   "authorizationUrl": %q}
+]}`, tokenURL, tokenURL, tokenURL, authURL)
 	connFile := filepath.Join(dir, "connections.json")
 	if err := os.WriteFile(connFile, []byte(connections), 0o600); err != nil {
 		return err
@@ -87,11 +94,14 @@ func run(handlerBin string, keep bool) error {
 
 	// Seed the store the way an operator would: `handler secret set`.
 	env := append(os.Environ(), "LOCAL_STATE_DIR="+state, "CONNECTIONS_FILE="+connFile)
+	erpRefreshToken := provider.IssueRefreshToken()
 	for name, value := range map[string]string{
 		"xero-demo-client-secret": clientSecret,
 		"xero-demo-refresh-token": provider.IssueRefreshToken(),
 		"crm-demo-client-secret":  clientSecret,
 		"crm-demo-refresh-token":  provider.IssueRefreshToken(),
+		"erp-demo-client-secret":  clientSecret,
+		"erp-demo-refresh-token":  erpRefreshToken,
 	} {
 		cmd := exec.CommandContext(ctx, handlerBin, "secret", "set", name)
 		cmd.Env = env
@@ -174,12 +184,17 @@ func run(handlerBin string, keep bool) error {
 		distinct[tokens[i]] = true
 	}
 	st := provider.Stats()
+	crmCalls := calls() - n2
 	step("3. 100 concurrent GET /api/token/crm-demo -> 100 x 200 in %s, %d distinct token(s); token-endpoint calls: %d",
-		time.Since(t2).Round(time.Millisecond), len(distinct), calls()-n2)
+		time.Since(t2).Round(time.Millisecond), len(distinct), crmCalls)
 	step("provider totals: %d token requests, %d rejected, %d refresh-token reuses detected",
 		st.TokenRequests, st.Rejected, st.ReuseDetected)
 	if !provider.ValidAccessToken(tokens[0]) {
 		return errors.New("the token served is not valid at the provider")
+	}
+
+	if err := recoveryScene(ctx, provider, handlerBin, env, base, authURL, erpRefreshToken); err != nil {
+		return err
 	}
 
 	res, err := client.Get(base + "/api/connections")
@@ -190,10 +205,10 @@ func run(handlerBin string, keep bool) error {
 	res.Body.Close()
 	var pretty any
 	_ = json.Unmarshal(body, &pretty)
-	out, _ := json.MarshalIndent(pretty, "", "  ")
-	step("GET /api/connections (status; never a secret):\n%s", indent(string(out)))
+	statusJSON, _ := json.MarshalIndent(pretty, "", "  ")
+	step("GET /api/connections (status; never a secret):\n%s", indent(string(statusJSON)))
 
-	if st.Rejected != 0 || st.ReuseDetected != 0 || calls()-n2 != 1 || n1 != n0+1 {
+	if st.Rejected != 0 || st.ReuseDetected != 0 || crmCalls != 1 || n1 != n0+1 {
 		return errors.New("the demo's promises did not hold; see above")
 	}
 	step("all promises held")
@@ -209,6 +224,7 @@ type tokenResponse struct {
 	ExpiresIn   int    `json:"expires_in"`
 	Error       string `json:"error"`
 	Message     string `json:"message"`
+	Remediation string `json:"remediation"`
 }
 
 func getToken(c *http.Client, url string) (tokenResponse, error) {
@@ -259,8 +275,11 @@ func waitInterrupt() <-chan os.Signal {
 	return ch
 }
 
+// out is where the demo prints its steps (the test reads them).
+var out io.Writer = os.Stdout
+
 func step(format string, a ...any) {
-	fmt.Printf("==> "+format+"\n", a...)
+	fmt.Fprintf(out, "==> "+format+"\n", a...)
 }
 
 func indent(s string) string {

@@ -76,7 +76,7 @@ type LinkStore struct {
 
 // UsedLinksSecretName is the secret that records connection's used links
 // (hashes of their tickets, until they expire).
-func UsedLinksSecretName(connection string) string { return connection + "-consent-links-used" }
+func UsedLinksSecretName(connection string) string { return connection + broker.ConsentLinksUsedSuffix }
 
 // LinkLockName is the lock the claim of connection's links is made under.
 func LinkLockName(connection string) string { return connection + "-consent-link" }

@@ -75,7 +75,7 @@ func ConnectionOfState(state string) (string, bool) {
 
 // StateSecretName is the secret that holds connection's pending
 // authorization.
-func StateSecretName(connection string) string { return connection + "-consent-state" }
+func StateSecretName(connection string) string { return connection + broker.ConsentStateSuffix }
 
 // Errors wrapped by a *StateError.
 var (

@@ -2,6 +2,7 @@ package redact
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
@@ -30,15 +31,33 @@ type store struct {
 func (s *store) Get(ctx context.Context, name string) (broker.StoredSecret, error) {
 	v, err := s.next.Get(ctx, name)
 	if err == nil {
-		s.r.Remember(name, v.Value.Reveal())
+		s.remember(name, v.Value.Reveal())
 	}
 	return v, err
+}
+
+// remember registers a secret's value. Of a consent bookkeeping record
+// (broker.ConsentRecord) it registers only the PKCE verifier: the rest is
+// public (timestamps, the callback address, the connection's name), and
+// registered whole it would cut every 12 characters it shares with them
+// out of status answers, pages and logs.
+func (s *store) remember(name, value string) {
+	if !broker.ConsentRecord(name) {
+		s.r.Remember(name, value)
+		return
+	}
+	var rec struct {
+		Verifier string `json:"verifier"`
+	}
+	if json.Unmarshal([]byte(value), &rec) == nil && rec.Verifier != "" {
+		s.r.Remember(name+"#verifier", rec.Verifier)
+	}
 }
 
 func (s *store) Set(ctx context.Context, name string, v broker.StoredSecret) error {
 	// Registered before the write: an error of a failed write must not
 	// quote it either.
-	s.r.Remember(name, v.Value.Reveal())
+	s.remember(name, v.Value.Reveal())
 	return s.next.Set(ctx, name, v)
 }
 

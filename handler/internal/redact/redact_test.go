@@ -237,6 +237,57 @@ func TestStoreRegistersWhatItReadsAndWrites(t *testing.T) {
 	}
 }
 
+// TestConsentRecordsRegisterOnlyTheVerifier: the consent flow's bookkeeping
+// records (broker.ConsentRecord) are JSON whose other fields are public: the
+// connection's name, the callback address, timestamps. Registered whole,
+// every 12 characters they share with a status answer were cut out of it
+// (the status of a connection consented a minute ago lost its dates and its
+// name). Only the PKCE verifier is a secret.
+func TestConsentRecordsRegisterOnlyTheVerifier(t *testing.T) {
+	const verifier = "verifier-0123456789abcdefghijklmnopqrstuvwxyzABCD"
+	pending := `{"state":"erp-demo.AAAAAADLCZTJZSZVTRF45ABV4IRIRACMSY5Z","verifier":"` + verifier +
+		`","redirectUri":"http://127.0.0.1:41959/api/consent/callback","expiry":"2026-12-07T07:56:12.5Z"}`
+	used := `{"d1b6a0b7c1e2":"2026-12-07T07:56:12.5Z"}`
+	status := `{"accessTokenExpiresOn":"2026-12-07T08:16:12.5Z","name":"erp-demo","redirect":"http://127.0.0.1:41959/api/consent/callback"}`
+	for _, tc := range []struct {
+		name, value string
+		read        bool
+	}{
+		{"erp-demo-consent-state", pending, false},
+		{"erp-demo-consent-state", pending, true},
+		{"erp-demo-consent-links-used", used, false},
+		{"erp-demo-consent-links-used", used, true},
+	} {
+		r := New()
+		m := memStore{}
+		s := Store(m, r)
+		var err error
+		if tc.read {
+			m[tc.name] = broker.StoredSecret{Value: broker.Secret(tc.value)}
+			_, err = s.Get(context.Background(), tc.name)
+		} else {
+			err = s.Set(context.Background(), tc.name, broker.StoredSecret{Value: broker.Secret(tc.value)})
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := r.String(status); got != status {
+			t.Errorf("%s (read %v): a status answer became %s", tc.name, tc.read, got)
+		}
+		if strings.Contains(tc.value, verifier) && !r.Contains("code_verifier="+verifier) {
+			t.Errorf("%s (read %v): the PKCE verifier is not registered", tc.name, tc.read)
+		}
+	}
+	// A connection's secret whose name merely ends alike is registered whole.
+	r := New()
+	if err := Store(memStore{}, r).Set(context.Background(), "x-client-secret", broker.StoredSecret{Value: broker.Secret(pending)}); err != nil {
+		t.Fatal(err)
+	}
+	if !r.Contains(pending) {
+		t.Error("an ordinary secret holding JSON was not registered whole")
+	}
+}
+
 // BenchmarkScan measures a scan of a 1 KiB log line with 100 connections'
 // secrets registered (a client secret, a refresh token, a 1.5 KB JWT).
 func BenchmarkScan(b *testing.B) {
