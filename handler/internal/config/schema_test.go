@@ -351,6 +351,7 @@ var exampleFiles = []struct {
 	at   []string
 }{
 	{"testdata/connections.example.json", nil},
+	{"../../../examples/connections.json", nil},
 	{"../../../infra/main.parameters.json", []string{"parameters", "connections", "value"}},
 }
 
