@@ -46,6 +46,10 @@ func NewBroker(settings config.Settings, conns []broker.Connection, getenv func(
 		return Wired{}, err
 	}
 	key := broker.StoredKey(store, locker)
+	signer, federated, err := assertionBackends(settings, conns, getenv)
+	if err != nil {
+		return Wired{}, err
+	}
 	b, err := broker.New(broker.Options{
 		Store:       store,
 		Locker:      locker,
@@ -60,6 +64,8 @@ func NewBroker(settings config.Settings, conns []broker.Connection, getenv func(
 			AttemptTimeout:   settings.ProviderAttemptTimeout,
 			MaxResponseBytes: settings.ProviderMaxResponseBytes,
 			Logger:           log,
+			Signer:           signer,
+			Federated:        federated,
 		}), redaction.OfLogger(log)),
 	})
 	if err != nil {

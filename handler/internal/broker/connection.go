@@ -15,6 +15,9 @@ const (
 	GrantRefreshToken GrantType = "refresh_token"
 	// GrantClientCredentials authenticates as the client itself (RFC 6749 §4.4).
 	GrantClientCredentials GrantType = "client_credentials"
+	// GrantJWTBearer presents an assertion signed with the connection's
+	// Key Vault key as the grant (RFC 7523 §2.1): no refresh token exists.
+	GrantJWTBearer GrantType = "jwt_bearer"
 )
 
 // AuthStyle says how the client authenticates to the token endpoint. It is
@@ -28,7 +31,45 @@ const (
 	AuthBasic AuthStyle = "basic"
 	// AuthBody sends client_id and client_secret as form fields.
 	AuthBody AuthStyle = "body"
+	// AuthPrivateKeyJWT sends a client assertion signed with the
+	// connection's Key Vault key (RFC 7523 §2.2, OpenID Connect Core §9
+	// private_key_jwt); no client secret exists.
+	AuthPrivateKeyJWT AuthStyle = "private_key_jwt"
+	// AuthManagedIdentity sends, as the client assertion, a token the
+	// app's managed identity obtained for api://AzureADTokenExchange
+	// (Entra workload identity federation); no client secret exists.
+	AuthManagedIdentity AuthStyle = "managedIdentity"
+	// AuthNone sends no client authentication: the grant's assertion
+	// alone identifies the client (GrantJWTBearer at Salesforce, Docusign
+	// and Google).
+	AuthNone AuthStyle = "none"
 )
+
+// UsesClientSecret reports whether a token request of the connection
+// carries a client secret, so that one is read from the store.
+func (c *Connection) UsesClientSecret() bool {
+	return c.AuthStyle == AuthBasic || c.AuthStyle == AuthBody
+}
+
+// Assertion says how a connection's signed assertions are made: the client
+// assertion of AuthPrivateKeyJWT and the grant of GrantJWTBearer.
+type Assertion struct {
+	// Key is the name of the Key Vault key that signs (its current
+	// version); the private key never leaves the vault.
+	Key string
+	// Algorithm is the JWS algorithm (RS256, PS256 or ES256); empty
+	// means RS256 for an RSA key and ES256 for an EC P-256 key.
+	Algorithm string
+	// Audience is the aud claim; empty means the token URL.
+	Audience string
+	// Subject is the sub claim of a GrantJWTBearer assertion (Salesforce:
+	// the user name; Docusign: the user id; Google: the user to
+	// impersonate, or empty). A client assertion's sub is the client id.
+	Subject string
+	// ScopeClaim puts the scopes in the assertion's scope claim (Google,
+	// Docusign) instead of the request's scope parameter.
+	ScopeClaim bool
+}
 
 // SecretNames are the names under which a connection's secrets live in the
 // SecretStore. The defaults (<name>-client-id, …) are the layout ADF
@@ -57,7 +98,7 @@ func DefaultSecretNames(connection string) SecretNames {
 
 // RequiredSecrets names the secrets the store must hold before the
 // connection can obtain a token, in this order: the client id (unless the
-// connection gives it literally), the client secret, and for the
+// connection gives it literally), the client secret (when UsesClientSecret), and for the
 // refresh_token grant the refresh token. The access token is not one: the
 // broker writes it.
 func (c *Connection) RequiredSecrets() []string {
@@ -65,7 +106,10 @@ func (c *Connection) RequiredSecrets() []string {
 	if c.ClientID == "" {
 		names = append(names, c.Secrets.ClientID)
 	}
-	names = append(names, c.Secrets.ClientSecret)
+	if c.UsesClientSecret() {
+		// An assertion-authenticated connection has none (issue 17).
+		names = append(names, c.Secrets.ClientSecret)
+	}
 	if c.Grant == GrantRefreshToken {
 		names = append(names, c.Secrets.RefreshToken)
 	}
@@ -101,6 +145,9 @@ type Connection struct {
 	// store under Secrets.ClientID.
 	ClientID string
 	Secrets  SecretNames
+	// Assertion is set when AuthStyle is AuthPrivateKeyJWT or Grant is
+	// GrantJWTBearer.
+	Assertion Assertion
 
 	// Rotating is true when the provider issues a new refresh token on every
 	// refresh and invalidates the old one. A rotating refresh token is only

@@ -211,10 +211,15 @@ func (b *Broker) credentials(ctx context.Context, st *connState) (Credentials, e
 	cred := Credentials{ClientID: c.ClientID}
 	var clientID Secret
 	// In the order of RequiredSecrets.
-	into := []*Secret{&cred.ClientSecret, &cred.RefreshToken}
+	var into []*Secret
 	if c.ClientID == "" {
-		into = append([]*Secret{&clientID}, into...)
+		into = append(into, &clientID)
 	}
+	if c.UsesClientSecret() {
+		// An assertion-authenticated connection has none (issue 17).
+		into = append(into, &cred.ClientSecret)
+	}
+	into = append(into, &cred.RefreshToken)
 	// Every secret is read before any is reported missing, so that the
 	// answer names all of them: an operator loading a new connection's
 	// secrets one failed call at a time would need three.

@@ -44,6 +44,8 @@ const Usage = `Usage:
   handler connect CONNECTION [-port N] [-no-browser] [-scope S]... [-timeout 5m] [-authorization-url URL]
                                          consent at the provider in a browser; stores the first refresh token
   handler consent-link CONNECTION        a one-time, expiring link that starts one consent of CONNECTION, to mail to whoever signs in at the provider
+  handler key CONNECTION [-format jwks|pem]
+                                         the public key of the connection's Key Vault signing key, to register at the provider
   handler version                        print the version
 
 Flags may come before or after a command's other arguments; COMMAND -h describes it.
@@ -76,6 +78,8 @@ func Run(ctx context.Context, args []string, env Env, serve func(context.Context
 		return connect(ctx, rest, env)
 	case "consent-link":
 		return consentLink(ctx, rest, env)
+	case "key":
+		return key(ctx, rest, env)
 	case "version", "-version", "--version":
 		fs := newFlagSet("version")
 		if _, code, ok := parse(fs, "usage: handler version", 0, 0, rest, env); !ok {

@@ -86,7 +86,7 @@ var (
 	topLevelFields   = []string{"connections", commentField, schemaField}
 	connectionFields = []string{
 		"name", "provider", "grant", "tokenUrl", "tenant", "clientAuth", "scopes", "params",
-		"clientId", "secrets", "rotating", "reuseGrace", "refreshBefore", "defaultLifetime",
+		"clientId", "signingKey", "signingAlg", "assertionAudience", "assertionSubject", "secrets", "rotating", "reuseGrace", "refreshBefore", "defaultLifetime",
 		"idleExpiry", "keepWarm", "standby", "allowedCallers", "authorizationUrl", "authParams", "consentScopes", commentField,
 	}
 	secretFields = []string{"clientId", "clientSecret", "refreshToken", "accessToken", "standbyRefreshToken"}
@@ -494,7 +494,7 @@ func isTenant(s, template string) bool {
 
 func clientAuthStyle(s string) (broker.AuthStyle, bool) {
 	switch broker.AuthStyle(s) {
-	case broker.AuthBasic, broker.AuthBody:
+	case broker.AuthBasic, broker.AuthBody, broker.AuthPrivateKeyJWT, broker.AuthManagedIdentity, broker.AuthNone:
 		return broker.AuthStyle(s), true
 	}
 	return "", false

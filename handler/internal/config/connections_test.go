@@ -110,6 +110,9 @@ func TestEveryPresetResolves(t *testing.T) {
 				conn += `, "tokenUrl": "https://id.example.com/token", "clientAuth": "basic"`
 				wantURL = "https://id.example.com/token"
 			}
+			if p.SubjectHint != "" {
+				conn += `, "assertionSubject": "user-1"`
+			}
 			conns := mustParse(t, file(conn+"}"))
 			got := conns[0]
 			want := broker.Connection{
@@ -121,6 +124,10 @@ func TestEveryPresetResolves(t *testing.T) {
 			}
 			if want.AuthStyle == "" {
 				want.AuthStyle = broker.AuthBasic
+			}
+			if p.Grant == broker.GrantJWTBearer {
+				// TestEveryPresetParses checks the assertion's fields.
+				want.Assertion = got.Assertion
 			}
 			if !reflect.DeepEqual(got, want) {
 				t.Errorf("provider %q resolved to\n%#v\nwant\n%#v", p.Name, got, want)
@@ -275,13 +282,13 @@ func TestConnectionProblems(t *testing.T) {
 		{"refresh token in the file", `{"name": "c", "provider": "xero", "refreshToken": "s3cr3t-rt"}`, "refreshToken",
 			[]string{`"c-refresh-token"`}, "s3cr3t"},
 
-		{"provider unknown", `{"name": "c", "provider": "xer0"}`, "provider", []string{`found "xer0"`, `did you mean "xero"?`, "google, hubspot"}, ""},
+		{"provider unknown", `{"name": "c", "provider": "xer0"}`, "provider", []string{`found "xer0"`, `did you mean "xero"?`, "google, google-service-account, hubspot"}, ""},
 		{"provider alias", `{"name": "c", "provider": "entra", "tenant": "common"}`, "provider", []string{`did you mean "microsoft"?`}, ""},
 		{"provider wrong case", `{"name": "c", "provider": "Xero"}`, "provider", []string{`did you mean "xero"?`}, ""},
 		{"provider not a string", `{"name": "c", "provider": ["xero"]}`, "provider", []string{"found an array", "must be a string"}, ""},
 
 		{"grant unknown", `{"name": "c", "provider": "xero", "grant": "refresh-token"}`, "grant", []string{`found "refresh-token"`, `did you mean "refresh_token"?`, `"client_credentials"`}, ""},
-		{"grant unsupported", `{"name": "c", "provider": "xero", "grant": "password"}`, "grant", []string{`found "password"`, `must be "refresh_token" or "client_credentials"`}, ""},
+		{"grant unsupported", `{"name": "c", "provider": "xero", "grant": "password"}`, "grant", []string{`found "password"`, `must be "refresh_token", "client_credentials" or "jwt_bearer"`}, ""},
 
 		{"clientAuth alias", `{"name": "c", "provider": "xero", "clientAuth": "header"}`, "clientAuth", []string{`found "header"`, `did you mean "basic"?`}, ""},
 		{"clientAuth unknown", `{"name": "c", "provider": "xero", "clientAuth": "jwt"}`, "clientAuth", []string{`found "jwt"`, `"basic"`, `"body"`}, ""},

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -151,11 +152,11 @@ var fieldSpecs = []fieldSpec{{
 	rules: []rule{{
 		refuses: func(_ *connParser, v value) bool {
 			g := broker.GrantType(v.s)
-			return g != broker.GrantRefreshToken && g != broker.GrantClientCredentials
+			return g != broker.GrantRefreshToken && g != broker.GrantClientCredentials && g != broker.GrantJWTBearer
 		},
 		message: func(_ *connParser, v value) string {
-			return fmt.Sprintf("found %q; must be %q or %q%s", v.s, broker.GrantRefreshToken, broker.GrantClientCredentials,
-				didYouMean(v.s, []string{string(broker.GrantRefreshToken), string(broker.GrantClientCredentials)}))
+			return fmt.Sprintf("found %q; must be %q, %q or %q%s", v.s, broker.GrantRefreshToken, broker.GrantClientCredentials, broker.GrantJWTBearer,
+				didYouMean(v.s, []string{string(broker.GrantRefreshToken), string(broker.GrantClientCredentials), string(broker.GrantJWTBearer)}))
 		},
 	}},
 	set: func(c *connParser, v value) { c.conn.Grant = broker.GrantType(v.s) },
@@ -169,8 +170,16 @@ var fieldSpecs = []fieldSpec{{
 	rules: []rule{{
 		refuses: func(_ *connParser, v value) bool { _, known := clientAuthStyle(v.s); return !known },
 		message: func(_ *connParser, v value) string {
-			return fmt.Sprintf("found %q; must be %q (HTTP Basic header) or %q (client_id and client_secret as form fields)%s",
-				v.s, broker.AuthBasic, broker.AuthBody, didYouMean(v.s, []string{string(broker.AuthBasic), string(broker.AuthBody)}))
+			return fmt.Sprintf("found %q; must be %q (HTTP Basic header), %q (client_id and client_secret as form fields), %q (an assertion signed by a Key Vault key), %q (the managed identity's federated token) or, for grant %q, %q%s",
+				v.s, broker.AuthBasic, broker.AuthBody, broker.AuthPrivateKeyJWT, broker.AuthManagedIdentity, broker.GrantJWTBearer, broker.AuthNone,
+				didYouMean(v.s, []string{string(broker.AuthBasic), string(broker.AuthBody), string(broker.AuthPrivateKeyJWT), string(broker.AuthManagedIdentity)}))
+		},
+	}, {
+		refuses: func(c *connParser, v value) bool {
+			return broker.AuthStyle(v.s) == broker.AuthNone && c.conn.Grant != broker.GrantJWTBearer
+		},
+		message: func(c *connParser, _ value) string {
+			return fmt.Sprintf("found %q; grant %q needs client authentication (only %q's assertion identifies the client by itself)", broker.AuthNone, c.conn.Grant, broker.GrantJWTBearer)
 		},
 	}},
 	set: func(c *connParser, v value) { c.conn.AuthStyle = broker.AuthStyle(v.s) },
@@ -203,6 +212,81 @@ var fieldSpecs = []fieldSpec{{
 		},
 	}},
 	set: func(c *connParser, v value) { c.conn.ClientID = v.s },
+}, {
+	// The Key Vault key that signs the connection's assertions
+	// (private_key_jwt, jwt_bearer); <name>-signing-key unless named.
+	field:  "signingKey",
+	read:   asString("the name of a Key Vault key"),
+	preset: func(c *connParser) { c.conn.Assertion.Key = c.defaultSigningKey() },
+	rules: []rule{{
+		refuses: func(c *connParser, _ value) bool { return !c.signs() },
+		message: func(c *connParser, _ value) string {
+			return fmt.Sprintf("is never used: only clientAuth %q and grant %q sign with a key; remove it", broker.AuthPrivateKeyJWT, broker.GrantJWTBearer)
+		},
+	}, {
+		refuses: func(_ *connParser, v value) bool { return !broker.ValidSecretName(v.s) },
+		message: func(_ *connParser, v value) string {
+			return fmt.Sprintf("found %q; must be a Key Vault key name: 1-127 characters of 0-9, a-z, A-Z and -", v.s)
+		},
+	}},
+	set: func(c *connParser, v value) { c.conn.Assertion.Key = v.s },
+}, {
+	field: "signingAlg",
+	read:  asString("a JWS algorithm"),
+	rules: []rule{{
+		refuses: func(c *connParser, _ value) bool { return !c.signs() },
+		message: func(*connParser, value) string { return "is never used: the connection signs nothing; remove it" },
+	}, {
+		refuses: func(_ *connParser, v value) bool { return !slices.Contains([]string{"RS256", "PS256", "ES256"}, v.s) },
+		message: func(_ *connParser, v value) string {
+			return fmt.Sprintf("found %q; must be RS256, PS256 (RSA keys) or ES256 (EC P-256 keys); omit it to follow the key's type", v.s)
+		},
+	}},
+	set: func(c *connParser, v value) { c.conn.Assertion.Algorithm = v.s },
+}, {
+	field: "assertionAudience",
+	read:  asString("the aud claim of the assertion"),
+	preset: func(c *connParser) {
+		c.conn.Assertion.ScopeClaim = c.preset.ScopeClaim && c.conn.Grant == broker.GrantJWTBearer
+		if !c.signs() {
+			return
+		}
+		c.conn.Assertion.Audience = c.preset.AssertionAudience
+		if c.preset.AudienceIsTokenHost {
+			if u, err := url.Parse(c.conn.TokenURL); err == nil {
+				c.conn.Assertion.Audience = u.Hostname()
+			}
+		}
+	},
+	rules: []rule{{
+		refuses: func(c *connParser, _ value) bool { return !c.signs() },
+		message: func(*connParser, value) string { return "is never used: the connection signs nothing; remove it" },
+	}, {
+		refuses: func(_ *connParser, v value) bool { return v.s == "" || strings.ContainsFunc(v.s, isSpaceOrControl) },
+		message: func(_ *connParser, v value) string {
+			return fmt.Sprintf("found %q; must be the audience the provider documents (a URL or a host), without spaces; omit it for the token URL", v.s)
+		},
+	}},
+	set: func(c *connParser, v value) { c.conn.Assertion.Audience = v.s },
+}, {
+	field: "assertionSubject",
+	read:  asString("the sub claim of the assertion"),
+	rules: []rule{{
+		refuses: func(c *connParser, _ value) bool { return c.conn.Grant != broker.GrantJWTBearer },
+		message: func(c *connParser, _ value) string {
+			return fmt.Sprintf("is never used: only grant %q has a subject (a client assertion's is the client id); remove it", broker.GrantJWTBearer)
+		},
+	}, {
+		refuses: func(_ *connParser, v value) bool { return v.s == "" || strings.ContainsFunc(v.s, isControl) },
+		message: func(_ *connParser, _ value) string { return "is empty or has control characters" },
+	}},
+	set: func(c *connParser, v value) { c.conn.Assertion.Subject = v.s },
+	absent: func(c *connParser) string {
+		if c.conn.Grant != broker.GrantJWTBearer || c.preset.SubjectHint == "" {
+			return ""
+		}
+		return fmt.Sprintf("missing; %s's JWT grant needs it: %s", c.preset.Title, c.preset.SubjectHint)
+	},
 }, {
 	field:   "secrets",
 	resolve: (*connParser).resolveSecrets,
@@ -345,10 +429,33 @@ var fieldSpecs = []fieldSpec{{
 	},
 }}
 
+// signs reports whether the connection signs assertions with a Key Vault
+// key.
+func (c *connParser) signs() bool {
+	return c.conn.AuthStyle == broker.AuthPrivateKeyJWT || c.conn.Grant == broker.GrantJWTBearer
+}
+
+// defaultSigningKey is the key a signing connection uses unless it names
+// one: <name>-signing-key.
+func (c *connParser) defaultSigningKey() string {
+	if !c.signs() || c.conn.Name == "" {
+		return ""
+	}
+	return c.conn.Name + "-signing-key"
+}
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+
 // secretRules refuse a secret named for a role the connection does not
 // use, by the secrets field; a field without rules accepts every valid
 // name.
 var secretRules = map[string][]rule{
+	"clientSecret": {{
+		refuses: func(c *connParser, _ value) bool { return !c.conn.UsesClientSecret() },
+		message: func(c *connParser, _ value) string {
+			return fmt.Sprintf("is never read: clientAuth %q sends no client secret; remove it", c.conn.AuthStyle)
+		},
+	}},
 	"clientId": {{
 		refuses: func(c *connParser, _ value) bool { return c.conn.ClientID != "" },
 		message: func(*connParser, value) string {

@@ -84,6 +84,18 @@ type Preset struct {
 	// ConsentScopesSource is where ConsentScopes, or their absence, comes
 	// from.
 	ConsentScopesSource string
+	// AssertionAudience is the aud claim of the provider's signed
+	// assertions when it is not the token URL; AudienceIsTokenHost makes
+	// it the token URL's host name (Docusign).
+	AssertionAudience   string
+	AudienceIsTokenHost bool
+	// ScopeClaim puts the scopes in the assertion (jwt_bearer presets
+	// whose provider reads them there); a connection must then give
+	// scopes.
+	ScopeClaim bool
+	// SubjectHint, when set, makes assertionSubject required and says
+	// what it is at this provider.
+	SubjectHint string
 }
 
 // GrantCount is how many active grants a provider keeps per user and
@@ -220,6 +232,28 @@ var presets = []Preset{
 		Source:           "https://developers.docusign.com/platform/auth/reference/obtain-access-token",
 	},
 	{
+		Name:      "docusign-jwt",
+		Title:     "Docusign (JWT Grant)",
+		TokenURL:  "https://account.docusign.com/oauth/token", // #nosec G101 -- the public token endpoint, no credential
+		AuthStyle: broker.AuthNone,
+		Grant:     broker.GrantJWTBearer,
+		// "aud: The URI of the authentication service instance to be
+		// used": account-d.docusign.com or account.docusign.com, the
+		// host alone.
+		AudienceIsTokenHost: true,
+		ScopeClaim:          true,
+		SubjectHint:         "the id (a GUID) of the user the integration acts for, who has consented to impersonation",
+		DefaultLifetime:     time.Hour,
+		RefreshBefore:       defaultRefreshBefore,
+		Summary:             "no refresh token: a signed assertion (iss integration key, sub user id) per token",
+		Notes: "JWT Grant: clientId is the integration key, assertionSubject the user id, scopes for example " +
+			"[\"signature\", \"impersonation\"] (they go in the assertion's scope claim), and the RSA key the " +
+			"integration registers is the Key Vault key signingKey (handler key prints it). Developer accounts: " +
+			"tokenUrl https://account-d.docusign.com/oauth/token (aud follows the token URL's host). The user " +
+			"consents once to the impersonation scope.",
+		Source: "https://developers.docusign.com/platform/auth/jwt/jwt-get-token/",
+	},
+	{
 		Name:             "dropbox",
 		Title:            "Dropbox",
 		TokenURL:         "https://api.dropboxapi.com/oauth2/token", // #nosec G101 -- the public token endpoint, no credential
@@ -318,6 +352,23 @@ var presets = []Preset{
 		// several per user and client, up to the limit.
 		SeveralGrants:       GrantsSeveral,
 		SeveralGrantsSource: "https://developers.google.com/identity/protocols/oauth2#expiration",
+	},
+	{
+		Name:              "google-service-account",
+		Title:             "Google service account",
+		TokenURL:          "https://oauth2.googleapis.com/token", // #nosec G101 -- the public token endpoint, no credential
+		AuthStyle:         broker.AuthNone,
+		Grant:             broker.GrantJWTBearer,
+		AssertionAudience: "https://oauth2.googleapis.com/token",
+		ScopeClaim:        true,
+		DefaultLifetime:   time.Hour,
+		RefreshBefore:     defaultRefreshBefore,
+		Summary:           "no refresh token: a signed assertion (iss the service account's e-mail, scope claim) per token",
+		Notes: "clientId is the service account's client_email, scopes the API scopes (they go in the " +
+			"assertion's scope claim), assertionSubject a user to impersonate under domain-wide delegation " +
+			"(optional). The service account's key is the Key Vault key signingKey; upload its public key " +
+			"(handler key -format pem) as the service account's key instead of downloading one from Google.",
+		Source: "https://developers.google.com/identity/protocols/oauth2/service-account#authorizingrequests",
 	},
 	{
 		Name:             "hubspot",
@@ -511,6 +562,26 @@ var presets = []Preset{
 		// revoked."
 		SeveralGrants:       GrantsSeveral,
 		SeveralGrantsSource: "https://docs.oracle.com/en/cloud/paas/integration-cloud/sforce-adapter/error-when-connected-app-attempts-access-your-salesforce-data.html",
+	},
+	{
+		Name:      "salesforce-jwt",
+		Title:     "Salesforce (JWT bearer flow)",
+		TokenURL:  "https://login.salesforce.com/services/oauth2/token", // #nosec G101 -- the public token endpoint, no credential
+		AuthStyle: broker.AuthNone,
+		Grant:     broker.GrantJWTBearer,
+		// "aud: the authorization server's URL": https://login.salesforce.com
+		// (https://test.salesforce.com for a sandbox), not the token URL.
+		AssertionAudience: "https://login.salesforce.com",
+		SubjectHint:       "the Salesforce username of the user the connected app acts for",
+		DefaultLifetime:   time.Hour,
+		RefreshBefore:     defaultRefreshBefore,
+		Summary:           "no refresh token: a signed assertion (iss consumer key, sub username) per token",
+		Notes: "OAuth 2.0 JWT bearer flow: clientId is the connected app's consumer key, assertionSubject the " +
+			"username, and the certificate uploaded to the connected app holds the public half of the Key Vault " +
+			"key signingKey. The assertion expires within three minutes, as Salesforce requires. Sandboxes: " +
+			"tokenUrl https://test.salesforce.com/services/oauth2/token and assertionAudience " +
+			"https://test.salesforce.com. Responses carry no expires_in: the session timeout applies, as for salesforce.",
+		Source: "https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_jwt_flow.htm&type=5",
 	},
 	{
 		Name:             "salesforce-sandbox",

@@ -57,7 +57,11 @@ func TestPresetFacts(t *testing.T) {
 		{"xero", "https://identity.xero.com/connect/token", basic, true, 30 * m, 30 * m, 5 * m, 60 * day},
 		{"zendesk", "https://{tenant}.zendesk.com/oauth/tokens", body, true, 0, h, 5 * m, 0},
 		{"zoho", "https://{tenant}/oauth/v2/token", body, false, 0, h, 5 * m, 0},
+		{"docusign-jwt", "https://account.docusign.com/oauth/token", broker.AuthNone, false, 0, h, 5 * m, 0},
+		{"google-service-account", "https://oauth2.googleapis.com/token", broker.AuthNone, false, 0, h, 5 * m, 0},
+		{"salesforce-jwt", "https://login.salesforce.com/services/oauth2/token", broker.AuthNone, false, 0, h, 5 * m, 0},
 	}
+	jwtBearer := []string{"docusign-jwt", "google-service-account", "salesforce-jwt"}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p, ok := LookupPreset(tt.name)
@@ -67,7 +71,8 @@ func TestPresetFacts(t *testing.T) {
 			if p.Name != tt.name || p.TokenURL != tt.tokenURL || p.AuthStyle != tt.auth || p.Rotating != tt.rotating ||
 				p.ReuseGrace != tt.reuseGrace || p.DefaultLifetime != tt.defaultLifetime ||
 				p.RefreshBefore != tt.refreshBefore || p.IdleExpiry != tt.idleExpiry ||
-				p.NeedsTenant != strings.Contains(tt.tokenURL, "{tenant}") || p.Grant != broker.GrantRefreshToken {
+				p.NeedsTenant != strings.Contains(tt.tokenURL, "{tenant}") ||
+				(p.Grant == broker.GrantJWTBearer) != slices.Contains(jwtBearer, tt.name) {
 				t.Errorf("preset %q = %+v", tt.name, p)
 			}
 		})
@@ -124,7 +129,7 @@ func TestPresetInvariants(t *testing.T) {
 				t.Errorf("preset %q has no valid AuthStyle: %q", p.Name, p.AuthStyle)
 			}
 		}
-		if p.Grant != broker.GrantRefreshToken && p.Grant != broker.GrantClientCredentials {
+		if p.Grant != broker.GrantRefreshToken && p.Grant != broker.GrantClientCredentials && p.Grant != broker.GrantJWTBearer {
 			t.Errorf("preset %q has grant %q", p.Name, p.Grant)
 		}
 		if p.NeedsTenant != strings.Contains(p.TokenURL, tenantPlaceholder) {
@@ -197,6 +202,15 @@ func TestEveryPresetParses(t *testing.T) {
 			case p.Name == genericPreset:
 				conn += `, "tokenUrl": "https://id.example.com/token", "clientAuth": "body"`
 				want.TokenURL, want.AuthStyle = "https://id.example.com/token", broker.AuthBody
+			case p.Grant == broker.GrantJWTBearer:
+				want.Assertion = broker.Assertion{Key: "c-signing-key", Audience: p.AssertionAudience, ScopeClaim: p.ScopeClaim}
+				if p.AudienceIsTokenHost {
+					want.Assertion.Audience = strings.TrimSuffix(strings.TrimPrefix(p.TokenURL, "https://"), "/oauth/token")
+				}
+				if p.SubjectHint != "" {
+					conn += `, "assertionSubject": "user-1"`
+					want.Assertion.Subject = "user-1"
+				}
 			}
 			got := mustParse(t, file(conn+"}"))
 			if !reflect.DeepEqual(got, []broker.Connection{want}) {

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
 )
 
 // The README's table of presets is generated from the presets, so the two
@@ -65,6 +67,8 @@ func presetTable(presets []Preset) string {
 			rotation = "rotating, old one valid " + formatDuration(p.ReuseGrace)
 		case p.Rotating:
 			rotation = "rotating"
+		case p.Grant == broker.GrantJWTBearer:
+			rotation = "none (a signed assertion)"
 		}
 		idle := presetTableNoExpiry
 		if p.IdleExpiry > 0 {

@@ -64,6 +64,7 @@
 package oauth
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -144,6 +145,13 @@ type Options struct {
 	Now func() time.Time
 	// Logger receives one record per attempt; nil discards them.
 	Logger *slog.Logger
+	// Signer signs the assertions of private_key_jwt connections and of
+	// the jwt_bearer grant with Key Vault keys; nil when the handler has
+	// no Key Vault (such a connection's requests then fail unsent).
+	Signer Signer
+	// Federated obtains the managed identity's token that managedIdentity
+	// connections send as their client assertion; nil without one.
+	Federated FederatedToken
 }
 
 // Client performs token requests. It implements broker.Grant and is safe for
@@ -157,6 +165,7 @@ type Client struct {
 	transport      http.RoundTripper
 	now            func() time.Time
 	log            *slog.Logger
+	assert         *assertions
 }
 
 var _ broker.Grant = (*Client)(nil)
@@ -197,6 +206,7 @@ func New(o Options) *Client {
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
+	c.assert = &assertions{signer: o.Signer, federated: o.Federated, now: c.now}
 	return c
 }
 
@@ -353,6 +363,15 @@ func (c *Client) attempt(ctx context.Context, cfg *clientcredentials.Config, con
 	}
 	actx, cancel := context.WithTimeout(ctx, c.attemptTimeout)
 	defer cancel()
+	// An assertion is made for each attempt: a repeat with the same jti
+	// would be refused as a replay (RFC 7523 §3 item 7).
+	cfg, assertions, aerr := c.assert.withAssertion(actx, cfg, conn, cmp.Or(cred.ClientID, conn.ClientID))
+	if aerr != nil {
+		var pe *broker.ProviderError
+		errors.As(aerr, &pe)
+		return nil, &failure{retryable: true, unprocessed: true, err: pe}
+	}
+	secrets = append(slices.Clip(secrets), assertions...)
 	ot, err := cfg.Token(context.WithValue(actx, oauth2.HTTPClient, hc))
 	if err != nil {
 		f := c.classify(ctx, err, ex, secrets)
@@ -449,16 +468,27 @@ func requestConfig(conn *broker.Connection, cred broker.Credentials, grantParams
 	switch conn.AuthStyle {
 	case broker.AuthBasic:
 		style = oauth2.AuthStyleInHeader
-	case broker.AuthBody:
+	case broker.AuthBody, broker.AuthPrivateKeyJWT, broker.AuthManagedIdentity:
+		// An assertion-authenticated client sends client_id as a form
+		// field beside its client_assertion, and no secret (x/oauth2
+		// sends client_secret only when it is not empty).
+		style = oauth2.AuthStyleInParams
+	case broker.AuthNone:
+		if conn.Grant != broker.GrantJWTBearer {
+			return nil, invalid("client authentication %q is only for grant %q", broker.AuthNone, broker.GrantJWTBearer)
+		}
 		style = oauth2.AuthStyleInParams
 	default:
-		return nil, invalid("client authentication style %q is not %q or %q", conn.AuthStyle, broker.AuthBasic, broker.AuthBody)
+		return nil, invalid("client authentication style %q is not %q, %q, %q or %q", conn.AuthStyle, broker.AuthBasic, broker.AuthBody, broker.AuthPrivateKeyJWT, broker.AuthManagedIdentity)
+	}
+	if (conn.AuthStyle == broker.AuthPrivateKeyJWT || conn.Grant == broker.GrantJWTBearer) && conn.Assertion.Key == "" {
+		return nil, invalid("no Key Vault key to sign the assertion with")
 	}
 	clientID := cred.ClientID
 	if clientID == "" {
 		clientID = conn.ClientID
 	}
-	if clientID == "" {
+	if clientID == "" && conn.AuthStyle != broker.AuthNone {
 		return nil, invalid("no client id")
 	}
 	params := url.Values{}
@@ -474,6 +504,9 @@ func requestConfig(conn *broker.Connection, cred broker.Credentials, grantParams
 			params[k] = v
 		}
 	case conn.Grant == broker.GrantClientCredentials:
+	case conn.Grant == broker.GrantJWTBearer:
+		// grant_type and assertion are set for each attempt
+		// (withAssertion).
 	case conn.Grant == broker.GrantRefreshToken:
 		if cred.RefreshToken.IsZero() {
 			return nil, invalid("no refresh token to redeem")
@@ -484,10 +517,15 @@ func requestConfig(conn *broker.Connection, cred broker.Credentials, grantParams
 		return nil, invalid("grant %q is not supported", conn.Grant)
 	}
 	scopes := conn.Scopes
-	if grantParams != nil {
+	if grantParams != nil || (conn.Grant == broker.GrantJWTBearer && conn.Assertion.ScopeClaim) {
 		// The code carries the scopes it was granted for (RFC 6749
-		// §4.1.3 has no scope parameter).
+		// §4.1.3 has no scope parameter); Google's and Docusign's
+		// assertions carry theirs in a claim.
 		scopes = nil
+	}
+	if conn.AuthStyle == broker.AuthNone {
+		// The assertion names the client; nothing else is sent.
+		clientID = ""
 	}
 	return &clientcredentials.Config{
 		ClientID:       clientID,

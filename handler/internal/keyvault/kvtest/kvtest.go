@@ -23,6 +23,7 @@
 package kvtest
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -110,6 +111,11 @@ type Options struct {
 	// needs this. URL is then a placeholder; HTTPClient is unusable.
 	// Incompatible with TLS.
 	InProcess bool
+	// Certificate, in TLS mode, is the server's certificate instead of
+	// httptest's (which names only 127.0.0.1 and example.com): a test
+	// that reaches the vault under a Key Vault host name, through a
+	// proxy, gives one for that name.
+	Certificate *tls.Certificate
 	// LatestOnly keeps only the latest version of each secret, for tests
 	// that write hundreds of thousands of versions. Versions and Writes
 	// then see only the latest.
@@ -156,7 +162,9 @@ type Version struct {
 // Challenges only.
 type Counts struct {
 	Gets, Sets, Lists int
-	Challenges        int
+	// KeyGets and Signs count the keys API's requests (keys.go).
+	KeyGets, Signs int
+	Challenges     int
 	// Throttled counts the requests answered 429 under Options.Limits
 	// (also counted in Gets, Sets or Lists).
 	Throttled int
@@ -226,6 +234,10 @@ type Vault struct {
 
 	mu      sync.Mutex
 	secrets map[string]*secret // by lower-case name
+	// gets counts the reads of each secret, by lower-case name.
+	gets map[string]int
+	// keys are the keys API's keys, by lower-case name (keys.go).
+	keys map[string]*key
 	// names is every key of secrets, sorted, for the list's pages; nil
 	// when a secret was added or purged since it was sorted.
 	names []string
@@ -261,6 +273,8 @@ func New(t testing.TB, o *Options) *Vault {
 		pageSize: o.PageSize,
 		now:      o.Now,
 		secrets:  map[string]*secret{},
+		gets:     map[string]int{},
+		keys:     map[string]*key{},
 		faults:   map[Op][]*pendingFault{},
 		gates:    map[Op]*Gate{},
 		delays:   map[Op]time.Duration{},
@@ -276,6 +290,10 @@ func New(t testing.TB, o *Options) *Vault {
 	switch {
 	case o.InProcess:
 		v.URL = "http://kvtest.invalid"
+	case o.TLS && o.Certificate != nil:
+		v.srv = httptest.NewUnstartedServer(h)
+		v.srv.TLS = &tls.Config{Certificates: []tls.Certificate{*o.Certificate}, MinVersion: tls.VersionTLS12}
+		v.srv.StartTLS()
 	case o.TLS:
 		v.srv = httptest.NewTLSServer(h)
 	default:
@@ -431,6 +449,14 @@ func (v *Vault) Writes() []Version {
 	}
 	slices.SortFunc(out, func(a, b Version) int { return a.Seq - b.Seq })
 	return out
+}
+
+// GetsOf returns how many times the secret name was read (a get of any
+// version), whatever the answer.
+func (v *Vault) GetsOf(name string) int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.gets[strings.ToLower(name)]
 }
 
 // Counts returns how many requests the vault has served.
@@ -597,17 +623,17 @@ func (v *Vault) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		if len(parts) == 3 {
 			version = parts[2]
 		}
+	case len(parts) >= 2 && parts[0] == "keys":
+		// The keys API (keys.go).
+		if !v.challenged(w, r) {
+			v.serveKeys(w, r, parts[1:])
+		}
+		return
 	default:
 		writeError(w, http.StatusNotFound, "NotFound", "", fmt.Sprintf("kvtest: no route for %s %s", r.Method, r.URL.Path), 0)
 		return
 	}
-
-	if v.tls && !strings.HasPrefix(r.Header.Get("Authorization"), "Bearer ") {
-		v.mu.Lock()
-		v.counts.Challenges++
-		v.mu.Unlock()
-		w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer authorization="https://login.microsoftonline.com/%s", resource="%s"`, TenantID, Resource))
-		writeError(w, http.StatusUnauthorized, "Unauthorized", "", "AKV10000: Request is missing a Bearer or PoP token.", 0)
+	if v.challenged(w, r) {
 		return
 	}
 
@@ -615,6 +641,7 @@ func (v *Vault) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	switch op {
 	case OpGet:
 		v.counts.Gets++
+		v.gets[strings.ToLower(name)]++
 	case OpSet:
 		v.counts.Sets++
 	case OpList:
@@ -669,6 +696,20 @@ func (v *Vault) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	case OpList:
 		v.serveList(w, r)
 	}
+}
+
+// challenged answers a request without a bearer token, in TLS mode, with
+// Key Vault's 401 challenge, and reports whether it did.
+func (v *Vault) challenged(w http.ResponseWriter, r *http.Request) bool {
+	if !v.tls || strings.HasPrefix(r.Header.Get("Authorization"), "Bearer ") {
+		return false
+	}
+	v.mu.Lock()
+	v.counts.Challenges++
+	v.mu.Unlock()
+	w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer authorization="https://login.microsoftonline.com/%s", resource="%s"`, TenantID, Resource))
+	writeError(w, http.StatusUnauthorized, "Unauthorized", "", "AKV10000: Request is missing a Bearer or PoP token.", 0)
+	return true
 }
 
 func (v *Vault) takeFault(op Op, name string) (Fault, bool) {
