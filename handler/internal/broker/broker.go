@@ -145,11 +145,14 @@ type connState struct {
 	lastError   *Error
 	lastErrorAt time.Time
 	lastForced  time.Time
-	// secretWarned is one more than the client-secret expiry threshold
-	// (30, 14, 7 or 0 days) last logged, zero when none was: each
-	// threshold is logged once, not on every sweep.
-	secretWarned int
+	// secretWarned is, per client secret name, one more than the expiry
+	// threshold (30, 14, 7 or 0 days) last logged, zero when none was:
+	// each threshold is logged once per secret, not on every sweep.
+	secretWarned map[string]int
 	refreshes    int
+	// workingSecret names the client secret the provider last accepted,
+	// tried first (clientsecrets.go); per process.
+	workingSecret string
 
 	// gate ties redemptions to the invocations waiting for them
 	// (redemption.go).

@@ -145,6 +145,10 @@ type Connection struct {
 	// store under Secrets.ClientID.
 	ClientID string
 	Secrets  SecretNames
+	// ClientSecrets, when set, names several client secrets tried in this
+	// order on invalid_client, for a rotation without downtime
+	// (clientsecrets.go); Secrets.ClientSecret is then the first of them.
+	ClientSecrets []string
 	// Assertion is set when AuthStyle is AuthPrivateKeyJWT or Grant is
 	// GrantJWTBearer.
 	Assertion Assertion

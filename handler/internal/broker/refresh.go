@@ -191,7 +191,7 @@ func (b *Broker) refresh(ctx context.Context, st *connState, lock Lock, cur curr
 // token, and then with the standby grant when the connection has one. cur
 // comes back as it was last sent.
 func (b *Broker) redeemCurrent(ctx context.Context, st *connState, lock Lock, cur current) (*Token, current, error) {
-	tok, err := b.redeem(ctx, st, lock, cur.cred)
+	tok, cur, err := b.redeemWithClientSecrets(ctx, st, lock, cur)
 	if err != nil {
 		tok, cur, err = b.retryAfterRace(ctx, st, lock, cur, err)
 	}

@@ -360,7 +360,13 @@ func (b *Broker) secretInfo(ctx context.Context, listed map[string]SecretInfo, n
 func (b *Broker) sweepOne(ctx context.Context, st *connState, horizon time.Duration, listed map[string]SecretInfo, stopAt time.Time, bounded bool) SweepResult {
 	c := &st.conn
 	r := SweepResult{Connection: c.Name, Action: SweepFresh}
-	r.Warnings = b.secretWarnings(st, b.secretInfo(ctx, listed, c.Secrets.ClientSecret))
+	// Every client secret a connection names is warned about: during a
+	// rotation the old one expiring is expected, the new one is not.
+	for _, name := range c.ClientSecretNames() {
+		info := b.secretInfo(ctx, listed, name)
+		info.Name = name
+		r.Warnings = append(r.Warnings, b.secretWarnings(st, info)...)
+	}
 	access := b.secretInfo(ctx, listed, c.Secrets.AccessToken)
 	r.ExpiresOn = access.ExpiresOn
 
@@ -456,18 +462,25 @@ func (b *Broker) secretWarnings(st *connState, secret SecretInfo) []string {
 	c := &st.conn
 	var w string
 	if left <= 0 {
-		w = fmt.Sprintf("client secret %q expired on %s: token requests will fail until a new one is stored", c.Secrets.ClientSecret, secret.ExpiresOn.UTC().Format(time.DateOnly))
+		w = fmt.Sprintf("client secret %q expired on %s: token requests will fail until a new one is stored", secret.Name, secret.ExpiresOn.UTC().Format(time.DateOnly))
 	} else {
-		w = fmt.Sprintf("client secret %q expires on %s, in %d days: create a new one at the provider and store it, with its expiry date", c.Secrets.ClientSecret, secret.ExpiresOn.UTC().Format(time.DateOnly), days)
+		w = fmt.Sprintf("client secret %q expires on %s, in %d days: create a new one at the provider and store it, with its expiry date", secret.Name, secret.ExpiresOn.UTC().Format(time.DateOnly), days)
+	}
+	if len(c.ClientSecretNames()) > 1 {
+		w += fmt.Sprintf(" (the connection tries %q in turn; a retired one can be removed from secrets.clientSecrets)", c.ClientSecretNames())
 	}
 	st.mu.Lock()
-	first := st.secretWarned == 0 || threshold+1 < st.secretWarned
+	if st.secretWarned == nil {
+		st.secretWarned = make(map[string]int)
+	}
+	warned := st.secretWarned[secret.Name]
+	first := warned == 0 || threshold+1 < warned
 	if first {
-		st.secretWarned = threshold + 1
+		st.secretWarned[secret.Name] = threshold + 1
 	}
 	st.mu.Unlock()
 	if first {
-		b.log.Warn(w, "event", "secret.expiring", "connection", c.Name, "secret", c.Secrets.ClientSecret,
+		b.log.Warn(w, "event", "secret.expiring", "connection", c.Name, "secret", secret.Name,
 			"expires_on", secret.ExpiresOn.UTC().Format(time.RFC3339), "days_left", days, "threshold_days", threshold)
 	}
 	return []string{w}

@@ -636,6 +636,10 @@ func (c *connParser) resolveSecrets() {
 	}
 	for _, k := range slices.Sorted(maps.Keys(fields)) {
 		field := "secrets." + k
+		if k == "clientSecrets" {
+			c.resolveClientSecrets(fields) // clientsecrets.go
+			continue
+		}
 		if !slices.Contains(secretFields, k) {
 			c.problem(field, "%s", unknownFieldMessage(k, secretFields))
 			continue
