@@ -40,7 +40,7 @@ type Wired struct {
 // NewBroker wires the backends the settings choose to a broker. Every
 // secret of a token request, and every token issued, is registered with
 // log's redactor (package redact).
-func NewBroker(settings config.Settings, conns []broker.Connection, getenv func(string) string, log *slog.Logger) (Wired, error) {
+func NewBroker(settings config.Settings, conns []broker.Connection, getenv func(string) string, log *slog.Logger, opts ...Option) (Wired, error) {
 	store, locker, err := Open(settings, getenv, log)
 	if err != nil {
 		return Wired{}, err
@@ -50,7 +50,7 @@ func NewBroker(settings config.Settings, conns []broker.Connection, getenv func(
 	if err != nil {
 		return Wired{}, err
 	}
-	b, err := broker.New(broker.Options{
+	bo := broker.Options{
 		Store:       store,
 		Locker:      locker,
 		Connections: conns,
@@ -67,7 +67,11 @@ func NewBroker(settings config.Settings, conns []broker.Connection, getenv func(
 			Signer:           signer,
 			Federated:        federated,
 		}), redaction.OfLogger(log)),
-	})
+	}
+	for _, o := range opts {
+		o(&bo)
+	}
+	b, err := broker.New(bo)
 	if err != nil {
 		return Wired{}, err
 	}

@@ -105,6 +105,8 @@ type Options struct {
 	// every answer but the token route's success passes through it
 	// (redact.go).
 	Redactor *redact.Redactor
+	// Metrics, when set, is served at GET /metrics (standalone mode).
+	Metrics PrometheusWriter
 }
 
 // NewServer returns the handler for every route.
@@ -172,6 +174,9 @@ func addRoutes(mux *http.ServeMux, b Broker, o Options) http.Handler {
 	functions := newHostRouter(handleNotFound(), functionRoutes(b, o)...)
 	mux.Handle("GET /{$}", handleReady())
 	mux.Handle(timerRoute, methods(handleTimer(b, o), http.MethodPost))
+	if o.Metrics != nil {
+		mux.Handle("/metrics", methods(handleMetrics(o.Metrics), http.MethodGet)) // metrics.go
+	}
 	mux.Handle("/", functions)
 	return functions
 }

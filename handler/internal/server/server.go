@@ -15,11 +15,14 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel"
+
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/backends"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/config"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/functions"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/logsplit"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/metrics"
 	redaction "github.com/tokenrefresher/tokenrefresher/handler/internal/redact"
 )
 
@@ -44,7 +47,25 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 		fmt.Fprintf(stderr, "handler: bad connections:\n%v\n", err)
 		return 2
 	}
-	wired, err := backends.NewBroker(settings, conns, getenv, log)
+	// Metrics: Prometheus text at /metrics standalone, customMetrics in
+	// Application Insights on Azure (backends.Metrics).
+	m, err := backends.Metrics(getenv, getenv("WEBSITE_SITE_NAME"), backends.InstanceName(getenv))
+	if err != nil {
+		fmt.Fprintf(stderr, "handler: metrics: %v\n", err)
+		return 2
+	}
+	// An export that fails is reported through OpenTelemetry's error
+	// handler; this one writes it to the log, as a JSON line like the rest.
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		log.Warn("metrics export failed", "event", "metrics.export_failed", "error", err.Error())
+	}))
+	defer func() {
+		// The last minute's metrics, on a polite stop (standalone).
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = m.Shutdown(ctx)
+	}()
+	wired, err := backends.NewBroker(settings, conns, getenv, log, backends.WithObserver(m))
 	if err != nil {
 		fmt.Fprintf(stderr, "handler: %v\n", err)
 		return 2
@@ -97,6 +118,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 		ConsentKey:      wired.Key,
 		ConsentLocker:   wired.Locker,
 		LoopbackPort:    loopbackPort(settings, ln),
+		Metrics:         standaloneMetrics(settings, m),
 	}), log)
 	log.Info("listening", "event", "handler.start", "mode", settings.Mode(), "addr", ln.Addr().String(),
 		"connections", len(conns), "store", backends.StoreKind(settings), "lock", backends.LockKind(settings),
@@ -120,6 +142,16 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 	}
 	log.Info("stopped", "event", "handler.stop")
 	return 0
+}
+
+// standaloneMetrics is what /metrics serves: the metrics in standalone
+// mode, nothing behind the Functions host (which passes on only /api/
+// routes; the metrics go to Application Insights there).
+func standaloneMetrics(s config.Settings, m *metrics.Metrics) functions.PrometheusWriter {
+	if s.Mode() != config.ModeStandalone {
+		return nil
+	}
+	return m
 }
 
 // loopbackPort is the port a standalone handler listens on when it listens
