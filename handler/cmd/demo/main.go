@@ -228,19 +228,11 @@ type tokenResponse struct {
 }
 
 func getToken(c *http.Client, url string) (tokenResponse, error) {
-	var r tokenResponse
-	res, err := c.Get(url)
-	if err != nil {
-		return r, err
+	r, status, err := getJSON(c, url)
+	if err == nil && status != http.StatusOK {
+		err = fmt.Errorf("%d %s: %s", status, r.Error, r.Message)
 	}
-	defer res.Body.Close()
-	if err := json.NewDecoder(res.Body).Decode(&r); err != nil {
-		return r, err
-	}
-	if res.StatusCode != http.StatusOK {
-		return r, fmt.Errorf("%d %s: %s", res.StatusCode, r.Error, r.Message)
-	}
-	return r, nil
+	return r, err
 }
 
 // listenAddr reads the handler's JSON log until the start line, then keeps
