@@ -1466,8 +1466,10 @@ func (p *goPackage) hostRouteTemplates() []string {
 	return out
 }
 
-// statusTable reads statusOf: each explicit case, as HTTP status -> the
-// error code's string, resolved in this package or in broker.
+// statusTable reads the HTTP statuses the handler answers with, as HTTP
+// status -> the error code's string: the broker's vocabulary (the answers
+// table in handler/internal/broker/failures.go, which statusOf looks up)
+// and the codes statusOf answers itself (if code == X { return http.StatusY }).
 func (p *goPackage) statusTable(broker *goPackage) (map[int]string, error) {
 	statusByName := map[string]int{}
 	for code := 100; code < 600; code++ {
@@ -1480,61 +1482,95 @@ func (p *goPackage) statusTable(broker *goPackage) (map[int]string, error) {
 			}, text)] = code
 		}
 	}
-	var fn *ast.FuncDecl
-	for _, f := range p.files {
-		for _, decl := range f.Decls {
-			if d, ok := decl.(*ast.FuncDecl); ok && d.Name.Name == "statusOf" {
-				fn = d
-			}
+	statusOf := func(e ast.Expr) (int, error) {
+		if sel, ok := e.(*ast.SelectorExpr); ok && statusByName[sel.Sel.Name] != 0 {
+			return statusByName[sel.Sel.Name], nil
 		}
-	}
-	if fn == nil {
-		return nil, fmt.Errorf("package %s has no func statusOf; update adf_test.go", p.name)
+		return 0, fmt.Errorf("%s is not a net/http status constant this test knows; update adf_test.go", render(e))
 	}
 	table := map[int]string{}
 	var problem error
-	ast.Inspect(fn, func(n ast.Node) bool {
-		cc, ok := n.(*ast.CaseClause)
-		if !ok || cc.List == nil || len(cc.Body) != 1 {
-			return true
+	add := func(pkg *goPackage, codeExpr, statusExpr ast.Expr) {
+		status, err := statusOf(statusExpr)
+		if err != nil {
+			problem = err
+			return
 		}
-		ret, ok := cc.Body[0].(*ast.ReturnStmt)
-		if !ok || len(ret.Results) != 1 {
-			return true
+		var code string
+		switch e := codeExpr.(type) {
+		case *ast.SelectorExpr:
+			code, err = broker.stringValue(e.Sel.Name)
+		case *ast.Ident:
+			code, err = pkg.stringValue(e.Name)
+		default:
+			err = fmt.Errorf("an error code %s this test cannot read; update adf_test.go", render(e))
 		}
-		sel, ok := ret.Results[0].(*ast.SelectorExpr)
-		status := 0
-		if ok {
-			status = statusByName[sel.Sel.Name]
+		if err != nil {
+			problem = err
+			return
 		}
-		if status == 0 {
-			problem = fmt.Errorf("statusOf returns %s, which is not a net/http status constant this test knows; update adf_test.go", render(ret.Results[0]))
+		table[status] = code
+	}
+	// The broker's answers: var answers = map[ErrorCode]answer{Code: {status: http.StatusX, ...}}.
+	found := false
+	for _, f := range broker.files {
+		ast.Inspect(f, func(n ast.Node) bool {
+			vs, ok := n.(*ast.ValueSpec)
+			if !ok || len(vs.Names) != 1 || vs.Names[0].Name != "answers" || len(vs.Values) != 1 {
+				return true
+			}
+			lit, ok := vs.Values[0].(*ast.CompositeLit)
+			if !ok {
+				return true
+			}
+			found = true
+			for _, elt := range lit.Elts {
+				kv, ok := elt.(*ast.KeyValueExpr)
+				if !ok {
+					continue
+				}
+				val, ok := kv.Value.(*ast.CompositeLit)
+				if !ok {
+					continue
+				}
+				for _, field := range val.Elts {
+					if fkv, ok := field.(*ast.KeyValueExpr); ok && render(fkv.Key) == "status" {
+						add(broker, kv.Key, fkv.Value)
+					}
+				}
+			}
 			return false
-		}
-		for _, e := range cc.List {
-			var code string
-			var err error
-			switch e := e.(type) {
-			case *ast.SelectorExpr:
-				code, err = broker.stringValue(e.Sel.Name)
-			case *ast.Ident:
-				code, err = p.stringValue(e.Name)
-			default:
-				err = fmt.Errorf("statusOf has a case %s this test cannot read; update adf_test.go", render(e))
+		})
+	}
+	if !found {
+		return nil, fmt.Errorf("package %s has no var answers; update adf_test.go", broker.name)
+	}
+	// statusOf's own: if code == X { return http.StatusY }.
+	for _, f := range p.files {
+		for _, decl := range f.Decls {
+			d, ok := decl.(*ast.FuncDecl)
+			if !ok || d.Name.Name != "statusOf" {
+				continue
 			}
-			if err != nil {
-				problem = err
-				return false
-			}
-			table[status] = code
+			ast.Inspect(d, func(n ast.Node) bool {
+				is, ok := n.(*ast.IfStmt)
+				if !ok || len(is.Body.List) != 1 {
+					return true
+				}
+				cond, ok := is.Cond.(*ast.BinaryExpr)
+				ret, ok2 := is.Body.List[0].(*ast.ReturnStmt)
+				if ok && ok2 && cond.Op == token.EQL && len(ret.Results) == 1 {
+					add(p, cond.Y, ret.Results[0])
+				}
+				return true
+			})
 		}
-		return true
-	})
+	}
 	if problem != nil {
 		return nil, problem
 	}
 	if len(table) == 0 {
-		return nil, fmt.Errorf("statusOf has no case this test can read; update adf_test.go")
+		return nil, fmt.Errorf("no HTTP status this test can read; update adf_test.go")
 	}
 	return table, nil
 }

@@ -67,9 +67,11 @@ func (e *Error) Error() string {
 func (e *Error) Unwrap() error { return e.Err }
 
 // Retryable reports whether the same request may succeed later without
-// anyone acting.
+// anyone acting: its code says so (failures.go), or it names a time after
+// which it may (a force-refresh too soon after the last one, answered 429
+// with Retry-After).
 func (e *Error) Retryable() bool {
-	return e.Code == CodeProviderFailed || e.Code == CodeUnavailable || e.Code == CodeInternal
+	return answers[e.Code].retryable || e.RetryAfter > 0
 }
 
 // ProviderError is a failed token request, as a Grant reports it. It carries

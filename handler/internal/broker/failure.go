@@ -78,14 +78,15 @@ func (b *Broker) providerFailure(ctx context.Context, st *connState, cred Creden
 	if !errors.As(err, &pe) {
 		return asError(c.Name, err)
 	}
+	cat := providerCategory(pe)
 	var e *Error
 	if pe.Permanent {
 		e = &Error{
 			Code:        CodeRejected,
 			Connection:  c.Name,
 			Message:     fmt.Sprintf("the provider (%s) rejected the request: %s", c.Provider, describe(pe)),
-			Remediation: remediation(c, pe),
-			Category:    pe.Category,
+			Remediation: remediation(c, pe, cat),
+			Category:    string(cat),
 			Err:         err,
 		}
 		fp := fingerprint(cred)
@@ -94,17 +95,15 @@ func (b *Broker) providerFailure(ctx context.Context, st *connState, cred Creden
 		st.failure = &failureRecord{err: e, at: now, until: now.Add(b.failureCooldown), fingerprint: &fp}
 		st.mu.Unlock()
 	} else {
+		k, _ := Failure(cat)
 		e = &Error{
 			Code:        CodeProviderFailed,
 			Connection:  c.Name,
 			Message:     fmt.Sprintf("the provider (%s) failed: %s", c.Provider, describe(pe)),
-			Remediation: "Retry later; this is the provider's side. If it lasts, check the provider's status page.",
-			RetryAfter:  max(pe.RetryAfter, 30*time.Second),
-			Category:    pe.Category,
+			Remediation: remediation(c, pe, cat),
+			RetryAfter:  max(pe.RetryAfter, k.RetryAfter),
+			Category:    string(cat),
 			Err:         err,
-		}
-		if pe.Remediation != "" {
-			e.Remediation = pe.Remediation
 		}
 		if pe.RetryAfter > 0 {
 			now := b.now()
@@ -146,23 +145,52 @@ func describe(pe *ProviderError) string {
 	return "no usable answer"
 }
 
-func remediation(c *Connection, pe *ProviderError) string {
+// providerCategory is the category of a provider failure: the grant's
+// diagnosis, else the vocabulary's category of its error code, else what
+// its permanence implies.
+func providerCategory(pe *ProviderError) Category {
+	if pe.Category != "" {
+		return Category(pe.Category)
+	}
+	if c, ok := CodeCategory(pe.Code); ok && c.Permanent() == pe.Permanent {
+		return c
+	}
+	if pe.Permanent {
+		return CategoryFixConfiguration
+	}
+	if pe.StatusCode >= 500 {
+		return CategoryProviderOutage
+	}
+	return CategoryTransient
+}
+
+// remediation says what to do about a provider failure: the grant's
+// diagnosis when it made one, else the vocabulary's remediation of its
+// category. A category that needs a person's grant does not fit a
+// client-credentials connection, which has none: its configuration is
+// what to fix.
+func remediation(c *Connection, pe *ProviderError, cat Category) string {
 	if pe.Remediation != "" {
 		return pe.Remediation
 	}
-	switch pe.Code {
-	case "invalid_grant":
-		if c.Grant == GrantRefreshToken {
-			return fmt.Sprintf("The refresh token is no longer valid (expired, revoked, or already used). Re-authorize the connection %q and store the new refresh token in secret %q.", c.Name, c.Secrets.RefreshToken)
-		}
-		return fmt.Sprintf("The provider refused the grant for %q; check the client's permissions at the provider.", c.Name)
-	case "invalid_client", "unauthorized_client":
-		return fmt.Sprintf("The provider does not accept the client credentials of %q: check the client id and the client secret in secret %q (it may have expired), and that clientAuth (%s) is what the provider expects.", c.Name, c.Secrets.ClientSecret, c.AuthStyle)
-	case "invalid_scope":
-		return fmt.Sprintf("Fix the scopes of connection %q in the connections file: the provider does not grant them.", c.Name)
-	default:
-		return fmt.Sprintf("Fix the configuration of connection %q (token URL, grant, params) to match what the provider expects.", c.Name)
+	if c.Grant == GrantClientCredentials && needsUser(cat) {
+		cat = CategoryFixConfiguration
 	}
+	k, ok := Failure(cat)
+	if !ok {
+		k, _ = Failure(CategoryFixConfiguration)
+	}
+	return k.Remediation(c)
+}
+
+// needsUser reports whether a failure of category c is fixed by a person
+// who consented.
+func needsUser(c Category) bool {
+	switch c {
+	case CategoryReauthorize, CategoryUserInteractionRequired, CategoryAccountLocked:
+		return true
+	}
+	return false
 }
 
 // recordShared writes the outcome of a refresh beside the lock, while it is
@@ -192,20 +220,17 @@ func (b *Broker) recordShared(ctx context.Context, st *connState, lock Lock, fai
 	}
 }
 
-// failureCategory names a failure in one word: its diagnosed category,
-// else the provider's RFC 6749 error code, else the broker's own code.
+// failureCategory names a failure in one word, for the status beside the
+// lock: its category in the failure vocabulary, else the broker's code.
 func failureCategory(err error) string {
 	var pe *ProviderError
-	if errors.As(err, &pe) && pe.Category != "" {
-		return pe.Category
-	}
-	if errors.As(err, &pe) && pe.Code != "" {
-		return pe.Code
-	}
 	if errors.As(err, &pe) {
-		return string(CodeProviderFailed)
+		return string(providerCategory(pe))
 	}
 	var e *Error
+	if errors.As(err, &e) && e.Category != "" {
+		return e.Category
+	}
 	if errors.As(err, &e) {
 		return string(e.Code)
 	}

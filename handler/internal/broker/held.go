@@ -35,16 +35,14 @@ func checkHeld(st *connState, lock Lock) error {
 		if st.conn.Grant == GrantClientCredentials {
 			return nil
 		}
-		return &Error{Code: CodeUnavailable, Connection: st.conn.Name, RetryAfter: 15 * time.Second,
-			Message:     "the refresh lock is not held, and a refresh token is never redeemed without it; nothing was redeemed",
-			Remediation: "Check that the lock storage (AzureWebJobsStorage, or the local state directory) is reachable; retry afterwards."}
+		return failureError(CategoryLockUnavailable, &st.conn,
+			"the refresh lock is not held, and a refresh token is never redeemed without it; nothing was redeemed", nil)
 	}
 	if held(lock) {
 		return nil
 	}
-	return &Error{Code: CodeUnavailable, Connection: st.conn.Name, RetryAfter: 5 * time.Second,
-		Message:     "the refresh lock was lost before the provider was called; nothing was redeemed",
-		Remediation: "Retry; if this repeats, the lock storage is slow or unreachable."}
+	return failureError(CategoryLockLost, &st.conn,
+		"the refresh lock was lost before the provider was called; nothing was redeemed", nil)
 }
 
 // held reports whether lock is held now: Lost not closed, and the lock

@@ -119,14 +119,10 @@ func jitter(d time.Duration) time.Duration {
 type remediator interface{ Remediation() string }
 
 func storeError(connection, op, secret string, err error) *Error {
-	e := &Error{
-		Code:        CodeUnavailable,
-		Connection:  connection,
-		Message:     fmt.Sprintf("could not %s secret %q in the secret store", op, secret),
-		Remediation: "Check that the store (Key Vault, or the local state directory) is reachable and that this app may read and write its secrets; retry afterwards.",
-		RetryAfter:  10 * time.Second,
-		Err:         err,
-	}
+	// The store's own remediation, when it has one, is more precise than
+	// the vocabulary's (a Key Vault role to grant, a deleted secret).
+	e := failureError(CategoryStoreUnavailable, &Connection{Name: connection},
+		fmt.Sprintf("could not %s secret %q in the secret store", op, secret), err)
 	var r remediator
 	if errors.As(err, &r) && r.Remediation() != "" {
 		e.Remediation = strings.TrimSuffix(r.Remediation(), ".") + "."

@@ -97,26 +97,14 @@ func (b *Broker) takeLock(ctx context.Context, st *connState, w want) (lock Lock
 			return nil, ct, nil
 		}
 		b.log.Warn("lock wait timed out", "event", "lock.timeout", "connection", c.Name, "waited", b.lockWait.String())
-		return nil, nil, &Error{
-			Code:        CodeUnavailable,
-			Connection:  c.Name,
-			Message:     fmt.Sprintf("another instance has been refreshing this connection for over %s", b.lockWait),
-			Remediation: "Retry in a few seconds; if this repeats, the provider is slow or an instance is stuck (see the logs for lock.timeout).",
-			RetryAfter:  10 * time.Second,
-			Err:         err,
-		}
+		return nil, nil, failureError(CategoryLockBusy, c,
+			fmt.Sprintf("another instance has been refreshing this connection for over %s", b.lockWait), err)
 	case c.Grant == GrantClientCredentials:
 		b.log.Warn("lock unavailable; fetching client-credentials token without it", "event", "lock.unavailable", "connection", c.Name, "error", err.Error())
 		return nil, nil, nil
 	}
-	return nil, nil, &Error{
-		Code:        CodeUnavailable,
-		Connection:  c.Name,
-		Message:     "the refresh lock could not be taken, and a rotating refresh token is never redeemed without it",
-		Remediation: "Check that the lock storage (AzureWebJobsStorage, or the local state directory) is reachable; retry afterwards.",
-		RetryAfter:  15 * time.Second,
-		Err:         err,
-	}
+	return nil, nil, failureError(CategoryLockUnavailable, c,
+		"the refresh lock could not be taken, and a rotating refresh token is never redeemed without it", err)
 }
 
 // reread is step 5: under the lock, the store's access token again (a
@@ -140,13 +128,8 @@ func (b *Broker) reread(ctx context.Context, st *connState, lock Lock, w want) (
 	if lock != nil {
 		select {
 		case <-lock.Lost():
-			return cur, nil, &Error{
-				Code:        CodeUnavailable,
-				Connection:  st.conn.Name,
-				Message:     "the refresh lock was lost before the provider was called; nothing was redeemed",
-				Remediation: "Retry; if this repeats, the lock storage is slow or unreachable.",
-				RetryAfter:  5 * time.Second,
-			}
+			return cur, nil, failureError(CategoryLockLost, &st.conn,
+				"the refresh lock was lost before the provider was called; nothing was redeemed", nil)
 		default:
 		}
 	}

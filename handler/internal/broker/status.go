@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -51,8 +52,12 @@ type ConnectionStatus struct {
 	// Failures counts failed refreshes since the last success, across
 	// instances when the lock backend keeps status.
 	Failures int `json:"failures"`
-	// Refreshes counts this instance's refreshes since start.
-	Refreshes int `json:"refreshes"`
+	// Refreshes counts the refreshes the instance that answers has done
+	// since it started: the HTTP view's instance, one of several. It is
+	// not kept in the store (LastRefresh and Failures are, across
+	// instances), so `handler status`, which refreshes nothing, omits it;
+	// the JSON name says whose count it is.
+	Refreshes int `json:"refreshesByThisInstance,omitempty"`
 	// PersistPending is true while the connection's current refresh
 	// token is in the write-ahead record beside its lock and not in the
 	// store, which refused it; the next refresh or sweep moves it there.
@@ -134,38 +139,45 @@ func (b *Broker) mergeShared(cs *ConnectionStatus, st *connState, sh SharedStatu
 	if lastErr != nil {
 		return lastErr
 	}
-	code := CodeProviderFailed
-	remedy := sharedRemediation(&st.conn, sh.LastError)
-	if remedy != "" {
-		code = CodeRejected
-	} else {
-		remedy = "Retried on the next call or sweep; if it lasts, see that instance's logs (event token.refresh_failed)."
-	}
-	e := &Error{
-		Code:       code,
-		Category:   sh.LastError,
-		Connection: st.conn.Name,
-		Message: fmt.Sprintf("the last refresh, by instance %s at %s, failed (%s); %d failures since the last success",
-			sh.Instance, sh.RecordedOn.UTC().Format(time.RFC3339), sh.LastError, sh.Failures),
-		Remediation: remedy,
-	}
+	e := sharedFailure(&st.conn, sh.LastError)
+	e.Message = fmt.Sprintf("the last refresh, by instance %s at %s, failed (%s); %d failures since the last success",
+		sh.Instance, sh.RecordedOn.UTC().Format(time.RFC3339), sh.LastError, sh.Failures)
 	cs.LastError = &StatusError{Code: e.Code, Category: e.Category, Message: e.Message, Remediation: e.Remediation}
 	return e
 }
 
-// sharedRemediation says what to do about a failure another instance
-// recorded by category alone (the lock keeps one word, not the provider's
-// answer); "" when the category needs nobody to act.
-func sharedRemediation(c *Connection, category string) string {
-	switch category {
-	case "reauthorize", "user_interaction_required", "account_locked", "invalid_grant":
-		return fmt.Sprintf("Re-authorize connection %q and store the new refresh token in secret %q; the failing instance's logs (event token.refresh_failed) have the provider's reason.", c.Name, c.Secrets.RefreshToken)
-	case "rotate_client_secret", "invalid_client", "unauthorized_client":
-		return fmt.Sprintf("Check the client credentials of connection %q: create a new client secret at the provider and store it in secret %q, with its expiry date.", c.Name, c.Secrets.ClientSecret)
-	case "fix_configuration", "invalid_scope", "unsupported_grant_type", "invalid_request", string(CodeRejected):
-		return fmt.Sprintf("Fix the configuration of connection %q; the failing instance's logs (event token.refresh_failed) say what the provider refused.", c.Name)
+// sharedFailure is a failure another instance recorded beside the lock by
+// one word (failureCategory: a category of the failure vocabulary, or, as
+// older versions wrote, an RFC 6749 code or an ErrorCode), with the
+// vocabulary's code and remediation; the provider's answer is in that
+// instance's logs.
+func sharedFailure(c *Connection, word string) *Error {
+	cat := Category(word)
+	if byCode, ok := CodeCategory(word); ok {
+		cat = byCode
+	} else if word == string(CodeRejected) {
+		cat = CategoryFixConfiguration
 	}
-	return ""
+	e := &Error{Code: CodeProviderFailed, Category: word, Connection: c.Name,
+		Remediation: "Retried on the next call or sweep; if it lasts, see that instance's logs (event token.refresh_failed)."}
+	k, ok := Failure(cat)
+	if !ok {
+		return e
+	}
+	e.Code, e.Category = k.Code, string(cat)
+	e.Remediation = remediation(c, &ProviderError{}, cat) +
+		" The failing instance's logs (event token.refresh_failed) have the reason."
+	return e
+}
+
+// retriedNext is the next action of a failing connection whose failure
+// needs nobody to act: it is retried on the next call or sweep, which the
+// remediation says unless it already does.
+func retriedNext(remedy string) string {
+	if strings.Contains(strings.ToLower(remedy), "retried") || strings.HasPrefix(remedy, "Retry") {
+		return remedy
+	}
+	return "Retried on the next call or sweep. " + remedy
 }
 
 func (b *Broker) status(ctx context.Context, st *connState) ConnectionStatus {
@@ -187,7 +199,8 @@ func (b *Broker) statusFrom(ctx context.Context, st *connState, listed map[strin
 	} else if s, err := b.store.Get(ctx, c.Secrets.AccessToken); err == nil {
 		access = SecretInfo{ExpiresOn: s.ExpiresOn, UpdatedOn: s.UpdatedOn}
 	} else if !errors.Is(err, ErrSecretNotFound) {
-		cs.LastError = &StatusError{Code: CodeUnavailable, Message: "the secret store could not be read", Remediation: "Check that the store is reachable and this app may read its secrets."}
+		e := storeError(c.Name, "read", c.Secrets.AccessToken, err)
+		cs.LastError = &StatusError{Code: e.Code, Category: e.Category, Message: e.Message, Remediation: e.Remediation}
 	}
 	if access.ExpiresOn.After(cs.AccessTokenExpiresOn) {
 		cs.AccessTokenExpiresOn = access.ExpiresOn
@@ -240,7 +253,7 @@ func (b *Broker) statusFrom(ctx context.Context, st *connState, listed map[strin
 		cs.NextAction = fmt.Sprintf("Restore the store's write access: the current refresh token of %q is in the write-ahead record beside its lock, and the next refresh or sweep moves it into secret %q.", c.Name, c.Secrets.RefreshToken)
 	case lastErr != nil:
 		cs.State = StateFailing
-		cs.NextAction = "Retried on the next call or sweep. " + lastErr.Remediation
+		cs.NextAction = retriedNext(lastErr.Remediation)
 	case cs.AccessTokenExpiresOn.After(now):
 		cs.State = StateHealthy
 		cs.NextAction = "None: served from cache until " + cs.AccessTokenExpiresOn.Add(-st.need(0, 0)).UTC().Format(time.RFC3339) + ", then refreshed."

@@ -325,10 +325,8 @@ func (b *Broker) readCurrent(ctx context.Context, st *connState, lock Lock, cur 
 	}
 	raw, err := wal.ReadWriteAhead(ctx)
 	if err != nil {
-		return &Error{Code: CodeUnavailable, Connection: c.Name, RetryAfter: 15 * time.Second,
-			Message:     "the write-ahead record beside the lock could not be read, and it may hold the current refresh token; nothing was redeemed",
-			Remediation: "Check that the lock storage (AzureWebJobsStorage, or the local state directory) is reachable; retry afterwards.",
-			Err:         err}
+		return failureError(CategoryLockUnavailable, c,
+			"the write-ahead record beside the lock could not be read, and it may hold the current refresh token; nothing was redeemed", err)
 	}
 	if raw == nil {
 		return nil

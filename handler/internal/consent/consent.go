@@ -25,6 +25,7 @@ import (
 	"maps"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -163,6 +164,7 @@ func (f *Flow) exchangeError(err error) *ExchangeError {
 		return e
 	}
 	e.StatusCode, e.Code, e.Description = pe.StatusCode, pe.Code, pe.Description
+	e.Category, e.Diagnosis = broker.Category(pe.Category), pe.Remediation
 	switch {
 	case errors.Is(pe, oauth.ErrInvalidConnection):
 		e.Err = fmt.Errorf("%w: %s", ErrBadConnection, pe.Description)
@@ -198,6 +200,11 @@ type ExchangeError struct {
 	// Err is the cause when it was not the provider's error answer: a
 	// transport failure, ErrNoRefreshToken, ErrBadConnection.
 	Err error
+	// Category is the failure's category in the broker's vocabulary, and
+	// Diagnosis the token client's remediation, which names the
+	// connection's own secrets; empty when there was no diagnosis.
+	Category  broker.Category
+	Diagnosis string
 }
 
 func (e *ExchangeError) Error() string {
@@ -218,10 +225,15 @@ func (e *ExchangeError) Remediation() string {
 			"and that the app registration at the provider may issue refresh tokens; then start again."
 	case errors.Is(e.Err, ErrBadConnection):
 		return "Fix the connection in the connections file, then start again."
+	case e.Code == "invalid_grant":
+		// At an exchange the grant is the code, not a refresh token.
+		return "The code was refused: it expired, was already used, or the redirect URI or PKCE verifier did not match the authorization request. Start again."
+	case (e.Category == broker.CategoryRotateClientSecret || e.Category == broker.CategoryFixConfiguration) && e.Diagnosis != "":
+		// The client and the configuration are the same for an exchange
+		// as for a refresh: the diagnosis says which secret or setting.
+		return strings.TrimSuffix(e.Diagnosis, ".") + "; then start again."
 	case e.Code == "invalid_client" || e.Code == "unauthorized_client":
 		return fmt.Sprintf("Check the client id and secret of connection %q in the store, and its clientAuth (the provider may want the other style); then start again.", e.Connection)
-	case e.Code == "invalid_grant":
-		return "The code was refused: it expired, was already used, or the redirect URI or PKCE verifier did not match the authorization request. Start again."
 	case e.StatusCode == 0 && e.Err != nil:
 		return "The token endpoint could not be reached; check the network and the connection's tokenUrl, then start again."
 	}

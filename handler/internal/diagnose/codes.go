@@ -39,46 +39,61 @@ const (
 // (https://www.rfc-editor.org/rfc/rfc6749#section-5.2), the §4.1.2.1 codes
 // some token endpoints also use, the OpenID Connect Core §3.1.2.6 ones, and
 // other providers' codes seen at token endpoints.
-var errorCodes = map[string]advice{
-	"invalid_grant": {category: Reauthorize, deadRT: true,
+var errorCodes = withCategories(map[string]advice{
+	"invalid_grant": {deadRT: true,
 		what: "the refresh token is no longer valid", fix: fixInvalidGrant,
 		appOnly: &advice{category: FixConfiguration, what: "the grant was refused", fix: fixAppOnly}},
-	"invalid_client": {category: RotateClientSecret,
+	"invalid_client": {
 		what: "the client credentials were not accepted", fix: fixInvalidClient},
-	"unauthorized_client": {category: FixConfiguration,
+	"unauthorized_client": {
 		what: "the app may not use this grant", fix: fixUnauthorizedClient},
-	"unsupported_grant_type": {category: FixConfiguration,
+	"unsupported_grant_type": {
 		what: "the grant type is not supported", fix: fixUnsupportedGrant},
-	"invalid_scope": {category: FixConfiguration,
+	"invalid_scope": {
 		what: "the requested scopes are invalid", fix: fixScope},
-	"invalid_request": {category: FixConfiguration,
+	"invalid_request": {
 		what: "the request is malformed or lacks a parameter", fix: fixRequest},
 	// RFC 6749 §4.1.2.1; at a token endpoint, HubSpot uses it for a grant
 	// whose account is gone.
-	"access_denied": {category: Reauthorize, deadRT: true,
+	"access_denied": {deadRT: true,
 		what: "access was denied", fix: fixReauthorize},
-	"temporarily_unavailable": {category: ProviderOutage,
+	"temporarily_unavailable": {
 		what: "the provider is temporarily unavailable", fix: fixOutage},
-	"server_error": {category: ProviderOutage,
+	"server_error": {
 		what: "the provider failed with a server error", fix: fixOutage},
 	// https://openid.net/specs/openid-connect-core-1_0.html#AuthError
-	"interaction_required": {category: UserInteractionRequired, deadRT: true,
+	"interaction_required": {deadRT: true,
 		what: "a person must sign in again", fix: fixInteraction},
-	"login_required": {category: UserInteractionRequired, deadRT: true,
+	"login_required": {deadRT: true,
 		what: "a person must sign in again", fix: fixInteraction},
-	"consent_required": {category: Reauthorize, deadRT: true,
+	"consent_required": {deadRT: true,
 		what: "consent is missing", fix: fixConsent},
 	// Microsoft Entra, with AADSTS90002.
-	"invalid_tenant": {category: FixConfiguration,
+	"invalid_tenant": {
 		what: "the tenant does not exist", fix: fixTenant},
 	// Google: {"error":"deleted_client","error_description":"The OAuth
 	// client was deleted."} (github.com/websightgmbh/l5-google-cloud-storage/issues/6).
-	"deleted_client": {category: FixConfiguration,
+	"deleted_client": {
 		what: "the app was deleted", fix: fixDeletedClient},
 	// Salesforce: {"error":"invalid_client_id","error_description":"client
 	// identifier invalid"} (github.com/omniphx/forrest/issues/184).
-	"invalid_client_id": {category: FixConfiguration,
+	"invalid_client_id": {
 		what: "the client id is unknown", fix: fixSalesforceClientID},
+})
+
+// withCategories gives each error code's advice its category from the
+// broker's vocabulary (broker.CodeCategory), the one place a code's
+// category is decided; every code here must be there.
+func withCategories(codes map[string]advice) map[string]advice {
+	for code, a := range codes {
+		c, ok := broker.CodeCategory(code)
+		if !ok {
+			panic("diagnose: error code " + code + " is not in the broker's failure vocabulary")
+		}
+		a.category = c
+		codes[code] = a
+	}
+	return codes
 }
 
 // hubspotStatuses are the "status" values of HubSpot's token endpoint.

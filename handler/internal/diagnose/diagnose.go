@@ -33,54 +33,28 @@ import (
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
 )
 
-// Category is what has to happen before a failing connection works again.
-// The values are stable: they go into logs, metrics and blob metadata.
-type Category string
+// Category is what has to happen before a failing connection works again:
+// the broker's failure vocabulary (broker.Category), where each category's
+// permanence, answer and generic remediation live. This package maps the
+// evidence of a token endpoint's answer to one.
+type Category = broker.Category
 
+// The categories of a failed token request.
 const (
-	// Reauthorize: the grant is gone (the refresh token expired, was
-	// revoked or replaced, or consent is missing). A person must consent
-	// again and the new refresh token be stored.
-	Reauthorize Category = "reauthorize"
-	// RotateClientSecret: the provider does not accept the client secret
-	// (expired, deleted, mistyped). A current one must be stored.
-	RotateClientSecret Category = "rotate_client_secret"
-	// FixConfiguration: something in the connection, or in the app's
-	// registration at the provider, is wrong: client id, tenant, token URL,
-	// grant, scopes, permissions.
-	FixConfiguration Category = "fix_configuration"
-	// AccountLocked: the account behind the grant is locked, disabled or
-	// has an expired password; its owner or an administrator must act.
-	AccountLocked Category = "account_locked"
-	// UserInteractionRequired: a policy (multi-factor authentication,
-	// Conditional Access) demands something only a person signing in, or an
-	// administrator changing the policy, can provide.
-	UserInteractionRequired Category = "user_interaction_required"
-	// Throttled: the provider is rate-limiting; the same request succeeds
-	// later.
-	Throttled Category = "throttled"
-	// Transient: the request failed on the way (a timeout, a refused or
-	// reset connection, a garbled answer); the same request succeeds later.
-	Transient Category = "transient"
-	// ProviderOutage: the provider answered with a server error or said it
-	// is unavailable; the same request succeeds once it recovers.
-	ProviderOutage Category = "provider_outage"
+	Reauthorize             = broker.CategoryReauthorize
+	RotateClientSecret      = broker.CategoryRotateClientSecret
+	FixConfiguration        = broker.CategoryFixConfiguration
+	AccountLocked           = broker.CategoryAccountLocked
+	UserInteractionRequired = broker.CategoryUserInteractionRequired
+	Throttled               = broker.CategoryThrottled
+	Transient               = broker.CategoryTransient
+	ProviderOutage          = broker.CategoryProviderOutage
 )
 
-// Categories returns every Category, most urgent first.
+// Categories returns every Category a diagnosis can give, most urgent first.
 func Categories() []Category {
 	return []Category{Reauthorize, RotateClientSecret, FixConfiguration, AccountLocked,
 		UserInteractionRequired, Throttled, Transient, ProviderOutage}
-}
-
-// Permanent reports whether repeating the request cannot succeed until
-// someone acts.
-func (c Category) Permanent() bool {
-	switch c {
-	case Throttled, Transient, ProviderOutage:
-		return false
-	}
-	return true
 }
 
 // Body is what a token endpoint's error response says, as ParseBody reads

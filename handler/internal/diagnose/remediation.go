@@ -2,8 +2,6 @@ package diagnose
 
 import (
 	"net/url"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
@@ -58,9 +56,6 @@ const (
 		"{provider}: register it, then authorize again."
 	fixCodeUsed = "The authorization code for connection {connection} expired or was already redeemed: start the " +
 		"authorization again for a fresh code, and redeem it once."
-	fixNetwork = "Nothing to change if this passes: the request is retried. If it persists, check that the function " +
-		"app can reach {host} (DNS, firewall, outbound rules) and that the token URL of connection {connection} " +
-		"is right."
 	fixMalformed = "Nothing to change if this passes: the request is retried. If it persists, check that the token " +
 		"URL of connection {connection} points at {provider}'s token endpoint and not at some other page on {host}."
 	fixTokenURL = "Correct the token URL of connection {connection} in the connections file: what answers at " +
@@ -70,9 +65,19 @@ const (
 	fixThrottled = "Nothing to change if this passes: {provider} is rate-limiting token requests for connection " +
 		"{connection}, which resume {wait}. If it persists, look for something else requesting tokens with the " +
 		"same client id in a loop."
-	fixOutage = "Nothing to change in connection {connection}: {provider} failed on its side and the request is " +
-		"retried. If it lasts, check {provider}'s service status."
 )
+
+// The generic remediations, as the broker's failure vocabulary words them.
+var (
+	fixNetwork = genericFix(broker.CategoryTransient)
+	fixOutage  = genericFix(broker.CategoryProviderOutage)
+)
+
+// genericFix is the broker's remediation template of category c.
+func genericFix(c Category) string {
+	k, _ := broker.Failure(c)
+	return k.Remedy
+}
 
 // Advice that depends on nothing but the HTTP status.
 var (
@@ -126,61 +131,28 @@ func summaryName(c *broker.Connection, provider string) string {
 	return "Token endpoint"
 }
 
-// render fills a remediation template for one connection.
+// render fills a remediation template for one connection: the broker's
+// placeholders (broker.RenderRemediation), with the provider named and
+// {connect} and {wait} filled in.
 func render(tmpl string, in Input, grant broker.GrantType, provider string) string {
 	c := in.Connection
-	if c == nil {
-		c = &broker.Connection{}
-	}
-	name := c.Name
-	if name == "" {
-		name = "(unnamed)"
-	}
-	secrets := c.Secrets
-	if secrets == (broker.SecretNames{}) && c.Name != "" {
-		secrets = broker.DefaultSecretNames(c.Name)
-	}
-	clientID := secretRef(secrets.ClientID, "client id")
-	if c.ClientID != "" {
-		clientID = "the clientId in the connections file"
+	if c != nil && c.Grant != grant {
+		cc := *c
+		cc.Grant = grant
+		c = &cc
 	}
 	connect := ""
 	if in.ConnectCommand != "" {
 		connect = " (run `" + in.ConnectCommand + "`)"
 	}
-	host := "the token endpoint's host"
-	if u, err := url.Parse(c.TokenURL); err == nil && u.Host != "" {
-		host = u.Host
-	}
 	wait := "after a pause"
 	if in.RetryAfter > 0 {
 		wait = "after " + in.RetryAfter.Round(time.Second).String()
 	}
-	return strings.NewReplacer(
-		"{connection}", strconv.Quote(name),
+	return broker.RenderRemediation(tmpl, c,
 		"{provider}", provider,
 		"{Provider}", capitalize(provider),
-		"{client_id}", clientID,
-		"{client_secret}", secretRef(secrets.ClientSecret, "client secret"),
-		"{refresh_token}", secretRef(secrets.RefreshToken, "refresh token"),
-		"{client_auth}", quoteOr(string(c.AuthStyle), "(unset)"),
-		"{grant}", quoteOr(string(grant), "(unset)"),
 		"{connect}", connect,
-		"{host}", host,
 		"{wait}", wait,
-	).Replace(tmpl)
-}
-
-func secretRef(name, what string) string {
-	if name == "" {
-		return "the connection's " + what
-	}
-	return "secret " + strconv.Quote(name)
-}
-
-func quoteOr(s, empty string) string {
-	if s == "" {
-		return empty
-	}
-	return strconv.Quote(s)
+	)
 }

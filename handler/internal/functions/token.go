@@ -297,28 +297,13 @@ func badRequest(msg, remediation string) *broker.Error {
 // codeTooLarge is an HTTP-only error code: bodies are this layer's concern.
 const codeTooLarge broker.ErrorCode = "request_too_large"
 
-// statusOf maps broker error codes to HTTP statuses (DESIGN.md).
+// statusOf is the HTTP status of an error code: the broker's vocabulary
+// (broker.ErrorCode.HTTPStatus), and 413 for this layer's own.
 func statusOf(code broker.ErrorCode) int {
-	switch code {
-	case broker.CodeBadRequest:
-		return http.StatusBadRequest
-	case broker.CodeForbidden:
-		return http.StatusForbidden
-	case broker.CodeNotFound:
-		return http.StatusNotFound
-	case broker.CodeRejected, broker.CodeNotConfigured:
-		return http.StatusFailedDependency
-	case broker.CodeProviderFailed:
-		return http.StatusBadGateway
-	case broker.CodeUnavailable:
-		return http.StatusServiceUnavailable
-	case broker.CodeTooManyRequests:
-		return http.StatusTooManyRequests
-	case codeTooLarge:
+	if code == codeTooLarge {
 		return http.StatusRequestEntityTooLarge
-	default:
-		return http.StatusInternalServerError
 	}
+	return code.HTTPStatus()
 }
 
 // encodeError writes err as the JSON error body. Only Message and

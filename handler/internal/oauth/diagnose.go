@@ -22,26 +22,18 @@ func diagnoseFailure(conn *broker.Connection, f *failure, ex *exchange, err erro
 	pe.Category = string(d.Category)
 	pe.Remediation = d.Remediation
 	pe.AADSTS = d.AADSTS
-	// For a client error the diagnosis knows more codes than RFC 6749's
-	// six: AADSTS codes, OIDC's, HubSpot's statuses. Only those it
-	// recognises make a failure permanent; a bare 4xx or an unknown code
-	// stays "not retried, yet not a rejection", as the package says.
-	// Rate limits and timeouts stay the retry policy's to judge.
-	clientError := ex.status >= 400 && ex.status < 500 && ex.status != http.StatusTooManyRequests && ex.status != http.StatusRequestTimeout
-	recognised := d.AADSTS != "" || in.Body.Status != "" || knownPermanentCodes[pe.Code]
-	if clientError && d.Permanent && recognised {
+	// The one decision whether a failure is permanent: its category
+	// (broker's vocabulary) says so, the answer was a client error or a
+	// success carrying an error, and the diagnosis rests on a code: an
+	// AADSTS code, HubSpot's status, or an error code the vocabulary knows
+	// (RFC 6749's, OpenID Connect's, providers'). A bare 4xx or an unknown
+	// code stays "not retried, yet not a rejection". Rate limits and
+	// timeouts stay the retry policy's to judge.
+	refused := (ex.status >= 200 && ex.status < 300) ||
+		(ex.status >= 400 && ex.status < 500 && ex.status != http.StatusTooManyRequests && ex.status != http.StatusRequestTimeout)
+	_, knownCode := broker.CodeCategory(pe.Code)
+	evidence := d.AADSTS != "" || in.Body.Status != "" || knownCode
+	if refused && d.Category.Permanent() && evidence {
 		pe.Permanent, f.retryable = true, false
 	}
-}
-
-// knownPermanentCodes are error codes beyond RFC 6749 §5.2 that providers
-// use for failures only a person can fix.
-var knownPermanentCodes = map[string]bool{
-	"access_denied":        true, // RFC 6749 §4.1.2.1
-	"interaction_required": true, // OpenID Connect Core §3.1.2.6
-	"login_required":       true,
-	"consent_required":     true,
-	"invalid_tenant":       true, // Entra
-	"deleted_client":       true, // Google
-	"invalid_client_id":    true, // Salesforce
 }

@@ -30,24 +30,6 @@ import (
 // runes: enough for an AADSTS message, short enough for a log line.
 const maxDescription = 300
 
-// permanentCodes are the RFC 6749 §5.2 errors that mean the request cannot
-// succeed until the credentials or the configuration change.
-var permanentCodes = map[string]bool{
-	"invalid_request":        true,
-	"invalid_client":         true,
-	"invalid_grant":          true,
-	"unauthorized_client":    true,
-	"unsupported_grant_type": true,
-	"invalid_scope":          true,
-}
-
-// transientCodes are errors that say "try again" whatever the status they
-// come with.
-var transientCodes = map[string]bool{
-	"temporarily_unavailable": true,
-	"server_error":            true,
-}
-
 // exchange is what one attempt saw on the wire. golang.org/x/oauth2 reports
 // transport and body failures with %v, so their causes are recorded here as
 // they happen rather than recovered from its error strings.
@@ -167,13 +149,16 @@ func (c *Client) classify(ctx context.Context, err error, ex *exchange, secrets 
 	pe.ErrorURI, pe.TraceID, pe.CorrelationID = allowedFields(ex.body, red)
 	f := &failure{err: pe}
 	success := ex.status >= 200 && ex.status < 300
+	// Whether the failure is permanent is decided once, from its category
+	// (diagnoseFailure); here, only whether repeating it may help.
+	category, known := broker.CodeCategory(pe.Code)
 	switch {
-	case permanentCodes[pe.Code] && (success || ex.status == 400 || ex.status == 401 || ex.status == 403):
-		pe.Permanent = true
+	case known && category.Permanent() && (success || ex.status == 400 || ex.status == 401 || ex.status == 403):
+		// The request itself is refused: the same one fails again.
 	case ex.status == http.StatusTooManyRequests:
 		// A rate limiter answers before the grant is looked at.
 		f.retryable, f.unprocessed = true, true
-	case ex.status == http.StatusRequestTimeout || ex.status >= 500 || success || transientCodes[pe.Code]:
+	case ex.status == http.StatusRequestTimeout || ex.status >= 500 || success || (known && !category.Permanent()):
 		f.retryable = true
 	case ex.status >= 300 && ex.status < 400:
 		pe.Description = fmt.Sprintf("token endpoint redirected (HTTP %d); redirects are not followed, so check the token URL", ex.status)
