@@ -532,12 +532,12 @@ func TestBadConfigurationFailsStartup(t *testing.T) {
 	}, {
 		desc:          "neither CONNECTIONS nor CONNECTIONS_FILE",
 		env:           nil,
-		wantLines:     []string{"handler: bad settings:", "CONNECTIONS_FILE and CONNECTIONS: neither is set; set exactly one"},
+		wantLines:     []string{"handler: bad settings:", "CONNECTIONS_FILE, CONNECTIONS and CONNECTIONS_BLOB: none is set; set exactly one"},
 		problemPrefix: "CONNECTIONS", problems: 1,
 	}, {
 		desc:          "both CONNECTIONS and CONNECTIONS_FILE",
 		env:           []string{"CONNECTIONS_FILE=" + good, `CONNECTIONS={"connections": []}`},
-		wantLines:     []string{"CONNECTIONS_FILE and CONNECTIONS: both are set; set exactly one"},
+		wantLines:     []string{"CONNECTIONS_FILE, CONNECTIONS and CONNECTIONS_BLOB: more than one is set; set exactly one"},
 		problemPrefix: "CONNECTIONS", problems: 1,
 	}, {
 		desc:          "lock wait beyond the caller's timeout",

@@ -78,6 +78,7 @@ var handlerSettingsOnAzure = map[string]struct {
 	"LISTEN_ADDR":                               {offAzure, "standalone mode only"},
 	"CONNECTIONS":                               {fromTemplate, "the connections file, inline"},
 	"CONNECTIONS_FILE":                          {offAzure, "CONNECTIONS carries the file; both set fails start-up"},
+	"CONNECTIONS_BLOB":                          {tunable, "the file in a blob of the lock container; the template then leaves CONNECTIONS out (more than one set fails start-up)"},
 	"KEY_VAULT_URL":                             {fromTemplate, "secrets live in the vault"},
 	"LOCAL_STATE_DIR":                           {offAzure, "the local store and lock are not used on Azure"},
 	"AzureWebJobsStorage":                       {offAzure, "a connection string needs an account key; the account has none"},

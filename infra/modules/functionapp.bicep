@@ -166,10 +166,17 @@ var identitySettings = useUserAssignedIdentity ? {
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD'
 }
 
+// CONNECTIONS_BLOB in handlerSettings moves the connections file into a
+// blob of the lock container, re-read when it changes (README.md,
+// "Connections in a blob"); the handler refuses to start with both it and
+// CONNECTIONS, so the inline file is left out then.
+var connectionsSetting = contains(handlerSettings, 'CONNECTIONS_BLOB') ? {} : {
+  CONNECTIONS: string(connections)
+}
+
 // handlerSettings come first, so they can tune the handler but not redirect
 // its vault, its storage or its identity.
-var appSettings = union(handlerSettings, {
-  CONNECTIONS: string(connections)
+var appSettings = union(handlerSettings, connectionsSetting, {
   KEY_VAULT_URL: keyVaultUri
   LOCK_CONTAINER: lockContainerName
   // Identity-based host storage. The service URIs rather than __accountName:

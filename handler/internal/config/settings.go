@@ -40,6 +40,11 @@ type Settings struct {
 	// ConnectionsJSON is CONNECTIONS, the same JSON inline (Bicep passes it
 	// this way).
 	ConnectionsJSON string
+	// ConnectionsBlob is CONNECTIONS_BLOB, "<container>/<blob>" in the
+	// lock storage account: the connections file lives there and running
+	// instances re-read it when it changes (package connblob). Exactly one
+	// of ConnectionsFile, ConnectionsJSON and ConnectionsBlob is set.
+	ConnectionsBlob string
 
 	// KeyVaultURL is KEY_VAULT_URL. Set: secrets live in that vault;
 	// empty: in the local store under LocalStateDir.
@@ -189,6 +194,7 @@ func LoadSettings(getenv func(string) string) (Settings, error) {
 		ListenAddr:              l.listenAddr("LISTEN_ADDR", DefaultListenAddr),
 		ConnectionsFile:         l.get("CONNECTIONS_FILE"),
 		ConnectionsJSON:         l.get("CONNECTIONS"),
+		ConnectionsBlob:         l.match("CONNECTIONS_BLOB", validConnectionsBlob, "must be <container>/<blob> in the lock storage account, such as token-locks/connections.json (a container name is 3-63 characters of a-z, 0-9 and -)"),
 		KeyVaultURL:             l.httpsURL("KEY_VAULT_URL", `"https://<vault>.vault.azure.net/"`, false),
 		LocalStateDir:           l.getOr("LOCAL_STATE_DIR", DefaultLocalStateDir),
 		StorageConnectionString: l.connectionString("AzureWebJobsStorage"),
@@ -210,11 +216,14 @@ func LoadSettings(getenv func(string) string) (Settings, error) {
 		LogLevel:     l.logLevel("LOG_LEVEL"),
 	}
 
-	switch {
-	case s.ConnectionsFile == "" && s.ConnectionsJSON == "":
-		l.problem("CONNECTIONS_FILE and CONNECTIONS", "", "neither is set; set exactly one: CONNECTIONS_FILE to the path of the connections JSON, or CONNECTIONS to the JSON itself")
-	case s.ConnectionsFile != "" && s.ConnectionsJSON != "":
-		l.problem("CONNECTIONS_FILE and CONNECTIONS", "", "both are set; set exactly one, so there is no doubt which connections are served")
+	switch sources := countSet(s.ConnectionsFile, s.ConnectionsJSON, l.get("CONNECTIONS_BLOB")); {
+	case sources == 0:
+		l.problem("CONNECTIONS_FILE, CONNECTIONS and CONNECTIONS_BLOB", "", "none is set; set exactly one: CONNECTIONS_FILE to the path of the connections JSON, CONNECTIONS to the JSON itself, or CONNECTIONS_BLOB to <container>/<blob> in the lock storage account")
+	case sources > 1:
+		l.problem("CONNECTIONS_FILE, CONNECTIONS and CONNECTIONS_BLOB", "", "more than one is set; set exactly one, so there is no doubt which connections are served")
+	}
+	if s.ConnectionsBlob != "" && !s.UsesBlobLock() {
+		l.problem("CONNECTIONS_BLOB", s.ConnectionsBlob, "needs the lock storage account (AzureWebJobsStorage, or AzureWebJobsStorage__blobServiceUri / __accountName), which holds the blob")
 	}
 	if s.ProviderAttemptTimeout > s.ProviderTimeout && l.ok("PROVIDER_TIMEOUT") && l.ok("PROVIDER_ATTEMPT_TIMEOUT") {
 		l.problem("PROVIDER_ATTEMPT_TIMEOUT", l.get("PROVIDER_ATTEMPT_TIMEOUT"),
@@ -316,6 +325,25 @@ func (s Settings) BlobServiceURL() string {
 	return ""
 }
 
+// validConnectionsBlob reports whether v is "<container>/<blob>", the
+// form connblob.ParseLocation reads (config cannot import connblob, which
+// imports config).
+func validConnectionsBlob(v string) bool {
+	container, name, ok := strings.Cut(v, "/")
+	return ok && containerPattern.MatchString(container) && name != "" && len(name) <= 1024
+}
+
+// countSet counts the values that are not empty.
+func countSet(values ...string) int {
+	n := 0
+	for _, v := range values {
+		if v != "" {
+			n++
+		}
+	}
+	return n
+}
+
 // UsesKeyVault reports whether secrets live in Key Vault rather than the
 // local store.
 func (s Settings) UsesKeyVault() bool { return s.KeyVaultURL != "" }
@@ -332,7 +360,7 @@ func (s Settings) ReadConnections() ([]broker.Connection, error) {
 			return nil, fmt.Errorf("reading %s: %w", source, err)
 		}
 	} else if s.ConnectionsJSON == "" {
-		return nil, fmt.Errorf("no connections: set CONNECTIONS_FILE or CONNECTIONS")
+		return nil, fmt.Errorf("no connections: set CONNECTIONS_FILE or CONNECTIONS (CONNECTIONS_BLOB is read by package connblob)")
 	}
 	conns, err := ParseConnections(data)
 	if err != nil {
@@ -391,7 +419,10 @@ func (s Settings) LogValue() slog.Value {
 
 func (s Settings) attrs() []slog.Attr {
 	connections := "CONNECTIONS_FILE " + s.ConnectionsFile
-	if s.ConnectionsFile == "" {
+	switch {
+	case s.ConnectionsBlob != "":
+		connections = "CONNECTIONS_BLOB " + s.ConnectionsBlob
+	case s.ConnectionsFile == "":
 		connections = fmt.Sprintf("CONNECTIONS (%d bytes inline)", len(s.ConnectionsJSON))
 	}
 	store := "local " + s.LocalStateDir

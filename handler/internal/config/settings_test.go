@@ -176,8 +176,12 @@ func TestLoadSettingsProblems(t *testing.T) {
 			[]string{`LISTEN_ADDR ":8080"`, "API_KEY_SECRET is not set", "x-functions-key", "at least 32 characters", `"127.0.0.1:8080"`}, ""},
 		{"all IPv4 addresses without an API key", map[string]string{"LISTEN_ADDR": "0.0.0.0:8080"}, "LISTEN_ADDR and API_KEY_SECRET", "", []string{`"0.0.0.0:8080"`}, ""},
 		{"log level unknown", map[string]string{"LOG_LEVEL": "verbose"}, "LOG_LEVEL", "verbose", []string{"debug, info, warn, error"}, ""},
-		{"no connections", map[string]string{"CONNECTIONS_FILE": ""}, "CONNECTIONS_FILE and CONNECTIONS", "", []string{"neither is set", "exactly one"}, ""},
-		{"both connections", map[string]string{"CONNECTIONS": `{"connections": []}`}, "CONNECTIONS_FILE and CONNECTIONS", "", []string{"both are set", "exactly one"}, ""},
+		{"no connections", map[string]string{"CONNECTIONS_FILE": ""}, "CONNECTIONS_FILE, CONNECTIONS and CONNECTIONS_BLOB", "", []string{"none is set", "exactly one", "CONNECTIONS_BLOB to <container>/<blob>"}, ""},
+		{"both connections", map[string]string{"CONNECTIONS": `{"connections": []}`}, "CONNECTIONS_FILE, CONNECTIONS and CONNECTIONS_BLOB", "", []string{"more than one is set", "exactly one"}, ""},
+		{"blob beside the file", map[string]string{"CONNECTIONS_BLOB": "token-locks/connections.json", "AzureWebJobsStorage": "UseDevelopmentStorage=true"}, "CONNECTIONS_FILE, CONNECTIONS and CONNECTIONS_BLOB", "", []string{"more than one is set", "exactly one"}, ""},
+		{"blob without a container", map[string]string{"CONNECTIONS_FILE": "", "CONNECTIONS_BLOB": "connections.json", "AzureWebJobsStorage": "UseDevelopmentStorage=true"}, "CONNECTIONS_BLOB", "connections.json", []string{"<container>/<blob>", "token-locks/connections.json"}, ""},
+		{"blob with a bad container name", map[string]string{"CONNECTIONS_FILE": "", "CONNECTIONS_BLOB": "Token_Locks/c.json", "AzureWebJobsStorage": "UseDevelopmentStorage=true"}, "CONNECTIONS_BLOB", "Token_Locks/c.json", []string{"3-63 characters"}, ""},
+		{"blob without lock storage", map[string]string{"CONNECTIONS_FILE": "", "CONNECTIONS_BLOB": "token-locks/connections.json"}, "CONNECTIONS_BLOB", "token-locks/connections.json", []string{"lock storage account", "AzureWebJobsStorage"}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -230,7 +234,7 @@ func TestLoadSettingsReportsEveryProblem(t *testing.T) {
 	for _, p := range se.Problems {
 		got = append(got, p.Setting)
 	}
-	want := []string{"KEY_VAULT_URL", "PROVIDER_TIMEOUT", "LOCK_WAIT", "LOG_LEVEL", "CONNECTIONS_FILE and CONNECTIONS"}
+	want := []string{"KEY_VAULT_URL", "PROVIDER_TIMEOUT", "LOCK_WAIT", "LOG_LEVEL", "CONNECTIONS_FILE, CONNECTIONS and CONNECTIONS_BLOB"}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("problems on %q, want %q", got, want)
 	}
