@@ -59,8 +59,8 @@ func (st *connState) clientSecretOrder() []string {
 // credentials, not repeated bad attempts with the same one (the account
 // lockouts of AADSTS50053 are about user passwords).
 //
-// cur comes back with the secret last sent, so that a failure is recorded
-// against it.
+// cur comes back with the secret last sent, or the first one when every
+// secret was refused.
 func (b *Broker) redeemWithClientSecrets(ctx context.Context, st *connState, lock Lock, cur current) (*Token, current, error) {
 	names := st.conn.ClientSecretNames()
 	if len(names) < 2 || !st.conn.UsesClientSecret() {
@@ -93,6 +93,12 @@ func (b *Broker) redeemWithClientSecrets(ctx context.Context, st *connState, loc
 		if !invalidClient(err) {
 			break
 		}
+	}
+	if invalidClient(err) {
+		// Every secret was refused: the failure is recorded against the
+		// credentials checkCooldown reads (the first secret), so that the
+		// cool-down holds and the provider is not asked again at once.
+		cur = first
 	}
 	if err == nil {
 		st.mu.Lock()

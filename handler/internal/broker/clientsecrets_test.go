@@ -89,6 +89,13 @@ func TestAllClientSecretsRefused(t *testing.T) {
 	if cur, ok := e.provider.CurrentRefreshToken(rt.Reveal()); !ok || cur != rt.Reveal() {
 		t.Fatal("the refresh token was redeemed or revoked by refused requests")
 	}
+	// The cool-down holds: the same credentials are not sent again at once.
+	if _, err := b.Token(ctx, "crm", 0); code(err) != broker.CodeRejected {
+		t.Fatalf("second call: %v", err)
+	}
+	if st := e.provider.Stats(); st.TokenRequests != 2 {
+		t.Fatalf("%d token requests after a second call; the cool-down did not hold", st.TokenRequests)
+	}
 }
 
 // TestOneClientSecretUnchanged: with one secret, an invalid_client is one
