@@ -60,10 +60,18 @@ type Metrics struct {
 	lockWait    metric.Float64Histogram
 	storeErrors metric.Int64Counter
 
-	// sets holds one attribute option per connection and label, made once:
-	// the cache hit records on every request, and building the attribute
-	// set each time would allocate.
-	sets sync.Map // setKey -> metric.MeasurementOption
+	// sets holds the options of each connection and label, made once: the
+	// cache hit records on every request, and building the attribute set,
+	// the variadic slices or a boxed map key each time would allocate
+	// (TestCacheHitAllocations).
+	mu   sync.RWMutex
+	sets map[setKey]*options
+}
+
+// options are one attribute set as both kinds of measurement option.
+type options struct {
+	add    []metric.AddOption
+	record []metric.RecordOption
 }
 
 type setKey struct{ connection, key, value string }
@@ -81,7 +89,7 @@ type Options struct {
 // New makes the instruments. The Prometheus reader is always there
 // (WritePrometheus); opts.Exporter adds a periodic export.
 func New(opts Options) (*Metrics, error) {
-	m := &Metrics{manual: sdkmetric.NewManualReader()}
+	m := &Metrics{manual: sdkmetric.NewManualReader(), sets: map[setKey]*options{}}
 	po := []sdkmetric.Option{sdkmetric.WithReader(m.manual), sdkmetric.WithResource(resource.Empty())}
 	if opts.Exporter != nil {
 		if opts.Interval <= 0 {
@@ -152,15 +160,23 @@ func (m *Metrics) collect(ctx context.Context) (metricdata.ResourceMetrics, erro
 	return rm, err
 }
 
-// attrs is the attribute option for a connection and one more label.
-func (m *Metrics) attrs(connection, key, value string) metric.MeasurementOption {
+// attrs is the options of a connection and one more label.
+func (m *Metrics) attrs(connection, key, value string) *options {
 	k := setKey{connection, key, value}
-	if o, ok := m.sets.Load(k); ok {
-		return o.(metric.MeasurementOption)
+	m.mu.RLock()
+	o := m.sets[k]
+	m.mu.RUnlock()
+	if o != nil {
+		return o
 	}
-	o := metric.WithAttributeSet(attribute.NewSet(attribute.String("connection", connection), attribute.String(key, value)))
-	actual, _ := m.sets.LoadOrStore(k, o)
-	return actual.(metric.MeasurementOption)
+	set := metric.WithAttributeSet(attribute.NewSet(attribute.String("connection", connection), attribute.String(key, value)))
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if o = m.sets[k]; o == nil {
+		o = &options{add: []metric.AddOption{set}, record: []metric.RecordOption{set}}
+		m.sets[k] = o
+	}
+	return o
 }
 
 var _ broker.Observer = (*Metrics)(nil)
@@ -169,30 +185,30 @@ var _ broker.Observer = (*Metrics)(nil)
 func (m *Metrics) TokenServed(connection string, source broker.Source, age time.Duration) {
 	o := m.attrs(connection, "source", string(source))
 	ctx := context.Background()
-	m.served.Add(ctx, 1, o)
+	m.served.Add(ctx, 1, o.add...)
 	if age >= 0 {
-		m.age.Record(ctx, age.Seconds(), o)
+		m.age.Record(ctx, age.Seconds(), o.record...)
 	}
 }
 
 // Refreshed implements broker.Observer.
 func (m *Metrics) Refreshed(connection string, outcome broker.Outcome, d time.Duration) {
 	o := m.attrs(connection, "outcome", string(outcome))
-	m.refreshes.Add(context.Background(), 1, o)
-	m.refreshDur.Record(context.Background(), d.Seconds(), o)
+	m.refreshes.Add(context.Background(), 1, o.add...)
+	m.refreshDur.Record(context.Background(), d.Seconds(), o.record...)
 }
 
 // TokenEndpoint implements broker.Observer.
 func (m *Metrics) TokenEndpoint(connection string, outcome broker.Outcome, d time.Duration) {
-	m.endpointDur.Record(context.Background(), d.Seconds(), m.attrs(connection, "outcome", string(outcome)))
+	m.endpointDur.Record(context.Background(), d.Seconds(), m.attrs(connection, "outcome", string(outcome)).record...)
 }
 
 // LockWaited implements broker.Observer.
 func (m *Metrics) LockWaited(connection, outcome string, d time.Duration) {
-	m.lockWait.Record(context.Background(), d.Seconds(), m.attrs(connection, "outcome", outcome))
+	m.lockWait.Record(context.Background(), d.Seconds(), m.attrs(connection, "outcome", outcome).record...)
 }
 
 // StoreFailed implements broker.Observer.
 func (m *Metrics) StoreFailed(connection, op string) {
-	m.storeErrors.Add(context.Background(), 1, m.attrs(connection, "operation", op))
+	m.storeErrors.Add(context.Background(), 1, m.attrs(connection, "operation", op).add...)
 }
