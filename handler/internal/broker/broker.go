@@ -29,6 +29,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -103,8 +105,12 @@ type AccessToken struct {
 
 // Broker hands out access tokens. It is safe for concurrent use.
 type Broker struct {
-	conns    map[string]*connState
-	order    []string
+	// conns is the current connection set, swapped whole by
+	// SetConnections; the hot path loads it without a lock.
+	conns atomic.Pointer[connSet]
+	// setMu serialises SetConnections, so that two swaps do not both
+	// build on the same old set.
+	setMu    sync.Mutex
 	store    SecretStore
 	locker   Locker
 	grant    Grant
@@ -130,11 +136,26 @@ type Broker struct {
 	running running // what Close waits for (close.go)
 }
 
-// connState is the per-instance state of one connection. The connection
-// set is fixed at New, so the map holding these is never written again and
-// the hot path reads it without a lock.
+// connSet is one version of the connection set. It is never written after
+// it is published: SetConnections publishes a new one.
+type connSet struct {
+	byName map[string]*connState
+	// list is the configuration's order.
+	list []*connState
+}
+
+// flightSeq numbers connStates, so that each has flight keys of its own.
+var flightSeq atomic.Uint64
+
+// connState is the per-instance state of one connection. It lives as long
+// as the connection is configured unchanged, and after that as long as a
+// flight of it runs.
 type connState struct {
 	conn Connection
+	// flightKey names this state's refresh flight: the connection's name
+	// and a sequence number, so that after SetConnections changed the
+	// connection its callers never join a flight of the old configuration.
+	flightKey string
 
 	// cached is the newest access token this instance knows.
 	cached atomic.Pointer[cachedToken]
@@ -165,7 +186,6 @@ func New(o Options) (*Broker, error) {
 		return nil, errors.New("broker: Store, Locker and Grant are required")
 	}
 	b := &Broker{
-		conns:           make(map[string]*connState, len(o.Connections)),
 		store:           o.Store,
 		locker:          o.Locker,
 		grant:           o.Grant,
@@ -208,16 +228,74 @@ func New(o Options) (*Broker, error) {
 	if b.storeRetryDelay <= 0 {
 		b.storeRetryDelay = 200 * time.Millisecond
 	}
-	for _, c := range o.Connections {
-		if _, dup := b.conns[c.Name]; dup {
-			return nil, fmt.Errorf("broker: connection %q is configured twice", c.Name)
-		}
-		b.conns[c.Name] = &connState{conn: c}
-		b.order = append(b.order, c.Name)
+	set, err := newConnSet(o.Connections, nil)
+	if err != nil {
+		return nil, err
 	}
+	b.conns.Store(set)
 	b.base, b.stop = context.WithCancel(context.Background())
 	return b, nil
 }
+
+// newConnSet builds the set of conns. A connection that old holds with the
+// same configuration keeps its state there (cached token, failure record,
+// standby, counters); any other gets a fresh one.
+func newConnSet(conns []Connection, old *connSet) (*connSet, error) {
+	set := &connSet{byName: make(map[string]*connState, len(conns)), list: make([]*connState, 0, len(conns))}
+	for _, c := range conns {
+		if _, dup := set.byName[c.Name]; dup {
+			return nil, fmt.Errorf("broker: connection %q is configured twice", c.Name)
+		}
+		st := old.unchanged(c)
+		if st == nil {
+			st = &connState{conn: c, flightKey: c.Name + "\x00" + strconv.FormatUint(flightSeq.Add(1), 10)}
+		}
+		set.byName[c.Name] = st
+		set.list = append(set.list, st)
+	}
+	return set, nil
+}
+
+// unchanged returns the state of c in s if s holds c with the same
+// configuration, nil otherwise (and for a nil s).
+func (s *connSet) unchanged(c Connection) *connState {
+	if s == nil {
+		return nil
+	}
+	st, ok := s.byName[c.Name]
+	if !ok || !reflect.DeepEqual(st.conn, c) {
+		return nil
+	}
+	return st
+}
+
+// SetConnections replaces the connection set, as a changed connections
+// file asks. A connection configured as before keeps its state: its cached
+// token, failure record, standby and counters. A changed one starts afresh,
+// as at New. A removed one is answered CodeNotFound from now on; a refresh
+// of it already under way finishes (its flight holds its state) and its
+// callers get that answer. The sweep and the status use the set current
+// when they start. Names must be unique; on an error nothing changes.
+func (b *Broker) SetConnections(conns []Connection) error {
+	b.setMu.Lock()
+	defer b.setMu.Unlock()
+	set, err := newConnSet(conns, b.conns.Load())
+	if err != nil {
+		return err
+	}
+	b.conns.Store(set)
+	return nil
+}
+
+// lookup returns the named connection's state in the current set.
+func (b *Broker) lookup(name string) (*connState, bool) {
+	st, ok := b.conns.Load().byName[name]
+	return st, ok
+}
+
+// connList returns the current set's states in configuration order; the
+// caller must not change the slice.
+func (b *Broker) connList() []*connState { return b.conns.Load().list }
 
 // Store returns the secret store the broker reads and writes: the consent
 // flow stores a newly consented refresh token there, where the next
@@ -226,7 +304,7 @@ func (b *Broker) Store() SecretStore { return b.store }
 
 // Connection returns the named connection's configuration.
 func (b *Broker) Connection(name string) (Connection, bool) {
-	st, ok := b.conns[name]
+	st, ok := b.lookup(name)
 	if !ok {
 		return Connection{}, false
 	}
@@ -237,7 +315,7 @@ func (b *Broker) Connection(name string) (Connection, bool) {
 // for at least minValidity, and at least the connection's refresh margin.
 // Errors are *Error.
 func (b *Broker) Token(ctx context.Context, name string, minValidity time.Duration) (AccessToken, error) {
-	st, ok := b.conns[name]
+	st, ok := b.lookup(name)
 	if !ok {
 		return AccessToken{}, &Error{
 			Code:        CodeNotFound,
@@ -268,7 +346,7 @@ const DefaultForceRefreshInterval = time.Minute
 // a new refresh token or client secret. It is rate-limited per connection
 // (CodeTooManyRequests). It returns the connection's status afterwards.
 func (b *Broker) ForceRefresh(ctx context.Context, name string) (ConnectionStatus, error) {
-	st, ok := b.conns[name]
+	st, ok := b.lookup(name)
 	if !ok {
 		return ConnectionStatus{}, &Error{Code: CodeNotFound, Connection: name, Message: fmt.Sprintf("no connection is named %q", name),
 			Remediation: "GET /api/connections lists the configured connections."}
@@ -296,7 +374,7 @@ func (b *Broker) ForceRefresh(ctx context.Context, name string) (ConnectionStatu
 // refreshNow runs a flight that refreshes st unless some instance has
 // refreshed it at or after since.
 func (b *Broker) refreshNow(ctx context.Context, st *connState, since time.Time) (AccessToken, error) {
-	r, ok := b.join(ctx, st, st.conn.Name+"\x00force", want{refreshedSince: since})
+	r, ok := b.join(ctx, st, st.flightKey+"\x00force", want{refreshedSince: since})
 	if !ok {
 		return AccessToken{}, &Error{Code: CodeUnavailable, Connection: st.conn.Name, RetryAfter: 5 * time.Second,
 			Message:     "gave up waiting for the refresh: " + ctx.Err().Error(),

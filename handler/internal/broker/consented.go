@@ -16,7 +16,7 @@ import (
 // the lock in time the tokens are stored all the same: a consented refresh
 // token must not be lost for want of a lock.
 func (b *Broker) Consented(ctx context.Context, name string, tok *Token, standby bool) error {
-	st, ok := b.conns[name]
+	st, ok := b.lookup(name)
 	if !ok {
 		return fmt.Errorf("broker: no connection is named %q", name)
 	}

@@ -78,7 +78,7 @@ func (b *Broker) token(ctx context.Context, st *connState, w want) (AccessToken,
 	// longer validity than the flight's starter may need one more flight.
 	for range 2 {
 		start := b.now()
-		r, ok := b.join(ctx, st, name, w)
+		r, ok := b.join(ctx, st, st.flightKey, w)
 		if !ok {
 			return AccessToken{}, &Error{
 				Code:        CodeUnavailable,

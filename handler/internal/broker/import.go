@@ -17,7 +17,7 @@ import (
 // while an instance redeems the stored one would be two redemptions of
 // one family. It returns the connection's status afterwards.
 func (b *Broker) ImportRefreshToken(ctx context.Context, name string, rt Secret) (ConnectionStatus, error) {
-	st, ok := b.conns[name]
+	st, ok := b.lookup(name)
 	if !ok {
 		return ConnectionStatus{}, &Error{Code: CodeNotFound, Connection: name, Message: fmt.Sprintf("no connection is named %q", name),
 			Remediation: "handler status lists the configured connections."}

@@ -97,16 +97,17 @@ type StatusError struct {
 // SecretLister store, one list call describes every connection's secrets.
 func (b *Broker) Status(ctx context.Context) []ConnectionStatus {
 	listed := b.listSecrets(ctx)
-	out := make([]ConnectionStatus, 0, len(b.order))
-	for _, name := range b.order {
-		out = append(out, b.statusFrom(ctx, b.conns[name], listed))
+	conns := b.connList()
+	out := make([]ConnectionStatus, 0, len(conns))
+	for _, st := range conns {
+		out = append(out, b.statusFrom(ctx, st, listed))
 	}
 	return out
 }
 
 // ConnectionStatus reports one connection.
 func (b *Broker) ConnectionStatus(ctx context.Context, name string) (ConnectionStatus, bool) {
-	st, ok := b.conns[name]
+	st, ok := b.lookup(name)
 	if !ok {
 		return ConnectionStatus{}, false
 	}

@@ -145,14 +145,17 @@ func (b *Broker) Sweep(ctx context.Context, horizon time.Duration) []SweepResult
 		i   int
 		due time.Time
 	}
-	items := make([]item, len(b.order))
-	for i, name := range b.order {
-		items[i] = item{i, b.sweepDue(ctx, b.conns[name], listed)}
+	// The set current now: a swap while the sweep runs takes effect at
+	// the next sweep.
+	conns := b.connList()
+	items := make([]item, len(conns))
+	for i, st := range conns {
+		items[i] = item{i, b.sweepDue(ctx, st, listed)}
 	}
 	// Stable: equally due connections keep the configuration's order.
 	slices.SortStableFunc(items, func(x, y item) int { return x.due.Compare(y.due) })
 
-	results := make([]SweepResult, len(b.order))
+	results := make([]SweepResult, len(conns))
 	// A semaphore whose size may change while the sweep runs: it follows
 	// the pacer's rate, which a 429 lowers, and the refresh time measured.
 	var (
@@ -162,7 +165,7 @@ func (b *Broker) Sweep(ctx context.Context, horizon time.Duration) []SweepResult
 		wg      sync.WaitGroup
 	)
 	for _, it := range items {
-		st := b.conns[b.order[it.i]]
+		st := conns[it.i]
 		mu.Lock()
 		for running >= b.sweepParallelism() {
 			cond.Wait()
@@ -264,8 +267,7 @@ func (b *Broker) sweepListing(ctx context.Context) map[string]SecretInfo {
 	for k, v := range prev {
 		m[k] = v
 	}
-	for _, name := range b.order {
-		st := b.conns[name]
+	for _, st := range b.connList() {
 		ct := st.cached.Load()
 		if ct == nil || ct.lifetime <= 0 {
 			continue

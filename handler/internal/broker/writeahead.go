@@ -452,8 +452,8 @@ func (b *Broker) reconcileWriteAhead(ctx context.Context) {
 	if !ok {
 		return
 	}
-	for _, name := range b.order {
-		st := b.conns[name]
+	for _, st := range b.connList() {
+		name := st.conn.Name
 		if st.conn.Grant != GrantRefreshToken {
 			continue
 		}
