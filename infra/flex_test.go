@@ -117,6 +117,12 @@ var flexResourceSchemas = map[string]resourceSchema{
 			"properties.enableSoftDelete", "properties.softDeleteRetentionInDays", "properties.enablePurgeProtection",
 			"properties.enabledForDeployment", "properties.enabledForDiskEncryption", "properties.enabledForTemplateDeployment"},
 	},
+	"Microsoft.KeyVault/vaults/keys": {
+		source: "https://learn.microsoft.com/azure/templates/microsoft.keyvault/2023-07-01/vaults/keys (kty EC, EC-HSM, RSA, RSA-HSM; " +
+			"keySize for RSA; curveName P-256 and others for EC; keyOps; attributes.enabled, attributes.exportable)",
+		accepted: []string{"properties.kty", "properties.keySize", "properties.curveName", "properties.keyOps",
+			"properties.attributes.enabled", "properties.attributes.exportable"},
+	},
 	"Microsoft.OperationalInsights/workspaces": {
 		source:   "https://learn.microsoft.com/azure/templates/microsoft.operationalinsights/2023-09-01/workspaces",
 		accepted: []string{"properties.sku.name", "properties.retentionInDays"},
@@ -301,6 +307,7 @@ var mainParams = map[string]paramRule{
 	"logRetentionInDays": {[]string{"@minValue(30)", "@maxValue(730)"}, "int",
 		"workspace retention 30-730 days, https://learn.microsoft.com/azure/azure-monitor/logs/data-retention-configure"},
 	"alertEmailAddresses": {nil, "array", ""},
+	"assertionSigners":    {nil, "array", "names and types of Key Vault keys; a key name's rules are checked by the handler's connections validator (signingKey)"},
 	"alertActionGroupIds": {nil, "array", ""},
 	"alertWebhookUrl":     {nil, "string", "a webhook URL carries its own secret: @secure(), TestAlertWebhookIsSecure"},
 	"alertSeverity": {[]string{"@minValue(0)", "@maxValue(4)"}, "int",

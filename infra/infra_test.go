@@ -48,6 +48,10 @@ var builtInRoles = []builtInRole{
 	{"storageBlobDataOwner", "Storage Blob Data Owner", "b7e6dc6d-f1e8-4753-8033-0f276bb0955b", "Microsoft.Storage/storageAccounts"},
 	{"storageTableDataContributor", "Storage Table Data Contributor", "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3", "Microsoft.Storage/storageAccounts"},
 	{"monitoringMetricsPublisher", "Monitoring Metrics Publisher", "3913510d-42f4-4e42-8a64-420c390055eb", "Microsoft.Insights/components"},
+	// security.md, "Key Vault Crypto User"
+	// (https://learn.microsoft.com/azure/role-based-access-control/built-in-roles/security#key-vault-crypto-user):
+	// keys/read and keys/sign/action among its data actions.
+	{"keyVaultCryptoUser", "Key Vault Crypto User", "12338af0-0e69-4776-bea7-57ae8d297424", "Microsoft.KeyVault/vaults"},
 }
 
 // How each setting the handler reads reaches it on Azure.

@@ -59,6 +59,9 @@ param softDeleteRetentionInDays int = 90
 @description('Object id of the user or group that loads secrets after deployment (granted Key Vault Secrets Officer); empty: grant it yourself.')
 param operatorPrincipalId string = ''
 
+@description('Key Vault keys to create for connections that sign their assertions (clientAuth private_key_jwt, grant jwt_bearer): [{ "name": "salesforce-signing-key" }, { "name": "okta-signing-key", "kty": "EC" }]; kty RSA (2048-bit, the default) or EC (P-256). Non-exportable; the app\'s identity gets Key Vault Crypto User on the vault. A key that already exists is left as it is. Empty: none.')
+param assertionSigners array = []
+
 @description('Put App Service authentication in front of the token route, admitting only Data Factory\'s managed identity; needs authClientId and adfPrincipalId. Off: function keys alone authenticate callers.')
 param enableAppServiceAuth bool = false
 
@@ -176,6 +179,7 @@ module keyVault 'modules/keyvault.bicep' = {
     tags: tags
     softDeleteRetentionInDays: softDeleteRetentionInDays
     enablePurgeProtection: enablePurgeProtection
+    assertionSigners: assertionSigners
   }
 }
 
@@ -227,6 +231,7 @@ module roles 'modules/roles.bicep' = {
     keyVaultName: keyVault.outputs.name
     appInsightsName: monitoring.outputs.appInsightsName
     operatorPrincipalId: operatorPrincipalId
+    signsAssertions: !empty(assertionSigners)
   }
 }
 
@@ -278,3 +283,14 @@ output appServiceAuthEnabled bool = enableAppServiceAuth
 
 @description('Paths App Service authentication lets through without a token; function or admin keys alone guard them. Empty when it is off.')
 output authExcludedPaths array = functionApp.outputs.authExcludedPaths
+
+// What registering a connection without a client secret needs (infra/README.md,
+// "Connections without a client secret").
+@description('Key id of each key in assertionSigners, in order: handler key CONNECTION prints its public key for the provider.')
+output signingKeyIds array = keyVault.outputs.signingKeyIds
+@description('Issuer of the federated identity credential an app registration adds to trust this app\'s managed identity (clientAuth managedIdentity).')
+output federatedCredentialIssuer string = '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+@description('Subject of that federated identity credential: the user-assigned identity\'s object id. Empty with the system-assigned identity, which Entra ID does not accept as a federated credential.')
+output federatedCredentialSubject string = useUserAssignedIdentity ? runtimePrincipalId : ''
+@description('Audience of that federated identity credential.')
+output federatedCredentialAudience string = 'api://AzureADTokenExchange'

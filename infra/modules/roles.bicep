@@ -8,6 +8,9 @@ param storageAccountName string
 param keyVaultName string
 param appInsightsName string
 
+@description('Whether the vault holds keys that sign the connections\' assertions (private_key_jwt, jwt_bearer): the identity then signs with them.')
+param signsAssertions bool = false
+
 @description('Object id of a user or group allowed to load secrets into the vault after deployment; empty: none.')
 param operatorPrincipalId string = ''
 
@@ -18,6 +21,7 @@ var roles = {
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
+  keyVaultCryptoUser: '12338af0-0e69-4776-bea7-57ae8d297424'
 }
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
@@ -40,6 +44,20 @@ resource vaultSecretsOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01
   scope: vault
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsOfficer)
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Crypto User (keys/read and keys/sign/action among its data actions, nothing
+// on secrets or key management): the handler reads a signing key's current
+// version and has the vault sign an assertion's digest. Only when the vault
+// holds signing keys.
+resource vaultCryptoUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (signsAssertions) {
+  name: guid(vault.id, principalId, roles.keyVaultCryptoUser)
+  scope: vault
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultCryptoUser)
     principalId: principalId
     principalType: 'ServicePrincipal'
   }
