@@ -10,6 +10,7 @@ import (
 
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/bloblease"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/config"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/connblob"
 )
 
 // azuriteConnectionString is what UseDevelopmentStorage=true means; the Go
@@ -66,4 +67,21 @@ func blobClient(s config.Settings, cred func() (azcore.TokenCredential, error)) 
 		return nil, fmt.Errorf("blob service %s: %w", s.BlobServiceURL(), err)
 	}
 	return c, nil
+}
+
+// ConnectionsBlob returns the store of the connections file CONNECTIONS_BLOB
+// names, in the lock storage account, reached with the lock's credential:
+// a connection string (Azurite, or an account key) or the identity-based
+// settings. The app's identity may read and write there (Storage Blob Data
+// Owner on the account, infra/modules/roles.bicep).
+func ConnectionsBlob(s config.Settings, getenv func(string) string) (*connblob.Store, error) {
+	loc, err := connblob.ParseLocation(s.ConnectionsBlob)
+	if err != nil {
+		return nil, fmt.Errorf("CONNECTIONS_BLOB: %w", err)
+	}
+	client, err := blobClient(s, func() (azcore.TokenCredential, error) { return credential(s, getenv) })
+	if err != nil {
+		return nil, err
+	}
+	return connblob.New(client, loc), nil
 }

@@ -7,11 +7,9 @@
 // costs one 304 while nothing changed; a Watcher keeps the last accepted
 // set and refuses a bad change, keeping what runs.
 //
-// Still to build (see the issue): the broker's swap of its connection set
-// (an atomic pointer to an immutable set, keeping the state of unchanged
-// connections), the server's polling, the CONNECTIONS_BLOB setting and the
-// CLI (handler connections validate|put|list); nothing calls this package
-// yet.
+// With CONNECTIONS_BLOB set, the server reads the file at start and polls
+// it with a Watcher (package server, connections.go), swapping the broker's
+// set (broker.Broker.SetConnections) on an accepted change.
 package connblob
 
 import (

@@ -42,7 +42,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 	// handler reads or obtains is registered with it (package redact).
 	red := redaction.New()
 	log := slog.New(redaction.NewHandler(logsplit.New(stdout, stderr, settings.LogLevel), red))
-	conns, err := settings.ReadConnections()
+	conns, watcher, err := readConnections(ctx, settings, getenv)
 	if err != nil {
 		fmt.Fprintf(stderr, "handler: bad connections:\n%v\n", err)
 		return 2
@@ -106,7 +106,17 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 	if warning != "" {
 		log.Warn(warning, "event", "config.function_timeout", "sweep_timeout", timerTimeout.String())
 	}
-	srv := httpServer(functions.NewServer(wired.Broker, functions.Options{
+	// With CONNECTIONS_BLOB the blob is polled, and checked before each
+	// sweep; an accepted change swaps the broker's set (connections.go).
+	var served functions.Broker = wired.Broker
+	var sweeper sweeper = wired.Broker
+	if watcher != nil {
+		cw := &connectionsWatch{w: watcher, b: wired.Broker, log: log, loc: settings.ConnectionsBlob}
+		go cw.run(ctx, connectionsPollInterval)
+		sb := sweepingBroker{Broker: wired.Broker, watch: cw}
+		served, sweeper = sb, sb
+	}
+	srv := httpServer(functions.NewServer(served, functions.Options{
 		Logger:       log,
 		AuthEnabled:  settings.PrincipalHeadersTrusted(),
 		APIKey:       apiKey,
@@ -125,7 +135,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 		"api_key", !apiKey.IsZero(), "instance", backends.InstanceName(getenv), "version", version)
 
 	if settings.Mode() == config.ModeStandalone {
-		go sweepEvery(ctx, wired.Broker, settings.SweepInterval, log)
+		go sweepEvery(ctx, sweeper, settings.SweepInterval, log)
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -259,9 +269,14 @@ func securityWarnings(s config.Settings, conns []broker.Connection) []securityWa
 	return ws
 }
 
+// sweeper is what sweepEvery needs of the broker.
+type sweeper interface {
+	Sweep(ctx context.Context, horizon time.Duration) []broker.SweepResult
+}
+
 // sweepEvery is the standalone mode's timer: with no Functions host to
 // drive /refresh, the handler sweeps on its own schedule.
-func sweepEvery(ctx context.Context, b *broker.Broker, every time.Duration, log *slog.Logger) {
+func sweepEvery(ctx context.Context, b sweeper, every time.Duration, log *slog.Logger) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
