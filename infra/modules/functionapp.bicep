@@ -212,6 +212,9 @@ resource settings 'Microsoft.Web/sites/config@2024-04-01' = {
 //   - /api/connections, /api/connections/{connection}, .../refresh and
 //     .../consent-link: operators' routes, guarded by the function or admin
 //     key alone.
+//   - /api/status and /api/status/*: the status page and its buttons, an
+//     operator's browser with the admin key as ?code= (Return401 would send
+//     it to no login page).
 // excludedPaths takes exact paths and "<prefix>/*" wildcards
 // (configure-authentication-file-based.md, "Configuration file reference":
 // "/path1", "/path3/subpath/*";
@@ -223,6 +226,8 @@ var authExcludedPaths = [
   '/api/connections'
   '/api/connections/*'
   '/api/consent/*'
+  '/api/status'
+  '/api/status/*'
 ]
 
 resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (enableAppServiceAuth) {

@@ -250,6 +250,8 @@ func TestFunctionAuthLevels(t *testing.T) {
 		"consent-start":    "anonymous",
 		"consent-link":     "admin",
 		"consent-callback": "anonymous",
+		"status-page":      "admin", // its buttons force refreshes and mint consent links
+		"status-action":    "admin",
 	}
 	root := filepath.Join("..", "..", "..", "functions")
 	dirs, err := os.ReadDir(root)

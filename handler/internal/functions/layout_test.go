@@ -63,7 +63,7 @@ func TestFunctionFoldersMatchTheServer(t *testing.T) {
 			if len(fn.Bindings) != 2 || fn.Bindings[1].Type != "http" || fn.Bindings[1].Direction != "out" {
 				t.Fatalf("%s: an HTTP function needs exactly one httpTrigger in and one http out, or the host stops forwarding", d.Name())
 			}
-			path := "/api/" + strings.ReplaceAll(in.Route, "{connection}", "xero")
+			path := "/api/" + strings.NewReplacer("{connection}", "xero", "{action}", "refresh").Replace(in.Route)
 			for _, m := range in.Methods {
 				r := w.do(strings.ToUpper(m), path, "", nil)
 				if r.body["error"] == "not_found" || r.status == 405 {

@@ -204,12 +204,13 @@ func functionRoutes(b Broker, o Options) []hostRoute {
 	if o.statuses == nil {
 		o.statuses = &statusCache{b: b, now: o.Now}
 	}
-	return append([]hostRoute{
+	cr := newConsentRoutes(b, o)
+	return slices.Concat([]hostRoute{
 		{function: "token", template: "token/{connection}", methods: []string{http.MethodGet, http.MethodPost}, handler: handleToken(b, o)},
 		{function: "connections", template: "connections", methods: []string{http.MethodGet}, handler: handleConnections(b, o)},
 		{function: "connection", template: "connections/{connection}", methods: []string{http.MethodGet}, handler: handleConnection(b, o)},
 		{function: "force-refresh", template: "connections/{connection}/refresh", methods: []string{http.MethodPost}, handler: handleForceRefresh(b, o)},
-	}, newConsentRoutes(b, o).hostRoutes()...) // consent.go
+	}, cr.hostRoutes(), newStatusPage(b, o, cr).hostRoutes()) // consent.go, statuspage.go
 }
 
 // handleReady answers the host's readiness probe (it polls GET / until any

@@ -128,6 +128,9 @@ func (w *world) do(method, path, body string, header map[string]string) response
 	defer res.Body.Close()
 	raw, _ := io.ReadAll(res.Body)
 	r := response{status: res.StatusCode, header: res.Header, raw: string(raw)}
+	if strings.HasPrefix(res.Header.Get("Content-Type"), "text/html") {
+		return r // the status page (statuspage.go)
+	}
 	if err := json.Unmarshal(raw, &r.body); err != nil {
 		w.t.Fatalf("%s %s: body is not a JSON object: %q", method, path, raw)
 	}
