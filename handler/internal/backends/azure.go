@@ -1,14 +1,18 @@
 package backends
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/bloblease"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/config"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/connblob"
 )
@@ -84,4 +88,36 @@ func ConnectionsBlob(s config.Settings, getenv func(string) string) (*connblob.S
 		return nil, err
 	}
 	return connblob.New(client, loc), nil
+}
+
+// connectionsReadTimeout bounds the read of the connections blob at start.
+const connectionsReadTimeout = 30 * time.Second
+
+// ReadConnections reads the connections the settings name, as the server
+// and the CLI start. With CONNECTIONS_BLOB it reads the blob once and
+// returns the Watcher that holds that version, for the server to poll; a
+// missing, unreadable or invalid file is an error. Otherwise it reads
+// CONNECTIONS_FILE or CONNECTIONS and the Watcher is nil.
+func ReadConnections(ctx context.Context, s config.Settings, getenv func(string) string) ([]broker.Connection, *connblob.Watcher, error) {
+	if s.ConnectionsBlob == "" {
+		conns, err := s.ReadConnections()
+		return conns, nil, err
+	}
+	store, err := ConnectionsBlob(s, getenv)
+	if err != nil {
+		return nil, nil, err
+	}
+	w := connblob.NewWatcher(store)
+	ctx, cancel := context.WithTimeout(ctx, connectionsReadTimeout)
+	defer cancel()
+	ch, err := w.Check(ctx)
+	switch {
+	case errors.Is(err, connblob.ErrNotFound):
+		return nil, nil, fmt.Errorf("CONNECTIONS_BLOB: %w; load one with: handler connections put FILE", err)
+	case err != nil:
+		return nil, nil, fmt.Errorf("CONNECTIONS_BLOB: %w", err)
+	case ch.Refused != nil:
+		return nil, nil, fmt.Errorf("connections from CONNECTIONS_BLOB %s:\n%w", s.ConnectionsBlob, ch.Refused)
+	}
+	return ch.Conns, w, nil
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
 
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/backends"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/config"
 )
@@ -46,6 +47,10 @@ const Usage = `Usage:
   handler consent-link CONNECTION        a one-time, expiring link that starts one consent of CONNECTION, to mail to whoever signs in at the provider
   handler key CONNECTION [-format jwks|pem]
                                          the public key of the connection's Key Vault signing key, to register at the provider
+  handler connections validate FILE      check a connections file as the handler would, without Azure
+  handler connections put FILE [-if-match ETAG]
+                                         validate FILE and write it to CONNECTIONS_BLOB, over the version read (or ETAG); running instances take it within 30 s
+  handler connections list [-raw]        the connections in CONNECTIONS_BLOB and the file's ETag (-raw: the file as stored)
   handler version                        print the version
 
 Flags may come before or after a command's other arguments; COMMAND -h describes it.
@@ -80,6 +85,8 @@ func Run(ctx context.Context, args []string, env Env, serve func(context.Context
 		return consentLink(ctx, rest, env)
 	case "key":
 		return key(ctx, rest, env)
+	case "connections":
+		return connections(ctx, rest, env)
 	case "version", "-version", "--version":
 		fs := newFlagSet("version")
 		if _, code, ok := parse(fs, "usage: handler version", 0, 0, rest, env); !ok {
@@ -104,7 +111,8 @@ func configuration(command string, env Env) (s config.Settings, conns []broker.C
 		fmt.Fprintf(env.Stderr, "%s: bad settings:\n%v\n", command, err)
 		return s, nil, false
 	}
-	if conns, err = s.ReadConnections(); err != nil {
+	// The blob (CONNECTIONS_BLOB) is read as the server reads it at start.
+	if conns, _, err = backends.ReadConnections(context.Background(), s, env.Getenv); err != nil {
 		fmt.Fprintf(env.Stderr, "%s: bad connections:\n%v\n", command, err)
 		return s, nil, false
 	}

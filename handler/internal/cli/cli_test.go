@@ -77,6 +77,10 @@ func TestEveryCommandAnswersHelp(t *testing.T) {
 		{[]string{"consent-link", "-h"}, "usage: handler consent-link CONNECTION [-expires 24h]"},
 		{[]string{"consent-link", "demo", "-h"}, "usage: handler consent-link CONNECTION [-expires 24h]"},
 		{[]string{"version", "-h"}, "usage: handler version"},
+		{[]string{"connections", "-h"}, "usage: handler connections validate FILE"},
+		{[]string{"connections", "validate", "-h"}, "usage: handler connections validate FILE"},
+		{[]string{"connections", "put", "f.json", "-h"}, "-if-match"},
+		{[]string{"connections", "list", "-h"}, "-raw"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -165,6 +169,12 @@ func TestArgumentMistakes(t *testing.T) {
 		{[]string{"version", "2"}, "usage: handler version"},
 		{[]string{"secret", "get", "demo"}, "usage: handler secret set NAME"},
 		{[]string{"nope"}, `unknown command "nope"`},
+		{[]string{"connections"}, "usage: handler connections validate FILE"},
+		{[]string{"connections", "show"}, `unknown subcommand "show"`},
+		{[]string{"connections", "validate"}, "usage: handler connections validate FILE"},
+		{[]string{"connections", "put", "a.json", "b.json"}, `unexpected argument "b.json"`},
+		{[]string{"connections", "list", "extra"}, `unexpected argument "extra"`},
+		{[]string{"connections", "list"}, "CONNECTIONS_BLOB is not set"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

@@ -2,15 +2,11 @@ package server
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
-	"github.com/tokenrefresher/tokenrefresher/handler/internal/backends"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
-	"github.com/tokenrefresher/tokenrefresher/handler/internal/config"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/connblob"
 )
 
@@ -20,37 +16,8 @@ import (
 // tests need not wait 30 s.
 var connectionsPollInterval = 30 * time.Second
 
-// connectionsReadTimeout bounds one read of the blob, at start-up and at
-// each poll.
+// connectionsReadTimeout bounds one read of the blob at each poll.
 const connectionsReadTimeout = 30 * time.Second
-
-// readConnections reads the connections the settings name. With
-// CONNECTIONS_BLOB it reads the blob once and returns the Watcher that
-// holds that version; a missing, unreadable or invalid file fails the
-// start. Otherwise the Watcher is nil.
-func readConnections(ctx context.Context, s config.Settings, getenv func(string) string) ([]broker.Connection, *connblob.Watcher, error) {
-	if s.ConnectionsBlob == "" {
-		conns, err := s.ReadConnections()
-		return conns, nil, err
-	}
-	store, err := backends.ConnectionsBlob(s, getenv)
-	if err != nil {
-		return nil, nil, err
-	}
-	w := connblob.NewWatcher(store)
-	ctx, cancel := context.WithTimeout(ctx, connectionsReadTimeout)
-	defer cancel()
-	ch, err := w.Check(ctx)
-	switch {
-	case errors.Is(err, connblob.ErrNotFound):
-		return nil, nil, fmt.Errorf("CONNECTIONS_BLOB: %w; load one with: handler connections put FILE", err)
-	case err != nil:
-		return nil, nil, fmt.Errorf("CONNECTIONS_BLOB: %w", err)
-	case ch.Refused != nil:
-		return nil, nil, fmt.Errorf("connections from CONNECTIONS_BLOB %s:\n%w", s.ConnectionsBlob, ch.Refused)
-	}
-	return ch.Conns, w, nil
-}
 
 // connectionsWatch applies changes of the connections blob to the broker.
 type connectionsWatch struct {

@@ -42,7 +42,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 	// handler reads or obtains is registered with it (package redact).
 	red := redaction.New()
 	log := slog.New(redaction.NewHandler(logsplit.New(stdout, stderr, settings.LogLevel), red))
-	conns, watcher, err := readConnections(ctx, settings, getenv)
+	conns, watcher, err := backends.ReadConnections(ctx, settings, getenv)
 	if err != nil {
 		fmt.Fprintf(stderr, "handler: bad connections:\n%v\n", err)
 		return 2
@@ -127,6 +127,8 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 		Redactor:        red,
 		ConsentKey:      wired.Key,
 		ConsentLocker:   wired.Locker,
+		AssertionSigner: wired.Signer,
+		FederatedToken:  wired.Federated,
 		LoopbackPort:    loopbackPort(settings, ln),
 		Metrics:         standaloneMetrics(settings, m),
 	}), log)
