@@ -24,9 +24,9 @@ import (
 //
 // Both functions take the admin key, like force-refresh and consent-link,
 // whose work the buttons do. The browser carries it as ?code= on the
-// page's address (the host takes a key there: "code" query parameter,
-// https://learn.microsoft.com/azure/azure-functions/function-keys-how-to,
-// "Use access keys"); the page's script copies its own query string onto
+// page's address (the host reads a key from the "code" query parameter:
+// azure-functions-host src/WebJobs.Script.WebHost/Security/Authentication/Keys/
+// AuthenticationLevelHandler.cs, FunctionsKeyQueryParamName); the page's script copies its own query string onto
 // the buttons' requests, so the key is never written into the page.
 //
 // The buttons' requests must also come from the page (statusActionAllowed):
