@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -18,8 +19,11 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -387,4 +391,170 @@ func connectProxy(t *testing.T, target, upstream string) string {
 	}))
 	t.Cleanup(srv.Close)
 	return srv.URL
+}
+
+// TestConnectionsWithoutAClientSecretConsent is the consent flow of
+// assertion-authenticated clients through the built handler: a
+// private_key_jwt and a managedIdentity connection with grant
+// refresh_token and no refresh token yet each get their first one through
+// `handler consent-link`, the link's Continue button, the test provider's
+// consent page (Allow) and the handler's callback, whose code exchange is
+// authenticated by a client assertion (a Key Vault signature, the managed
+// identity's federated token) with no client secret read; the token
+// route then serves the connection and, once the consented access token
+// is too short for the caller, refreshes it with an assertion too.
+func TestConnectionsWithoutAClientSecretConsent(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cert, certPEM := selfSignedFor(t, e2eVaultHost)
+	certFile := writeFile(t, dir, "vault-ca.pem", string(certPEM))
+	vault := kvtest.New(t, &kvtest.Options{TLS: true, Certificate: &cert})
+	proxy := connectProxy(t, e2eVaultHost+":443", strings.TrimPrefix(vault.URL, "https://"))
+	mi := newIdentityDouble(t)
+
+	const clientID = "e2e-consent-client"
+	// A short access-token lifetime, so that a caller's minValidity soon
+	// outlasts the consented token and the handler must refresh.
+	const lifetime = 4 * time.Second
+	signing := vault.CreateKey("pkj-consent-key", kvtest.RSA)
+	signingJWK, err := testprovider.PublicJWK(signing.Public, signing.Version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkj := testprovider.New(testprovider.Config{
+		ClientID: clientID, ClientAssertionKeys: testprovider.JWKS{Keys: []testprovider.JWK{signingJWK}},
+		AccessTokenLifetime: lifetime,
+	})
+	pkjSrv := httptest.NewServer(pkj)
+	t.Cleanup(pkjSrv.Close)
+	miProvider := testprovider.New(testprovider.Config{
+		ClientID: clientID, AccessTokenLifetime: lifetime,
+		FederatedCredentials: []testprovider.FederatedCredential{{
+			Issuer: mi.issuer, Subject: e2eIdentityObjectID, Audience: testprovider.AzureADTokenExchange,
+			Keys: testprovider.JWKS{Keys: []testprovider.JWK{mi.jwk}},
+		}},
+	})
+	miSrv := httptest.NewServer(miProvider)
+	t.Cleanup(miSrv.Close)
+
+	connFile := writeFile(t, dir, "connections.json", fmt.Sprintf(`{"connections": [
+  {"name": "pkj-consent", "tokenUrl": %[1]q, "authorizationUrl": %[2]q, "clientAuth": "private_key_jwt", "clientId": %[5]q, "signingKey": "pkj-consent-key"},
+  {"name": "mi-consent", "tokenUrl": %[3]q, "authorizationUrl": %[4]q, "clientAuth": "managedIdentity", "clientId": %[5]q}
+]}`, pkjSrv.URL+"/token", pkjSrv.URL+"/authorize", miSrv.URL+"/token", miSrv.URL+"/authorize", clientID))
+	providers := map[string]*testprovider.Provider{"pkj-consent": pkj, "mi-consent": miProvider}
+	for c := range providers {
+		vault.Put(c+"-client-secret", "cs_must_not_be_read_"+rand.Text(), time.Time{})
+	}
+
+	env := []string{
+		"CONNECTIONS_FILE=" + connFile,
+		"LOCAL_STATE_DIR=" + filepath.Join(dir, "state"),
+		"KEY_VAULT_URL=https://" + e2eVaultHost + "/",
+		"IDENTITY_ENDPOINT=" + mi.url, "IDENTITY_HEADER=" + e2eIdentityHeader,
+		"AZURE_CLIENT_ID=" + e2eIdentityClientID,
+		"HTTPS_PROXY=" + proxy, "SSL_CERT_FILE=" + certFile,
+		"SWEEP_INTERVAL=24h", "LOG_LEVEL=debug",
+	}
+	p := startHandler(t, "handler", append(env, "LISTEN_ADDR=127.0.0.1:0"), dir)
+	p.waitListening(t, 30*time.Second)
+	base := "http://" + p.addr
+	client := newClient(t, 2)
+
+	for _, name := range []string{"pkj-consent", "mi-consent"} {
+		prov := providers[name]
+		prov.AllowRedirectURIs(base + "/api/consent/callback")
+
+		// The operator's consent link, made as on a workstation.
+		cmd := exec.Command(handlerBin, "consent-link", name, "-expires", "10m")
+		cmd.Env = append(append([]string(nil), env...), "LISTEN_ADDR="+p.addr)
+		printed, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("handler consent-link %s: %v: %s", name, err, redact(string(printed)))
+		}
+		link := regexp.MustCompile(`http://\S+/api/consent/\S+`).FindString(string(printed))
+		if link == "" {
+			t.Fatalf("handler consent-link %s printed no address", name)
+		}
+
+		// The person opens the link, presses Continue, then Allow at the
+		// provider, which sends the browser to the handler's callback.
+		jar, err := cookiejar.New(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		browser := &http.Client{Timeout: time.Minute, Jar: jar}
+		noFollow := &http.Client{Timeout: time.Minute, Jar: jar,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		req, err := http.NewRequest(http.MethodPost, link, strings.NewReader(""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		resp, err := noFollow.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		location := resp.Header.Get("Location")
+		if resp.StatusCode != http.StatusSeeOther || !strings.Contains(location, "/authorize?") {
+			t.Fatalf("%s: the link's Continue answered %d to %q, want 303 to the provider's consent page", name, resp.StatusCode, location)
+		}
+		done, err := testprovider.Approve(context.Background(), browser, location)
+		if err != nil {
+			t.Fatalf("%s: approving at the provider: %v", name, err)
+		}
+		page, _ := io.ReadAll(io.LimitReader(done.Body, 64<<10))
+		done.Body.Close()
+		if done.StatusCode != http.StatusOK {
+			t.Fatalf("%s: the consent callback answered %d: %s", name, done.StatusCode, redact(string(page)))
+		}
+		if st := prov.AuthorizationStats(); st.CodesRedeemed != 1 || st.CodesRefused != 0 {
+			t.Errorf("%s: the provider redeemed %d codes and refused %d, want 1 and 0", name, st.CodesRedeemed, st.CodesRefused)
+		}
+
+		// The connection is served, and refreshed (with an assertion) once
+		// the consented token is too short for the caller.
+		refreshes := prov.Stats().RefreshGrants
+		for deadline := time.Now().Add(30 * time.Second); prov.Stats().RefreshGrants == refreshes; {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: no refresh after the consent", name)
+			}
+			status, body := do(t, client, mustRequest(t, base+"/api/token/"+name+"?minValidity=3"))
+			if status != http.StatusOK {
+				t.Fatalf("GET /api/token/%s after the consent: %d %s", name, status, redact(string(body)))
+			}
+			var tok tokenBody
+			if err := json.Unmarshal(body, &tok); err != nil {
+				t.Fatalf("GET /api/token/%s: %v", name, err)
+			}
+			if !prov.ValidAccessToken(tok.AccessToken) {
+				t.Fatalf("GET /api/token/%s: the token served (%s) is not one the provider issued", name, fingerprint(tok.AccessToken))
+			}
+			time.Sleep(100 * time.Millisecond) // polling the provider's count, with a deadline
+		}
+		for _, r := range prov.Requests() {
+			if !r.AssertionAuth || r.BasicAuth || r.BodyAuth {
+				t.Errorf("%s: a %s request was not authenticated by a client assertion alone", name, r.Grant)
+			}
+		}
+		if st := prov.Stats(); st.Rejected != 0 {
+			t.Errorf("%s: the provider rejected %d token requests", name, st.Rejected)
+		}
+		if n := vault.GetsOf(name + "-client-secret"); n != 0 {
+			t.Errorf("%s: the client secret was read %d times; the connection has none", name, n)
+		}
+	}
+	if vault.Signs() < 2 {
+		t.Errorf("Key Vault signed %d assertions, want at least 2 (the exchange and the refresh)", vault.Signs())
+	}
+	if n := mi.issued(testprovider.AzureADTokenExchange); n < 1 {
+		t.Errorf("the managed identity issued %d tokens for %s, want at least 1", n, testprovider.AzureADTokenExchange)
+	}
+	if bad := mi.refusals(); len(bad) != 0 {
+		t.Errorf("the managed-identity double refused requests: %v", bad)
+	}
+	if strings.Contains(p.output(), "cs_must_not_be_read_") {
+		t.Errorf("a client secret reached the handler's output")
+	}
 }

@@ -35,6 +35,11 @@ type Wired struct {
 	// Locker is the broker's locker, under which a consent link is
 	// claimed once across instances.
 	Locker broker.Locker
+	// Signer and Federated make client assertions, the broker's and the
+	// consent flow's code exchange alike; nil when no connection needs
+	// them.
+	Signer    oauth.Signer
+	Federated oauth.FederatedToken
 }
 
 // NewBroker wires the backends the settings choose to a broker. Every
@@ -75,7 +80,7 @@ func NewBroker(settings config.Settings, conns []broker.Connection, getenv func(
 	if err != nil {
 		return Wired{}, err
 	}
-	return Wired{Broker: b, Store: store, Key: key, Locker: locker}, nil
+	return Wired{Broker: b, Store: store, Key: key, Locker: locker, Signer: signer, Federated: federated}, nil
 }
 
 // Open chooses the store and the lock, each independently (DESIGN.md):

@@ -63,6 +63,12 @@ type Flow struct {
 	// Now is the clock for the token's IssuedAt and default expiry; nil
 	// means time.Now.
 	Now func() time.Time
+	// Signer and Federated make the client assertion of a private_key_jwt
+	// or managedIdentity connection's code exchange, as they make its
+	// refreshes (oauth.Options); nil where the handler has none, and such
+	// an exchange then fails unsent.
+	Signer    oauth.Signer
+	Federated oauth.FederatedToken
 }
 
 // NewState returns a random state parameter (RFC 6749 §10.12): 128 bits,
@@ -122,7 +128,8 @@ func (f *Flow) Exchange(ctx context.Context, code string, verifier broker.Secret
 			timeout = f.HTTPClient.Timeout
 		}
 	}
-	client := oauth.New(oauth.Options{Timeout: timeout, AttemptTimeout: timeout, Transport: transport, Now: f.Now})
+	client := oauth.New(oauth.Options{Timeout: timeout, AttemptTimeout: timeout, Transport: transport, Now: f.Now,
+		Signer: f.Signer, Federated: f.Federated})
 	tok, err := client.Exchange(ctx, &f.Connection, f.credentials(), code, verifier.Reveal(), f.RedirectURL)
 	if err != nil {
 		return nil, f.exchangeError(err)

@@ -46,8 +46,10 @@ func (e *StoreError) Unwrap() error { return e.Err }
 
 // ClientCredentials reads c's client id and secret as the broker does: the
 // id is Connection.ClientID, or else the store's secret Secrets.ClientID;
-// the secret is the store's Secrets.ClientSecret. A missing one is a
-// *MissingSecretError, a store failure a *StoreError.
+// the secret is the store's Secrets.ClientSecret, and empty for a
+// connection that authenticates with an assertion (private_key_jwt,
+// managedIdentity) or not at all (none), whose secret is never read. A missing one is a *MissingSecretError, a store failure a
+// *StoreError.
 func ClientCredentials(ctx context.Context, store broker.SecretStore, c broker.Connection) (string, broker.Secret, error) {
 	id := c.ClientID
 	if id == "" {
@@ -56,6 +58,10 @@ func ClientCredentials(ctx context.Context, store broker.SecretStore, c broker.C
 			return "", "", err
 		}
 		id = s.Reveal()
+	}
+	switch c.AuthStyle {
+	case broker.AuthPrivateKeyJWT, broker.AuthManagedIdentity, broker.AuthNone:
+		return id, "", nil
 	}
 	secret, err := required(ctx, store, c, c.Secrets.ClientSecret, "client secret")
 	if err != nil {

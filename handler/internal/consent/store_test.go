@@ -59,6 +59,10 @@ func TestClientCredentials(t *testing.T) {
 		{"no id", broker.Connection{Name: "x", Secrets: names}, map[string]broker.Secret{"x-client-secret": "s"}, nil, "", "x-client-id", false},
 		{"empty secret", broker.Connection{Name: "x", ClientID: "lit", Secrets: names}, map[string]broker.Secret{"x-client-secret": ""}, nil, "", "x-client-secret", false},
 		{"store down", broker.Connection{Name: "x", ClientID: "lit", Secrets: names}, nil, errStoreDown, "", "", true},
+		// An assertion-authenticated client has no secret to read: the
+		// store, down here, is not asked.
+		{"private_key_jwt", broker.Connection{Name: "x", ClientID: "lit", AuthStyle: broker.AuthPrivateKeyJWT, Secrets: names}, nil, errStoreDown, "lit", "", false},
+		{"managedIdentity", broker.Connection{Name: "x", ClientID: "lit", AuthStyle: broker.AuthManagedIdentity, Secrets: names}, nil, errStoreDown, "lit", "", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -80,7 +84,11 @@ func TestClientCredentials(t *testing.T) {
 					t.Fatalf("err = %v; want a *StoreError", err)
 				}
 			default:
-				if err != nil || id != tt.wantID || secret.Reveal() != "s" {
+				wantSecret := "s"
+				if tt.conn.AuthStyle == broker.AuthPrivateKeyJWT || tt.conn.AuthStyle == broker.AuthManagedIdentity {
+					wantSecret = ""
+				}
+				if err != nil || id != tt.wantID || secret.Reveal() != wantSecret {
 					t.Fatalf("got %q, %v; want %q and the secret", id, err, tt.wantID)
 				}
 			}

@@ -16,6 +16,7 @@ import (
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/config"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/consent"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/oauth"
 )
 
 // ConsentBroker is what the consent routes need of the broker beyond
@@ -53,6 +54,10 @@ type consentRoutes struct {
 	authorizationURL func(broker.Connection) (string, error)
 	// client sends the code exchange; nil means consent's default.
 	client *http.Client
+	// signer and federated make the exchange's client assertion
+	// (Options.AssertionSigner, Options.FederatedToken).
+	signer    oauth.Signer
+	federated oauth.FederatedToken
 	// forwardedByHost is Options.ForwardedByHost: the redirect URI's host
 	// may come from X-Forwarded-Host, and the client's address from
 	// X-Forwarded-For.
@@ -93,7 +98,8 @@ const exchangeTimeout = time.Minute
 func newConsentRoutes(b Broker, o Options) *consentRoutes {
 	return &consentRoutes{b: b, log: o.Logger, now: o.Now, authorizationURL: consent.AuthorizationURL, forwardedByHost: o.ForwardedByHost,
 		authEnabled: o.AuthEnabled, keys: keySource(o.ConsentKey), limit: newAddrLimiter(),
-		needTicket: true, tickets: &usedTickets{}, locker: o.ConsentLocker, statuses: o.statuses}
+		needTicket: true, tickets: &usedTickets{}, locker: o.ConsentLocker, statuses: o.statuses,
+		signer: o.AssertionSigner, federated: o.FederatedToken}
 }
 
 // keySource derives the consent keys from material, read once (the
@@ -552,7 +558,8 @@ func (cr *consentRoutes) callback(w http.ResponseWriter, r *http.Request) {
 		cr.refuse(w, r, statusOf(e.Code), string(e.Code), name, "Connection "+name+" was not re-authorized", e.Message, e.Remediation)
 		return
 	}
-	flow := consent.Flow{Connection: c, RedirectURL: p.RedirectURL, ClientID: clientID, ClientSecret: clientSecret, HTTPClient: cr.client, Now: cr.now}
+	flow := consent.Flow{Connection: c, RedirectURL: p.RedirectURL, ClientID: clientID, ClientSecret: clientSecret, HTTPClient: cr.client, Now: cr.now,
+		Signer: cr.signer, Federated: cr.federated}
 	tok, err := flow.Exchange(ctx, code, p.Verifier)
 	if err != nil {
 		remedy := restart

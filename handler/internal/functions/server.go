@@ -39,6 +39,7 @@ import (
 	"time"
 
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/oauth"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/redact"
 )
 
@@ -99,6 +100,12 @@ type Options struct {
 	// a consent link is claimed under it, once across instances. Nil
 	// means once in this process.
 	ConsentLocker broker.Locker
+	// AssertionSigner and FederatedToken make the client assertion of a
+	// private_key_jwt or managedIdentity connection's code exchange, as
+	// the broker's grant makes its refreshes' (backends.Wired); nil when
+	// no connection needs them.
+	AssertionSigner oauth.Signer
+	FederatedToken  oauth.FederatedToken
 	// statuses is the status cache the status and consent routes share.
 	statuses *statusCache
 	// Redactor, when set, has every secret the process knows registered;
