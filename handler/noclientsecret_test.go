@@ -87,8 +87,18 @@ func TestConnectionsWithoutAClientSecret(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A certificate credential, as Entra registers one: the provider
+	// knows the key by the certificate's x5t#S256 only (no kid), which
+	// the connection gives as certificateThumbprint.
+	certKey := vault.CreateKey("pkj-cert-key", kvtest.RSA)
+	certJWK, err := testprovider.PublicJWK(certKey.Public, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	thumb := sha256.Sum256([]byte("the DER certificate of pkj-cert-key"))
+	certJWK.X5tS256 = base64.RawURLEncoding.EncodeToString(thumb[:])
 	pkj := testprovider.New(testprovider.Config{
-		ClientID: clientID, ClientAssertionKeys: testprovider.JWKS{Keys: []testprovider.JWK{signingJWK}},
+		ClientID: clientID, ClientAssertionKeys: testprovider.JWKS{Keys: []testprovider.JWK{signingJWK, certJWK}},
 		AccessTokenLifetime: time.Hour,
 	})
 	pkjSrv := httptest.NewServer(pkj)
@@ -128,10 +138,11 @@ func TestConnectionsWithoutAClientSecret(t *testing.T) {
   {"name": "pkj-rt", "tokenUrl": %[1]q, "clientAuth": "private_key_jwt", "clientId": %[4]q, "signingKey": "pkj-signing-key"},
   {"name": "mi-cc", "grant": "client_credentials", "tokenUrl": %[2]q, "clientAuth": "managedIdentity", "clientId": %[4]q},
   {"name": "mi-rt", "tokenUrl": %[2]q, "clientAuth": "managedIdentity", "clientId": %[4]q},
-  {"name": "google", "provider": "google-service-account", "tokenUrl": %[3]q, "clientId": %[5]q, "scopes": [%[6]q], "signingKey": "google-signing-key"}
-]}`, pkjSrv.URL+"/token", miSrv.URL+"/token", googleSrv.URL+"/token", clientID, googleEmail, googleScope))
+  {"name": "google", "provider": "google-service-account", "tokenUrl": %[3]q, "clientId": %[5]q, "scopes": [%[6]q], "signingKey": "google-signing-key"},
+  {"name": "pkj-cert", "grant": "client_credentials", "tokenUrl": %[1]q, "clientAuth": "private_key_jwt", "clientId": %[4]q, "signingKey": "pkj-cert-key", "signingAlg": "PS256", "certificateThumbprint": %[7]q}
+]}`, pkjSrv.URL+"/token", miSrv.URL+"/token", googleSrv.URL+"/token", clientID, googleEmail, googleScope, certJWK.X5tS256))
 
-	conns := []string{"pkj-cc", "pkj-rt", "mi-cc", "mi-rt", "google"}
+	conns := []string{"pkj-cc", "pkj-rt", "mi-cc", "mi-rt", "google", "pkj-cert"}
 	for _, c := range conns {
 		// A client secret each, which must never be read.
 		vault.Put(c+"-client-secret", "cs_must_not_be_read_"+rand.Text(), time.Time{})
@@ -152,7 +163,7 @@ func TestConnectionsWithoutAClientSecret(t *testing.T) {
 	p.waitListening(t, 30*time.Second)
 	client := newClient(t, 4)
 
-	providers := map[string]*testprovider.Provider{"pkj-cc": pkj, "pkj-rt": pkj, "mi-cc": miProvider, "mi-rt": miProvider, "google": google}
+	providers := map[string]*testprovider.Provider{"pkj-cc": pkj, "pkj-rt": pkj, "mi-cc": miProvider, "mi-rt": miProvider, "google": google, "pkj-cert": pkj}
 	for _, c := range conns {
 		status, body := do(t, client, mustRequest(t, "http://"+p.addr+"/api/token/"+c))
 		if status != http.StatusOK {
@@ -181,14 +192,29 @@ func TestConnectionsWithoutAClientSecret(t *testing.T) {
 	if st := pkj.Stats(); st.ClientCredentialsGrants < 1 || st.RefreshGrants < 1 {
 		t.Errorf("private_key_jwt provider: %d client_credentials and %d refresh_token grants, want both", st.ClientCredentialsGrants, st.RefreshGrants)
 	}
+	var byThumbprint int
+	for _, r := range pkj.Requests() {
+		a := r.Form.Get("client_assertion")
+		h, err := base64.RawURLEncoding.DecodeString(a[:max(strings.IndexByte(a, '.'), 0)])
+		var header map[string]string
+		if err == nil && json.Unmarshal(h, &header) == nil && header["x5t#S256"] == certJWK.X5tS256 {
+			byThumbprint++
+			if _, ok := header["kid"]; ok || header["alg"] != "PS256" {
+				t.Errorf("pkj-cert's assertion header %v: want alg PS256, x5t#S256 and no kid", header)
+			}
+		}
+	}
+	if byThumbprint == 0 {
+		t.Errorf("no assertion carried pkj-cert's x5t#S256 %s", certJWK.X5tS256)
+	}
 	if st := miProvider.Stats(); st.ClientCredentialsGrants < 1 || st.RefreshGrants < 1 {
 		t.Errorf("managedIdentity provider: %d client_credentials and %d refresh_token grants, want both", st.ClientCredentialsGrants, st.RefreshGrants)
 	}
 	if st := google.Stats(); st.JWTBearerGrants < 1 {
 		t.Errorf("google provider: %d JWT-bearer grants, want at least 1", st.JWTBearerGrants)
 	}
-	if vault.Signs() < 3 {
-		t.Errorf("Key Vault signed %d assertions, want at least 3 (pkj-cc, pkj-rt, google)", vault.Signs())
+	if vault.Signs() < 4 {
+		t.Errorf("Key Vault signed %d assertions, want at least 4 (pkj-cc, pkj-rt, google, pkj-cert)", vault.Signs())
 	}
 	if n := mi.issued(testprovider.AzureADTokenExchange); n < 1 {
 		t.Errorf("the managed identity issued %d tokens for %s, want at least 1", n, testprovider.AzureADTokenExchange)

@@ -38,6 +38,7 @@ type assertionChecker struct {
 	t      *testing.T
 	pub    crypto.PublicKey
 	kid    string
+	x5t    string // the x5t#S256 header wanted, "" for none
 	alg    string
 	aud    string
 	iss    string
@@ -95,7 +96,10 @@ func (a *assertionChecker) check(jwt string) string {
 	if len(parts) != 3 {
 		return "not a JWS"
 	}
-	var h struct{ Alg, Kid, Typ string }
+	var h struct {
+		Alg, Kid, Typ string
+		X5tS256       string `json:"x5t#S256"`
+	}
 	var c struct {
 		Iss, Sub, Jti, Scope string
 		Aud                  string
@@ -127,7 +131,7 @@ func (a *assertionChecker) check(jwt string) string {
 	switch {
 	case !ok:
 		return "bad signature"
-	case h.Alg != a.alg || h.Kid != a.kid || h.Typ != "JWT":
+	case h.Alg != a.alg || h.Kid != a.kid || h.X5tS256 != a.x5t || h.Typ != "JWT":
 		return fmt.Sprintf("header %+v", h)
 	case c.Aud != a.aud || c.Iss != a.iss || c.Sub != a.sub || c.Scope != a.scope:
 		return fmt.Sprintf("claims %+v", c)
@@ -164,23 +168,28 @@ func TestAssertionsSignedInKeyVault(t *testing.T) {
 		alg   string // the connection's signingAlg, "" for the key's default
 		want  string
 		grant bool
+		thumb string // certificateThumbprint: x5t#S256 in place of kid
 	}{
-		{"rsa default RS256", kvtest.RSA, "", "RS256", false},
-		{"rsa PS256", kvtest.RSA, "PS256", "PS256", false},
-		{"ec ES256", kvtest.EC, "", "ES256", false},
-		{"jwt bearer grant", kvtest.RSA, "", "RS256", true},
+		{"rsa default RS256", kvtest.RSA, "", "RS256", false, ""},
+		{"rsa PS256", kvtest.RSA, "PS256", "PS256", false, ""},
+		{"ec ES256", kvtest.EC, "", "ES256", false, ""},
+		{"jwt bearer grant", kvtest.RSA, "", "RS256", true, ""},
+		{"certificate thumbprint", kvtest.RSA, "PS256", "PS256", false, "nVhOxf1Xv2R8yBs5Hk0YfRmg4rbqZQ7Vd6cYzZpZsKQ"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			v := kvtest.New(t, &kvtest.Options{TLS: true})
 			k := v.CreateKey("conn-signing-key", tt.kt)
 			chk := &assertionChecker{t: t, pub: k.Public, kid: k.Version, alg: tt.want, seen: map[string]bool{}}
+			if tt.thumb != "" {
+				chk.kid, chk.x5t = "", tt.thumb
+			}
 			srv := httptest.NewServer(chk)
 			t.Cleanup(srv.Close)
 			conn := &broker.Connection{
 				Name: "conn", Grant: broker.GrantClientCredentials, TokenURL: srv.URL + "/token",
 				AuthStyle: broker.AuthPrivateKeyJWT, ClientID: "client-1",
-				Assertion: broker.Assertion{Key: "conn-signing-key", Algorithm: tt.alg},
+				Assertion: broker.Assertion{Key: "conn-signing-key", Algorithm: tt.alg, CertificateThumbprint: tt.thumb},
 				Scopes:    []string{"api"},
 			}
 			chk.aud, chk.iss, chk.sub = conn.TokenURL, "client-1", "client-1"

@@ -69,6 +69,12 @@ type Assertion struct {
 	// ScopeClaim puts the scopes in the assertion's scope claim (Google,
 	// Docusign) instead of the request's scope parameter.
 	ScopeClaim bool
+	// CertificateThumbprint, when set, is the x5t#S256 header of the
+	// assertion: the base64url SHA-256 of the DER certificate whose key
+	// signs, which Entra's certificate credentials select the key by
+	// (learn.microsoft.com/entra/identity-platform/certificate-credentials,
+	// "Header").
+	CertificateThumbprint string
 }
 
 // SecretNames are the names under which a connection's secrets live in the

@@ -86,7 +86,7 @@ var (
 	topLevelFields   = []string{"connections", commentField, schemaField}
 	connectionFields = []string{
 		"name", "provider", "grant", "tokenUrl", "tenant", "clientAuth", "scopes", "params",
-		"clientId", "signingKey", "signingAlg", "assertionAudience", "assertionSubject", "secrets", "rotating", "reuseGrace", "refreshBefore", "defaultLifetime",
+		"clientId", "signingKey", "signingAlg", "certificateThumbprint", "assertionAudience", "assertionSubject", "secrets", "rotating", "reuseGrace", "refreshBefore", "defaultLifetime",
 		"idleExpiry", "keepWarm", "standby", "allowedCallers", "authorizationUrl", "authParams", "consentScopes", commentField,
 	}
 	secretFields = []string{"clientId", "clientSecret", "refreshToken", "accessToken", "standbyRefreshToken"}

@@ -2,6 +2,8 @@ package config
 
 import (
 	"cmp"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -243,6 +245,25 @@ var fieldSpecs = []fieldSpec{{
 		},
 	}},
 	set: func(c *connParser, v value) { c.conn.Assertion.Algorithm = v.s },
+}, {
+	// The x5t#S256 header of the assertions, for a signing key that is a
+	// Key Vault certificate's: Entra's certificate credentials select the
+	// registered certificate by it
+	// (learn.microsoft.com/entra/identity-platform/certificate-credentials,
+	// "Header": base64url SHA-256 of the certificate's DER encoding).
+	field: "certificateThumbprint",
+	read:  asString("the base64url SHA-256 thumbprint of the signing certificate"),
+	rules: []rule{{
+		refuses: func(c *connParser, _ value) bool { return !c.signs() },
+		message: func(*connParser, value) string { return "is never used: the connection signs nothing; remove it" },
+	}, {
+		refuses: func(_ *connParser, v value) bool { return !isSHA256Thumbprint(v.s) },
+		message: func(_ *connParser, v value) string {
+			return fmt.Sprintf("found %q; must be the base64url SHA-256 of the certificate's DER encoding, 43 characters without padding "+
+				"(not the hex SHA-1 x509ThumbprintHex that az keyvault certificate show prints)", truncateValue(v.s))
+		},
+	}},
+	set: func(c *connParser, v value) { c.conn.Assertion.CertificateThumbprint = v.s },
 }, {
 	field: "assertionAudience",
 	read:  asString("the aud claim of the assertion"),
@@ -506,4 +527,19 @@ func secretSlot(names *broker.SecretNames, k string) *string {
 		return &names.StandbyRefreshToken
 	}
 	panic("config: secretSlot of unknown secrets field " + k)
+}
+
+// isSHA256Thumbprint reports whether s is an x5t#S256 value: a SHA-256
+// digest (32 bytes) in unpadded base64url (RFC 7515 §4.1.8).
+func isSHA256Thumbprint(s string) bool {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	return err == nil && len(b) == sha256.Size
+}
+
+// truncateValue shortens a refused value for the message.
+func truncateValue(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
 }

@@ -210,7 +210,17 @@ func (a *assertions) sign(ctx context.Context, conn *broker.Connection, claims m
 	if clientAssertion {
 		claims["nbf"] = now.Unix()
 	}
-	header, _ := json.Marshal(map[string]string{"alg": alg, "typ": "JWT", "kid": key.KID()})
+	h := map[string]string{"alg": alg, "typ": "JWT", "kid": key.KID()}
+	if t := conn.Assertion.CertificateThumbprint; t != "" {
+		// A certificate credential is named by its SHA-256 thumbprint, the
+		// header Entra documents with alg and typ
+		// (learn.microsoft.com/entra/identity-platform/
+		// certificate-credentials, "Header"), in place of the key
+		// version: the provider holds the certificate, not a JWKS.
+		delete(h, "kid")
+		h["x5t#S256"] = t
+	}
+	header, _ := json.Marshal(h)
 	payload, err := json.Marshal(claims)
 	if err != nil {
 		return "", assertionError("claims: %v", err)
