@@ -260,7 +260,6 @@ func (b *Broker) keepStandbyAlive(ctx context.Context, st *connState, listed map
 		return false, nil
 	}
 	// The standby's token, under its own lock, held now (held.go).
-	// The standby's token, under its own lock, held now (held.go).
 	tok, err := b.redeem(ctx, st, slock, scur.cred)
 	if err != nil {
 		if isInvalidGrant(err) {
