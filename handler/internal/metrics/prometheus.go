@@ -105,17 +105,19 @@ func writeSum[N int64 | float64](w *bufio.Writer, mt metricdata.Metrics, monoton
 	}
 }
 
+// writeHeader and sample ignore WriteString's error: a bufio.Writer keeps
+// its first error and returns it from Flush, which the caller checks.
 func writeHeader(w *bufio.Writer, name, help, typ string) {
 	if help != "" {
 		// HELP escapes backslash and line feed.
 		help = strings.NewReplacer(`\`, `\\`, "\n", `\n`).Replace(help)
-		w.WriteString("# HELP " + name + " " + help + "\n")
+		_, _ = w.WriteString("# HELP " + name + " " + help + "\n")
 	}
-	w.WriteString("# TYPE " + name + " " + typ + "\n")
+	_, _ = w.WriteString("# TYPE " + name + " " + typ + "\n")
 }
 
 func sample(w *bufio.Writer, name, labels string, v float64) {
-	w.WriteString(name + labels + " " + formatFloat(v) + "\n")
+	_, _ = w.WriteString(name + labels + " " + formatFloat(v) + "\n")
 }
 
 // labelEscaper escapes a label value as the format requires: backslash,

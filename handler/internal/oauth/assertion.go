@@ -31,7 +31,7 @@ const (
 	ClientAssertionType = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 	// JWTBearerGrantType is grant_type's value of the JWT-bearer grant
 	// (RFC 7523 §2.1).
-	JWTBearerGrantType = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+	JWTBearerGrantType = "urn:ietf:params:oauth:grant-type:jwt-bearer" // #nosec G101 -- a grant type URN, no credential
 )
 
 // FederationScope is what the managed identity's token is requested for:

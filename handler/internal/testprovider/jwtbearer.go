@@ -9,7 +9,7 @@ import (
 
 // GrantJWTBearer is the grant_type of the JWT-bearer authorization grant
 // (RFC 7523 §2.1).
-const GrantJWTBearer = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+const GrantJWTBearer = "urn:ietf:params:oauth:grant-type:jwt-bearer" // #nosec G101 -- a grant type URN, no credential
 
 // JWTBearer is a JWT-bearer grant the provider accepts (RFC 7523 §2.1):
 // the assertion form parameter carries a JWT signed by one of Keys whose
@@ -92,7 +92,7 @@ type FederatedCredential struct {
 
 // AzureADTokenExchange is the audience Entra ID expects in a managed
 // identity's token used as a federated credential.
-const AzureADTokenExchange = "api://AzureADTokenExchange"
+const AzureADTokenExchange = "api://AzureADTokenExchange" // #nosec G101 -- an audience name, no credential
 
 func (p *Provider) skew() time.Duration {
 	if p.cfg.AssertionSkew > 0 {
