@@ -51,7 +51,7 @@ func NewBroker(settings config.Settings, conns []broker.Connection, getenv func(
 		return Wired{}, err
 	}
 	key := broker.StoredKey(store, locker)
-	signer, federated, err := assertionBackends(settings, conns, getenv)
+	signer, federated, err := AssertionBackends(settings, conns, getenv)
 	if err != nil {
 		return Wired{}, err
 	}

@@ -94,11 +94,13 @@ func Federated(cred azcore.TokenCredential) oauth.FederatedToken {
 	}
 }
 
-// assertionBackends makes what the connections' assertions need, and only
+// AssertionBackends makes what the connections' assertions need, and only
 // that: a KeySigner on KEY_VAULT_URL when a connection signs with a key
 // (clientAuth private_key_jwt, grant jwt_bearer), the managed identity's
-// federated token when one uses clientAuth managedIdentity.
-func assertionBackends(s config.Settings, conns []broker.Connection, getenv func(string) string) (oauth.Signer, oauth.FederatedToken, error) {
+// federated token when one uses clientAuth managedIdentity. The broker's
+// grant (NewBroker) and handler connect's code exchange both use it, so
+// an exchange authenticates as the refreshes after it do.
+func AssertionBackends(s config.Settings, conns []broker.Connection, getenv func(string) string) (oauth.Signer, oauth.FederatedToken, error) {
 	var signs, federates bool
 	for _, c := range conns {
 		signs = signs || c.AuthStyle == broker.AuthPrivateKeyJWT || c.Grant == broker.GrantJWTBearer

@@ -18,6 +18,7 @@ import (
 
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/backends"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/config"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/consent"
 	redaction "github.com/tokenrefresher/tokenrefresher/handler/internal/redact"
 )
@@ -102,11 +103,12 @@ func connect(ctx context.Context, args []string, env Env) int {
 	}
 	// The credentials are read before anything is opened: without them the
 	// consent would be wasted.
-	clientID, clientSecret, err := consent.ClientCredentials(ctx, store, conn)
+	flow, err := exchangeFlow(ctx, settings, conn, store, env.Getenv)
 	if err != nil {
 		fail(stderr, err)
 		return 1
 	}
+	clientID := flow.ClientID
 
 	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(*port)))
 	if err != nil {
@@ -114,14 +116,9 @@ func connect(ctx context.Context, args []string, env Env) int {
 		return 1
 	}
 	defer ln.Close()
-	flow := &consent.Flow{
-		Connection:       conn,
-		AuthorizationURL: endpoint,
-		RedirectURL:      fmt.Sprintf("http://127.0.0.1:%d/callback", ln.Addr().(*net.TCPAddr).Port),
-		ClientID:         clientID,
-		ClientSecret:     clientSecret,
-		Scopes:           asked,
-	}
+	flow.AuthorizationURL = endpoint
+	flow.RedirectURL = fmt.Sprintf("http://127.0.0.1:%d/callback", ln.Addr().(*net.TCPAddr).Port)
+	flow.Scopes = asked
 	state, verifier := consent.NewState(), consent.NewVerifier()
 	location, err := flow.AuthCodeURL(state, verifier)
 	if err != nil {
@@ -189,6 +186,25 @@ func connect(ctx context.Context, args []string, env Env) int {
 	fmt.Fprintf(stdout, "Connected. Stored the refresh token in secret %q and the access token (valid until %s) in %q, in %s.\n",
 		conn.Secrets.RefreshToken, saved.Expiry.UTC().Format(time.RFC3339), conn.Secrets.AccessToken, where)
 	return 0
+}
+
+// exchangeFlow is the Flow that redeems conn's code, authenticated as the
+// broker's refreshes of conn are: the client id and secret read from store
+// (none for an assertion-authenticated client), and the Key Vault signer
+// or managed identity's federated token its clientAuth needs
+// (backends.AssertionBackends, as backends.NewBroker wires them). Without
+// them a private_key_jwt or managedIdentity exchange would fail unsent,
+// after the person had consented.
+func exchangeFlow(ctx context.Context, settings config.Settings, conn broker.Connection, store broker.SecretStore, getenv func(string) string) (*consent.Flow, error) {
+	clientID, clientSecret, err := consent.ClientCredentials(ctx, store, conn)
+	if err != nil {
+		return nil, err
+	}
+	signer, federated, err := backends.AssertionBackends(settings, []broker.Connection{conn}, getenv)
+	if err != nil {
+		return nil, fmt.Errorf("connection %q: %w", conn.Name, err)
+	}
+	return &consent.Flow{Connection: conn, ClientID: clientID, ClientSecret: clientSecret, Signer: signer, Federated: federated}, nil
 }
 
 // fail prints err and, when it has one, what to do about it.
