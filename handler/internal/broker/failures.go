@@ -95,8 +95,7 @@ var failureKinds = []FailureKind{
 	{Category: CategoryRotateClientSecret, Permanent: true, Code: CodeRejected,
 		Means: "the provider does not accept the client id or secret (expired, regenerated, mistyped), or the client authentication style",
 		Remedy: "Check the client credentials of connection {connection}: {client_id} must hold the client id and " +
-			"{client_secret} the current client secret (if it expired, create a new one at {provider} and store it with " +
-			"its expiry date), and clientAuth {client_auth} must be how {provider} expects them."},
+			"{client_credential}, and clientAuth {client_auth} must be how {provider} expects them."},
 	{Category: CategoryFixConfiguration, Permanent: true, Code: CodeRejected,
 		Means: "the connection or the app's registration is wrong: token URL, tenant, grant, scopes, permissions",
 		Remedy: "Fix the configuration of connection {connection} (its token URL, grant {grant}, scopes and params in " +
@@ -246,6 +245,10 @@ func (c ErrorCode) HTTPStatus() int {
 //	{provider}      "the provider" ({Provider} capitalised)
 //	{client_id}     where the client id lives: a secret, or the connections file
 //	{client_secret} the secret holding the client secret
+//	{client_credential} what must hold, or be registered as, the client's
+//	                current credential: the client secret, or for a client
+//	                that authenticates with an assertion the signing key or
+//	                the federated credential (clientCredentialCheck)
 //	{refresh_token} the secret holding the refresh token
 //	{client_auth}   the connection's clientAuth, quoted
 //	{grant}         the connection's grant, quoted
@@ -277,6 +280,9 @@ func RenderRemediation(tmpl string, c *Connection, extra ...string) string {
 	if grant == "" {
 		grant = GrantRefreshToken
 	}
+	// The clause has placeholders of its own ({provider}), which one pass
+	// of the replacer below fills.
+	tmpl = strings.ReplaceAll(tmpl, "{client_credential}", clientCredentialCheck(c, secrets))
 	pairs := append(extra[:len(extra):len(extra)],
 		"{connection}", strconv.Quote(name),
 		"{provider}", "the provider",
@@ -289,6 +295,28 @@ func RenderRemediation(tmpl string, c *Connection, extra ...string) string {
 		"{host}", host,
 	)
 	return strings.NewReplacer(pairs...).Replace(tmpl)
+}
+
+// clientCredentialCheck is the {client_credential} clause: what to check
+// when the provider does not accept the client's authentication. A client
+// that sends an assertion has no client secret to check (its secret is
+// never read, consent.ClientCredentials): what matters is the Key Vault
+// key that signs it and that key's registration at the provider
+// (private_key_jwt, the jwt_bearer grant), or the app's federated
+// credential that trusts the managed identity (managedIdentity).
+func clientCredentialCheck(c *Connection, secrets SecretNames) string {
+	switch {
+	case c.AuthStyle == AuthManagedIdentity:
+		return "the app's registration at {provider} must have a federated credential that trusts the function " +
+			"app's managed identity (its issuer, the identity's object id as subject, audience " +
+			"api://AzureADTokenExchange); no client secret is sent"
+	case c.AuthStyle == AuthPrivateKeyJWT || c.Grant == GrantJWTBearer:
+		return "the public key of its signing key " + quoteOr(c.Assertion.Key, "(signingKey unset)") +
+			" in Key Vault must be registered for the app at {provider} (print it with `handler key " + c.Name +
+			"`; after the key is rotated, register the new version); no client secret is sent"
+	}
+	return secretRef(secrets.ClientSecret, "client secret") + " the current client secret (if it expired, " +
+		"create a new one at {provider} and store it with its expiry date)"
 }
 
 func secretRef(name, what string) string {

@@ -15,6 +15,8 @@ import (
 //	{Provider}      the same, capitalised to start a sentence
 //	{client_id}     where the client id lives: a secret, or the connections file
 //	{client_secret} the secret holding the client secret
+//	{client_credential} the client secret, signing key or federated
+//	                credential to check (broker.RenderRemediation)
 //	{refresh_token} the secret holding the refresh token
 //	{client_auth}   the connection's clientAuth, quoted
 //	{grant}         the connection's grant, quoted
@@ -29,10 +31,9 @@ const (
 		"{refresh_token}{connect}."
 	fixAppOnly = "{Provider} refused the client-credentials grant of connection {connection}: check that the app " +
 		"{client_id} names may use this grant at {provider} and has been granted the permissions its scopes ask for."
-	fixInvalidClient = "{Provider} does not accept the client credentials of connection {connection}: check that " +
-		"{client_id} holds the client id and {client_secret} the current client secret (if the secret expired or " +
-		"was regenerated, create a new one where the app is registered and store it there), and that clientAuth " +
-		"{client_auth} is how {provider} expects them."
+	fixInvalidClient = "{Provider} does not accept the client credentials of connection {connection}: " +
+		"{client_id} must hold the client id and {client_credential}, and clientAuth {client_auth} must be how " +
+		"{provider} expects them."
 	fixClientNotFound = "{Provider} has no app with the client id of connection {connection}: check that {client_id} " +
 		"holds the client id shown where the app is registered."
 	fixDeletedClient = "The app of connection {connection} was deleted at {provider}: restore it, or register a new " +
