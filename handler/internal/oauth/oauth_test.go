@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -825,6 +826,48 @@ func TestRefreshTokenInUnusableAnswerIsKept(t *testing.T) {
 			}
 			if n.Load() != tt.wantCalls {
 				t.Fatalf("%d requests, want %d", n.Load(), tt.wantCalls)
+			}
+		})
+	}
+}
+
+// TestTransportErrorsShowNoQuery: a token request that gets no response
+// reports the token URL as scheme, host and path (issue 16 §6), never its
+// query, whatever the grant; the *url.Error and the dial error beneath stay
+// reachable with errors.As.
+func TestTransportErrorsShowNoQuery(t *testing.T) {
+	base := "http://" + freeAddr(t) + "/tenant-a/token"
+	tokenURL := base + "?tenant=query-marker-x"
+	tests := []struct {
+		name string
+		call func(c *oauth.Client) error
+	}{
+		{"refresh_token", func(c *oauth.Client) error {
+			_, err := c.Token(context.Background(), refreshConn(tokenURL, broker.AuthBasic, true, 0), creds("rt-1"))
+			return err
+		}},
+		{"client_credentials", func(c *oauth.Client) error {
+			_, err := c.Token(context.Background(), ccConn(tokenURL), creds(""))
+			return err
+		}},
+		{"authorization_code", func(c *oauth.Client) error {
+			_, err := c.Exchange(context.Background(), refreshConn(tokenURL, broker.AuthBody, false, 0), creds(""), "code-1", "verifier-1", "http://127.0.0.1:1/callback")
+			return err
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.call(newClient(oauth.Options{}))
+			if err == nil {
+				t.Fatal("no error from a closed port")
+			}
+			if s := err.Error(); strings.Contains(s, "query-marker-x") || strings.Contains(s, "?") || !strings.Contains(s, base) {
+				t.Errorf("error = %q; want the token URL %s without its query", s, base)
+			}
+			var ue *url.Error
+			var op *net.OpError
+			if !errors.As(err, &ue) || ue.URL != base || !errors.As(err, &op) || op.Op != "dial" {
+				t.Errorf("error %v: want a *url.Error for %s over the dial error", err, base)
 			}
 		})
 	}

@@ -175,7 +175,7 @@ func (c *Client) classifyNoResponse(ctx context.Context, err error, ex *exchange
 	if cause == nil {
 		cause = err
 	}
-	f := &failure{retryable: true, err: &broker.ProviderError{Err: err}}
+	f := &failure{retryable: true, err: &broker.ProviderError{Err: cutURLError(err)}}
 	switch {
 	case ctx.Err() != nil:
 		f.err.Description = "gave up waiting for the token endpoint: the request's time ran out or it was cancelled"
@@ -422,4 +422,31 @@ func salvageRefreshToken(ex *exchange, secrets []string) broker.Secret {
 		return ""
 	}
 	return broker.Secret(rt)
+}
+
+// cutURLError is err, a failure without a response, as it may be logged
+// and answered: the URL of its *url.Error (net/http's Client reports every
+// transport failure as one, and x/oauth2 returns it as it is) cut to the
+// token URL's scheme, host and path (issue 16 §6). The query may carry
+// what a provider's token URL needs (a tenant, an API version) and is not
+// for logs. The *url.Error is a copy, so errors.As still finds it and,
+// through it, the net.OpError or timeout beneath.
+func cutURLError(err error) error {
+	var ue *url.Error
+	if !errors.As(err, &ue) {
+		return err
+	}
+	c := *ue
+	c.URL = cutURL(ue.URL)
+	return &c
+}
+
+// cutURL is raw's scheme, host and path: no user information, query or
+// fragment. A value that does not parse is not shown at all.
+func cutURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(the token URL)"
+	}
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path, RawPath: u.RawPath}).String()
 }
