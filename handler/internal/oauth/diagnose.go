@@ -28,12 +28,15 @@ func diagnoseFailure(conn *broker.Connection, f *failure, ex *exchange, err erro
 	// AADSTS code, HubSpot's status, or an error code the vocabulary knows
 	// (RFC 6749's, OpenID Connect's, providers'). A bare 4xx or an unknown
 	// code stays "not retried, yet not a rejection". Rate limits and
-	// timeouts stay the retry policy's to judge.
-	refused := (ex.status >= 200 && ex.status < 300) ||
-		(ex.status >= 400 && ex.status < 500 && ex.status != http.StatusTooManyRequests && ex.status != http.StatusRequestTimeout)
+	// timeouts stay the retry policy's to judge. A success status with no
+	// token is a rejection only when it names a known code in `error`: a
+	// phrase in a 2xx's description (an AADSTS number in free text) is
+	// too weak to lock a connection out for a cool-down.
+	success := ex.status >= 200 && ex.status < 300
+	clientError := ex.status >= 400 && ex.status < 500 && ex.status != http.StatusTooManyRequests && ex.status != http.StatusRequestTimeout
 	_, knownCode := broker.CodeCategory(pe.Code)
 	evidence := d.AADSTS != "" || in.Body.Status != "" || knownCode
-	if refused && d.Category.Permanent() && evidence {
+	if d.Category.Permanent() && (clientError && evidence || success && knownCode) {
 		pe.Permanent, f.retryable = true, false
 	}
 }

@@ -253,7 +253,12 @@ func checkProviderError(t *testing.T, status int, err error) []string {
 	}
 	permanentCodes := map[string]bool{"invalid_request": true, "invalid_client": true, "invalid_grant": true,
 		"unauthorized_client": true, "unsupported_grant_type": true, "invalid_scope": true}
-	rfcPermanent := permanentCodes[pe.Code] && (status/100 == 2 || status == 400 || status == 401 || status == 403)
+	knownPermanent := false
+	if c, ok := broker.CodeCategory(pe.Code); ok {
+		knownPermanent = c.Permanent()
+	}
+	rfcPermanent := permanentCodes[pe.Code] && (status/100 == 2 || status == 400 || status == 401 || status == 403) ||
+		status/100 == 2 && knownPermanent
 	diagnosedPermanent := status/100 == 4 && status != 408 && status != 429 && diagnose.Category(pe.Category).Permanent()
 	if pe.Permanent && !rfcPermanent && !diagnosedPermanent {
 		t.Errorf("HTTP %d %q (category %q) reported permanent", status, pe.Code, pe.Category)
