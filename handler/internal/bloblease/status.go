@@ -14,10 +14,12 @@ import (
 // written in lower case and read without regard to case.
 const (
 	metaLastRefresh = "lastrefresh"
-	metaLastError   = "lasterror"
-	metaFailures    = "failures"
-	metaInstance    = "instance"
-	metaRecordedOn  = "recordedon"
+	// metaLastRefreshMs is how long that refresh took, in milliseconds.
+	metaLastRefreshMs = "lastrefreshms"
+	metaLastError     = "lasterror"
+	metaFailures      = "failures"
+	metaInstance      = "instance"
+	metaRecordedOn    = "recordedon"
 )
 
 // Bounds on recorded text: a category word and a host or instance name fit
@@ -38,6 +40,9 @@ func encodeStatus(s broker.SharedStatus) map[string]*string {
 		}
 	}
 	put(metaLastRefresh, formatTime(s.LastRefresh))
+	if ms := (s.LastRefreshDuration + time.Millisecond - 1).Milliseconds(); ms > 0 { // rounded up: timed is never zero
+		put(metaLastRefreshMs, strconv.FormatInt(ms, 10))
+	}
 	put(metaLastError, sanitize(s.LastError, maxLastError))
 	if s.Failures != 0 {
 		put(metaFailures, strconv.Itoa(s.Failures))
@@ -60,6 +65,9 @@ func decodeStatus(md map[string]*string) broker.SharedStatus {
 	}
 	var s broker.SharedStatus
 	s.LastRefresh = parseTime(get(metaLastRefresh))
+	if ms, err := strconv.ParseInt(get(metaLastRefreshMs), 10, 64); err == nil && ms > 0 {
+		s.LastRefreshDuration = time.Duration(ms) * time.Millisecond
+	}
 	s.LastError = get(metaLastError)
 	if n, err := strconv.Atoi(get(metaFailures)); err == nil && n > 0 {
 		s.Failures = n

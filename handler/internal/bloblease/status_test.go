@@ -36,10 +36,12 @@ func TestSanitize(t *testing.T) {
 func TestStatusMetadata(t *testing.T) {
 	full := broker.SharedStatus{
 		LastRefresh: time.Date(2026, 3, 1, 12, 0, 0, 123456789, time.UTC),
-		LastError:   "invalid_grant",
-		Failures:    3,
-		Instance:    "web-1",
-		RecordedOn:  time.Date(2026, 3, 1, 12, 5, 0, 0, time.FixedZone("CET", 3600)),
+		// Kept in whole milliseconds.
+		LastRefreshDuration: 1234 * time.Millisecond,
+		LastError:           "invalid_grant",
+		Failures:            3,
+		Instance:            "web-1",
+		RecordedOn:          time.Date(2026, 3, 1, 12, 5, 0, 0, time.FixedZone("CET", 3600)),
 	}
 	md := encodeStatus(full)
 	for k, v := range md {
@@ -54,18 +56,22 @@ func TestStatusMetadata(t *testing.T) {
 	}
 	got := decodeStatus(recased)
 	if !got.LastRefresh.Equal(full.LastRefresh) || !got.RecordedOn.Equal(full.RecordedOn) ||
-		got.LastError != full.LastError || got.Failures != full.Failures || got.Instance != full.Instance {
+		got.LastError != full.LastError || got.Failures != full.Failures || got.Instance != full.Instance ||
+		got.LastRefreshDuration != full.LastRefreshDuration {
 		t.Errorf("round trip = %+v; want %+v", got, full)
 	}
 
 	if md := encodeStatus(broker.SharedStatus{}); len(md) != 0 {
 		t.Errorf("zero status encodes as %v; want nothing", md)
 	}
+	if got := decodeStatus(encodeStatus(broker.SharedStatus{LastRefreshDuration: 300 * time.Microsecond})); got.LastRefreshDuration != time.Millisecond {
+		t.Errorf("a sub-millisecond refresh reads back as %v; want 1ms (a timed refresh is never unknown)", got.LastRefreshDuration)
+	}
 	junk := func(s string) *string { return &s }
 	bad := decodeStatus(map[string]*string{
-		"lastrefresh": junk("yesterday"), "failures": junk("-2"), "recordedon": nil, "lasterror": junk("x"),
+		"lastrefresh": junk("yesterday"), "failures": junk("-2"), "recordedon": nil, "lasterror": junk("x"), "lastrefreshms": junk("-5"),
 	})
-	if !bad.LastRefresh.IsZero() || bad.Failures != 0 || !bad.RecordedOn.IsZero() || bad.LastError != "x" {
+	if !bad.LastRefresh.IsZero() || bad.LastRefreshDuration != 0 || bad.Failures != 0 || !bad.RecordedOn.IsZero() || bad.LastError != "x" {
 		t.Errorf("unparsable values read as %+v; want zero for each, the rest kept", bad)
 	}
 }

@@ -163,9 +163,11 @@ type connState struct {
 	mu          sync.Mutex
 	failure     *failureRecord
 	lastRefresh time.Time
-	lastError   *Error
-	lastErrorAt time.Time
-	lastForced  time.Time
+	// lastRefreshTook is how long the refresh of lastRefresh took.
+	lastRefreshTook time.Duration
+	lastError       *Error
+	lastErrorAt     time.Time
+	lastForced      time.Time
 	// secretWarned is, per client secret name, one more than the expiry
 	// threshold (30, 14, 7 or 0 days) last logged, zero when none was:
 	// each threshold is logged once per secret, not on every sweep.

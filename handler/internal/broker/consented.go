@@ -75,7 +75,7 @@ func (b *Broker) Consented(ctx context.Context, name string, tok *Token, standby
 	st.lastErrorAt = time.Time{}
 	st.mu.Unlock()
 	if lock != nil {
-		b.recordShared(ctx, st, lock, nil)
+		b.recordShared(ctx, st, lock, nil, 0)
 	}
 	return nil
 }

@@ -196,13 +196,14 @@ func needsUser(c Category) bool {
 // recordShared writes the outcome of a refresh beside the lock, while it is
 // still held, so every instance's status shows it. A failure to record is
 // logged and otherwise ignored: the status is a report, not the protocol.
-func (b *Broker) recordShared(ctx context.Context, st *connState, lock Lock, failure error) {
+// took is how long a successful refresh took, zero when it was not timed.
+func (b *Broker) recordShared(ctx context.Context, st *connState, lock Lock, failure error, took time.Duration) {
 	rec, ok := lock.(StatusRecorder)
 	if !ok {
 		return
 	}
 	now := b.now()
-	s := SharedStatus{Instance: b.instance, RecordedOn: now, LastRefresh: now}
+	s := SharedStatus{Instance: b.instance, RecordedOn: now, LastRefresh: now, LastRefreshDuration: took}
 	if failure != nil {
 		// Failures count across instances, so read what the last holder
 		// recorded; only failing refreshes pay for the read.
@@ -210,7 +211,7 @@ func (b *Broker) recordShared(ctx context.Context, st *connState, lock Lock, fai
 		if r, ok := b.locker.(StatusReader); ok {
 			prev, _ = r.ReadStatus(ctx, st.conn.Name)
 		}
-		s.LastRefresh = prev.LastRefresh
+		s.LastRefresh, s.LastRefreshDuration = prev.LastRefresh, prev.LastRefreshDuration
 		s.Failures = prev.Failures + 1
 		s.LastError = failureCategory(failure)
 	}
@@ -249,7 +250,7 @@ func (b *Broker) refreshFailed(ctx context.Context, st *connState, lock Lock, gu
 	}
 	failure := b.providerFailure(ctx, st, cur.cred, err)
 	failure = b.explainInterrupted(st, guard, err, failure)
-	b.recordShared(ctx, st, lock, err)
+	b.recordShared(ctx, st, lock, err, 0)
 	return failure
 }
 
@@ -259,5 +260,5 @@ func (b *Broker) persistFailed(ctx context.Context, st *connState, lock Lock, er
 	st.mu.Lock()
 	st.lastError, st.lastErrorAt = asError(st.conn.Name, err), b.now()
 	st.mu.Unlock()
-	b.recordShared(ctx, st, lock, err)
+	b.recordShared(ctx, st, lock, err, 0)
 }

@@ -73,7 +73,7 @@ func (b *Broker) ImportRefreshToken(ctx context.Context, name string, rt Secret)
 		b.persistFailed(ctx, st, lock, err)
 		return ConnectionStatus{}, asError(name, err)
 	}
-	b.recordShared(ctx, st, lock, nil)
+	b.recordShared(ctx, st, lock, nil, 0)
 	b.log.Info("refresh token imported and validated by one refresh", "event", "token.imported", "connection", name)
 	return b.status(ctx, st), nil
 }

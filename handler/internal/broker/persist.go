@@ -53,6 +53,7 @@ func (b *Broker) persist(ctx context.Context, st *connState, lock Lock, cur curr
 	st.failure = nil
 	st.lastError = nil
 	st.lastRefresh = now
+	st.lastRefreshTook = 0 // refresh sets it; an import is not timed
 	st.refreshes++
 	st.mu.Unlock()
 	b.log.Info("token refreshed", "event", "token.refreshed", "connection", c.Name,

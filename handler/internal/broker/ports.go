@@ -111,6 +111,9 @@ type SecretLister interface {
 type SharedStatus struct {
 	// LastRefresh is when a refresh last succeeded.
 	LastRefresh time.Time
+	// LastRefreshDuration is how long that refresh took (steps 6 and 7);
+	// zero when not known.
+	LastRefreshDuration time.Duration
 	// LastError is the category of the latest failure ("" after a success):
 	// a word such as an Error code or an RFC 6749 error code, never a
 	// message a provider wrote.

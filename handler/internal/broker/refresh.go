@@ -164,7 +164,13 @@ func (b *Broker) refresh(ctx context.Context, st *connState, lock Lock, cur curr
 		b.persistFailed(ctx, st, lock, err)
 		return nil, err
 	}
-	b.recordShared(ctx, st, lock, nil)
+	// The status's duration ends where the result is durable, before
+	// it is recorded beside the lock, so that record can carry it.
+	took := time.Since(start)
+	st.mu.Lock()
+	st.lastRefreshTook = took
+	st.mu.Unlock()
+	b.recordShared(ctx, st, lock, nil, took)
 	return ct, nil
 }
 

@@ -49,6 +49,12 @@ type ConnectionStatus struct {
 	LastRefresh time.Time `json:"lastRefresh,omitzero"`
 	// LastRefreshBy is the instance that did it, when known.
 	LastRefreshBy string `json:"lastRefreshBy,omitempty"`
+	// LastRefreshMs is how long that refresh took, in milliseconds
+	// rounded up, from the token endpoint call to its result being
+	// durable (steps 6 and 7, as the Observer's Refreshed measures it).
+	// Zero when unknown: a refresh by another instance whose lock backend
+	// keeps no status or wrote an older record, or an imported token.
+	LastRefreshMs int64 `json:"lastRefreshDurationMs,omitempty"`
 	// Failures counts failed refreshes since the last success, across
 	// instances when the lock backend keeps status.
 	Failures int `json:"failures"`
@@ -121,8 +127,12 @@ func (b *Broker) mergeShared(cs *ConnectionStatus, st *connState, sh SharedStatu
 	if sh.LastRefresh.After(cs.LastRefresh) {
 		cs.LastRefresh = sh.LastRefresh
 		cs.LastRefreshBy = sh.Instance
+		cs.LastRefreshMs = millis(sh.LastRefreshDuration)
 	} else if !sh.LastRefresh.IsZero() && sh.LastRefresh.Equal(cs.LastRefresh) {
 		cs.LastRefreshBy = sh.Instance
+		if sh.LastRefreshDuration > 0 {
+			cs.LastRefreshMs = millis(sh.LastRefreshDuration)
+		}
 	}
 	if sh.RecordedOn.IsZero() {
 		return lastErr
@@ -145,6 +155,15 @@ func (b *Broker) mergeShared(cs *ConnectionStatus, st *connState, sh SharedStatu
 		sh.Instance, sh.RecordedOn.UTC().Format(time.RFC3339), sh.LastError, sh.Failures)
 	cs.LastError = &StatusError{Code: e.Code, Category: e.Category, Message: e.Message, Remediation: e.Remediation}
 	return e
+}
+
+// millis is d in whole milliseconds, rounded up so that a timed refresh
+// never reads as the zero of "unknown".
+func millis(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64((d + time.Millisecond - 1) / time.Millisecond)
 }
 
 // sharedFailure is a failure another instance recorded beside the lock by
@@ -219,6 +238,7 @@ func (b *Broker) statusFrom(ctx context.Context, st *connState, listed map[strin
 	}
 	st.mu.Lock()
 	cs.LastRefresh = st.lastRefresh
+	cs.LastRefreshMs = millis(st.lastRefreshTook)
 	cs.Refreshes = st.refreshes
 	lastErr, lastErrAt := st.lastError, st.lastErrorAt
 	st.mu.Unlock()

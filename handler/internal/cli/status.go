@@ -99,8 +99,12 @@ func printStatus(w io.Writer, sts []broker.ConnectionStatus, now time.Time) erro
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "CONNECTION\tSTATE\tTOKEN EXPIRES\tLAST REFRESH\tREFRESH TOKEN IDLE EXPIRY\tCLIENT SECRET EXPIRES")
 	for _, st := range sts {
+		last := when(st.LastRefresh, now)
+		if st.LastRefreshMs > 0 {
+			last += ", took " + (time.Duration(st.LastRefreshMs) * time.Millisecond).String()
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", st.Name, st.State, when(st.AccessTokenExpiresOn, now),
-			when(st.LastRefresh, now), when(st.RefreshTokenIdleExpiresOn, now), when(st.ClientSecretExpiresOn, now))
+			last, when(st.RefreshTokenIdleExpiresOn, now), when(st.ClientSecretExpiresOn, now))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -4,6 +4,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
 )
 
 // TestStatusWithNothingLoaded: `handler status` against a deployment whose
@@ -35,5 +38,33 @@ func TestStatusWithNothingLoaded(t *testing.T) {
 	// A connection that is configured does not exit 1.
 	if r := runCLI(workstation(t), nil, "status", "machine"); r.code != 0 {
 		t.Errorf("a configured connection: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+// TestPrintStatusShowsHowLongTheLastRefreshTook: the last-refresh column
+// carries the refresh's duration when the status knows it, and none
+// otherwise.
+func TestPrintStatusShowsHowLongTheLastRefreshTook(t *testing.T) {
+	now := time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name string
+		ms   int64
+		want string
+	}{
+		{"unknown", 0, ""},
+		{"timed", 1234, ", took 1.234s"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out strings.Builder
+			st := broker.ConnectionStatus{Name: "xero", State: broker.StateHealthy, LastRefresh: now.Add(-5 * time.Minute), LastRefreshMs: tt.ms}
+			if err := printStatus(&out, []broker.ConnectionStatus{st}, now); err != nil {
+				t.Fatal(err)
+			}
+			line := strings.Split(out.String(), "\n")[1]
+			if tt.want == "" && strings.Contains(line, "took") || !strings.Contains(line, "(5m0s ago)"+tt.want) {
+				t.Errorf("row %q; want the last refresh followed by %q", line, tt.want)
+			}
+		})
 	}
 }

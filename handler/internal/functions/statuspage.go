@@ -202,6 +202,10 @@ func writeStatusRow(b *strings.Builder, st broker.ConnectionStatus, now time.Tim
 	if st.LastRefreshBy != "" {
 		last += `<br><small>by ` + esc(st.LastRefreshBy) + `</small>`
 	}
+	if st.LastRefreshMs > 0 {
+		took := time.Duration(st.LastRefreshMs) * time.Millisecond
+		last += `<br><small class="took">took ` + esc(took.String()) + `</small>`
+	}
 	if st.Refreshes > 0 {
 		last += `<br><small>` + strconv.Itoa(st.Refreshes) + ` by this instance</small>`
 	}

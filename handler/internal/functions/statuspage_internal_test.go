@@ -35,6 +35,43 @@ func TestStatusPageEscapesEveryField(t *testing.T) {
 	}
 }
 
+// TestStatusPageShowsHowLongTheLastRefreshTook: the last-refresh cell
+// says how long the refresh took when the status knows it, and claims no
+// duration when it does not.
+func TestStatusPageShowsHowLongTheLastRefreshTook(t *testing.T) {
+	now := time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name string
+		ms   int64
+		want string // "" for no duration shown
+	}{
+		{"unknown", 0, ""},
+		{"one millisecond", 1, "took 1ms"},
+		{"a slow provider", 1234, "took 1.234s"},
+		{"over a minute", 61_500, "took 1m1.5s"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := broker.ConnectionStatus{Name: "xero", State: broker.StateHealthy, LastRefresh: now.Add(-time.Minute), LastRefreshMs: tt.ms}
+			page := renderStatusPage([]broker.ConnectionStatus{st}, "tok", "nonce", now)
+			start := strings.Index(page, `<td id="last-refresh-xero">`)
+			if start < 0 {
+				t.Fatalf("no last-refresh cell:\n%s", page)
+			}
+			cell := page[start : start+strings.Index(page[start:], "</td>")]
+			if tt.want == "" {
+				if strings.Contains(cell, "took") {
+					t.Errorf("cell %q claims a duration; want none", cell)
+				}
+				return
+			}
+			if !strings.Contains(cell, `<small class="took">`+tt.want+`</small>`) {
+				t.Errorf("cell %q; want %q", cell, tt.want)
+			}
+		})
+	}
+}
+
 // TestStatusActionOrigin: behind the Functions host (Host 127.0.0.1, the
 // public name in X-Forwarded-Host) a button's request must carry the app's
 // public https origin and the page's token.

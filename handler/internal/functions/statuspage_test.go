@@ -57,7 +57,7 @@ func newPageBroker(t *testing.T, now time.Time) *pageBroker {
 	}
 	return &pageBroker{now: now, store: store, statuses: []broker.ConnectionStatus{
 		{Name: "xero", Provider: "xero", Grant: broker.GrantRefreshToken, State: broker.StateHealthy,
-			AccessTokenExpiresOn: now.Add(25 * time.Minute), LastRefresh: now.Add(-5 * time.Minute), LastRefreshBy: "instance-a1",
+			AccessTokenExpiresOn: now.Add(25 * time.Minute), LastRefresh: now.Add(-5 * time.Minute), LastRefreshBy: "instance-a1", LastRefreshMs: 1234,
 			RefreshTokenUpdatedOn: now.Add(-5 * time.Minute), RefreshTokenIdleExpiresOn: now.Add(60 * 24 * time.Hour),
 			ClientSecretExpiresOn: now.Add(20 * 24 * time.Hour), Standby: broker.StandbyReady, NextAction: "None."},
 		{Name: "rejected", Provider: "xero", Grant: broker.GrantRefreshToken, State: broker.StateNeedsReauthorization, Failures: 3,
@@ -227,7 +227,7 @@ func TestStatusPageInABrowser(t *testing.T) {
 		t.Errorf("the failure's text was not shown as text: injected %v, cell %q", injected, failure)
 	}
 	if missing, standby, last := text("#state-unseeded"), text("#standby-standby"), text("#last-refresh-xero"); !strings.Contains(missing, "unseeded-refresh-token") ||
-		standby != "used" || !strings.Contains(last, "instance-a1") {
+		standby != "used" || !strings.Contains(last, "instance-a1") || !strings.Contains(last, "took 1.234s") {
 		t.Errorf("details: missing %q, standby %q, last refresh %q", missing, standby, last)
 	}
 

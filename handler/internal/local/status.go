@@ -24,10 +24,12 @@ var (
 // metadata). It never holds a secret.
 type statusFile struct {
 	LastRefresh time.Time `json:"lastRefresh,omitzero"`
-	LastError   string    `json:"lastError,omitempty"`
-	Failures    int       `json:"failures"`
-	Instance    string    `json:"instance,omitempty"`
-	RecordedOn  time.Time `json:"recordedOn,omitzero"`
+	// LastRefreshDuration is in nanoseconds (time.Duration's JSON).
+	LastRefreshDuration time.Duration `json:"lastRefreshDurationNs,omitempty"`
+	LastError           string        `json:"lastError,omitempty"`
+	Failures            int           `json:"failures"`
+	Instance            string        `json:"instance,omitempty"`
+	RecordedOn          time.Time     `json:"recordedOn,omitzero"`
 }
 
 func (l *Locker) statusPath(name string) string {

@@ -29,7 +29,7 @@ func TestStatusBesideTheLock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := broker.SharedStatus{LastRefresh: time.Date(2026, 11, 23, 3, 0, 0, 0, time.UTC), LastError: "invalid_grant", Failures: 2, Instance: "pid-1",
+	want := broker.SharedStatus{LastRefresh: time.Date(2026, 11, 23, 3, 0, 0, 0, time.UTC), LastRefreshDuration: 1500 * time.Microsecond, LastError: "invalid_grant", Failures: 2, Instance: "pid-1",
 		RecordedOn: time.Date(2026, 11, 23, 3, 1, 0, 0, time.UTC)}
 	if err := lock.(broker.StatusRecorder).RecordStatus(ctx, want); err != nil {
 		t.Fatal(err)
