@@ -352,6 +352,9 @@ func TestAlertQueriesReadHandlerEvents(t *testing.T) {
 	event := regexp.MustCompile(`"([a-z]+\.[a-z_]+)"`)
 	for _, f := range files {
 		src := readText(t, f)
+		if strings.HasPrefix(strings.TrimSpace(kqlStripComments(src)), "customMetrics") {
+			continue // metric names, not events: TestWorkbookMetricsAreEmitted checks them
+		}
 		for _, m := range event.FindAllStringSubmatch(src, -1) {
 			if err := code.hasLiteral(m[1], "an event the handler logs"); err != nil {
 				t.Errorf("%s filters on %q, but %v", f, m[1], err)

@@ -238,7 +238,8 @@ func TestKQLEvaluator(t *testing.T) {
 // columns); summarize with count, countif, dcount, sum, min, max, take_any,
 // percentile, arg_max and arg_min, by columns or expressions; order by;
 // and, or; ==, !=, <, <=, >, >=, in, has, has_any, contains; + and - on
-// numbers, datetimes and timespans (30d, 1h, 5m, 10s); tostring, toint,
+// numbers, datetimes and timespans (30d, 1h, 5m, 10s); * and / on numbers;
+// tostring, toint,
 // tobool, todatetime, parse_json, extract, strcat, iff, case, now, ago,
 // bin; member access. Anything else is an error, so a query that outgrows
 // it fails its test instead of passing unchecked. Datetimes are time.Time,
@@ -325,7 +326,7 @@ func kqlLex(src string) ([]kqlToken, error) {
 			if i+1 < len(src) && slices.Contains([]string{"==", "!=", ">=", "<="}, src[i:i+2]) {
 				op = src[i : i+2]
 			}
-			if !strings.Contains("|(),.=<>![]+-*", string(c)) {
+			if !strings.Contains("|(),.=<>![]+-*/", string(c)) {
 				return nil, fmt.Errorf("unexpected %q at %d", c, i)
 			}
 			toks = append(toks, kqlToken{"op", op})
@@ -874,13 +875,38 @@ func (p *kqlParser) cmp(r kqlRow) (any, error) {
 
 // sum reads "a + b - c" on numbers, datetimes and timespans.
 func (p *kqlParser) sum(r kqlRow) (any, error) {
-	v, err := p.term(r)
+	v, err := p.product(r)
 	for err == nil && (p.is("op", "+") || p.is("op", "-")) {
 		neg := p.peek().text == "-"
 		p.pos++
 		var w any
-		if w, err = p.term(r); err == nil {
+		if w, err = p.product(r); err == nil {
 			v = kqlAdd(v, w, neg)
+		}
+	}
+	return v, err
+}
+
+// product reads "a * b / c" on numbers; anything else, or a division by
+// zero, is null.
+func (p *kqlParser) product(r kqlRow) (any, error) {
+	v, err := p.term(r)
+	for err == nil && (p.is("op", "*") || p.is("op", "/")) {
+		div := p.peek().text == "/"
+		p.pos++
+		var w any
+		if w, err = p.term(r); err != nil {
+			break
+		}
+		x, xok := v.(float64)
+		y, yok := w.(float64)
+		switch {
+		case !xok || !yok || div && y == 0:
+			v = nil
+		case div:
+			v = x / y
+		default:
+			v = x * y
 		}
 	}
 	return v, err

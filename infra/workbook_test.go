@@ -8,10 +8,14 @@ package infra
 import (
 	"encoding/json"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"maps"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -81,11 +85,12 @@ func workbookQueries(t *testing.T) (map[string]workbookItem, map[string]string) 
 
 // TestWorkbookLayout: every query item has its .kql file and the Bicep puts
 // it there; every query item reads Application Insights over a time range;
-// the metrics section is reserved.
+// the metric charts are charts.
 func TestWorkbookLayout(t *testing.T) {
 	t.Parallel()
 	items, _ := workbookQueries(t)
-	want := []string{"connections-by-state", "failures-by-category", "refreshes-over-time", "secrets-expiring", "token-latency"}
+	want := []string{"connections-by-state", "failures-by-category", "refresh-latency", "refreshes-by-outcome", "refreshes-over-time",
+		"secrets-expiring", "token-latency"}
 	if got := slices.Sorted(maps.Keys(items)); !slices.Equal(got, want) {
 		t.Errorf("workbook.json has query items %q, want %q", got, want)
 	}
@@ -127,9 +132,10 @@ func TestWorkbookLayout(t *testing.T) {
 	if tc := items["secrets-expiring"].Content; tc.TimeContextFromParameter != "" || tc.TimeContext == nil || tc.TimeContext.DurationMs < 31*24*3600*1000 {
 		t.Error("workbook.json secrets-expiring: the warnings come at 30, 14, 7 and 0 days left, so the item looks back at least 31 days whatever the time range")
 	}
-	raw := readText(t, filepath.Join("modules", "workbook", "workbook.json"))
-	if !strings.Contains(raw, `"name": "metrics-reserved"`) {
-		t.Error("workbook.json: the metrics-reserved section is gone; the metric charts go there")
+	for _, name := range []string{"refresh-latency", "refreshes-by-outcome"} {
+		if items[name].Content.Visualization != "timechart" {
+			t.Errorf("workbook.json %s: visualization %q, want timechart", name, items[name].Content.Visualization)
+		}
 	}
 }
 
@@ -153,6 +159,21 @@ func TestWorkbookQueries(t *testing.T) {
 		latency = append(latency, req(float64(i+1), time.Duration(i)*time.Second))
 	}
 	latency = append(latency, req(500, 70*m))
+	// customMetrics rows as the handler's envelopes land (one per series
+	// and minute): a histogram's sum, count and max, a counter's count.
+	hist := func(conn, outcome string, sum, count, maxS float64, d time.Duration) kqlRow {
+		return kqlRow{"$table": "customMetrics", "name": "tokenrefresher.refresh.duration", "timestamp": t0.Add(d),
+			"value": sum, "valueSum": sum, "valueCount": count, "valueMax": maxS, "valueMin": 0.0,
+			"customDimensions": map[string]any{"connection": conn, "outcome": outcome}}
+	}
+	counter := func(conn, outcome string, n float64, d time.Duration) kqlRow {
+		return kqlRow{"$table": "customMetrics", "name": "tokenrefresher.refreshes", "timestamp": t0.Add(d),
+			"value": n, "valueSum": n, "valueCount": 1.0, "valueMax": n, "valueMin": n,
+			"customDimensions": map[string]any{"connection": conn, "outcome": outcome}}
+	}
+	// Another instrument's rows, with the same dimensions, must not count.
+	other := counter("xero", "success", 100, 2*m)
+	other["name"] = "tokenrefresher.tokens.served"
 	tests := []struct {
 		query string
 		rows  []kqlRow
@@ -186,6 +207,16 @@ func TestWorkbookQueries(t *testing.T) {
 			[]string{"warner-1 reauthorize 1 Re-authorize the connection.", "xero reauthorize 2 Re-authorize the connection."}},
 		{"token-latency", latency, t0.Add(2 * time.Hour), []string{"timestamp", "p50", "p95", "p99"},
 			[]string{"2026-01-02T10:00:00Z 50 95 99", "2026-01-02T11:00:00Z 500 500 500"}},
+		{"refresh-latency", []kqlRow{
+			hist("xero", "success", 0.3, 2, 0.2, 1*m), hist("xero", "provider_failed", 0.9, 1, 0.9, 2*m),
+			hist("warner-1", "success", 0.05, 1, 0.05, 3*m), hist("xero", "success", 0.1, 1, 0.1, 61*m), other,
+		}, t0.Add(2 * time.Hour), []string{"connection", "timestamp", "mean_ms", "max_ms"},
+			[]string{"warner-1 2026-01-02T10:00:00Z 50 50", "xero 2026-01-02T10:00:00Z 400 900", "xero 2026-01-02T11:00:00Z 100 100"}},
+		{"refreshes-by-outcome", []kqlRow{
+			counter("xero", "success", 3, 1*m), counter("warner-1", "success", 2, 2*m), counter("xero", "provider_failed", 1, 3*m),
+			counter("xero", "success", 1, 61*m), other,
+		}, t0.Add(2 * time.Hour), []string{"outcome", "timestamp", "refreshes"},
+			[]string{"provider_failed 2026-01-02T10:00:00Z 1", "success 2026-01-02T10:00:00Z 5", "success 2026-01-02T11:00:00Z 1"}},
 		{"secrets-expiring", []kqlRow{line("secret.expiring", "xero", false, 0), line("secret.expiring", "warner-1", false, 1*m)},
 			time.Date(2026, 1, 3, 0, 0, 0, 0, time.UTC), []string{"connection", "secret", "expires_on"},
 			[]string{"xero client-secret-name 2026-01-20T00:00:00Z", "warner-1 client-secret-name 2026-01-20T00:00:00Z"}},
@@ -236,4 +267,187 @@ func TestWorkbookAssembles(t *testing.T) {
 	if len(b) > 1<<20 {
 		t.Errorf("the workbook is %d bytes", len(b))
 	}
+}
+
+// emittedMetric is an instrument the handler exports: its kind
+// (Int64Counter, Float64Histogram) and the attributes it records, which
+// become customDimensions.
+type emittedMetric struct {
+	kind string
+	dims map[string]bool
+}
+
+// handlerMetrics reads, from handler/internal/metrics/metrics.go's source,
+// every instrument the handler creates (m.<field>, e = meter.<Kind>(<Name
+// constant>, ...)) and the attributes each records: those attrs always
+// sets (attribute.String("<key>", ...)) and the key every method that
+// records into the instrument passes to m.attrs(connection, "<key>", ...).
+// The infra module cannot import the handler's internal package, so the
+// source is the list.
+func handlerMetrics(t *testing.T) map[string]emittedMetric {
+	t.Helper()
+	fset := token.NewFileSet()
+	f, err := parser.ParseFile(fset, filepath.Join("..", "handler", "internal", "metrics", "metrics.go"), nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lit := func(e ast.Expr) (string, bool) {
+		b, ok := e.(*ast.BasicLit)
+		if !ok || b.Kind != token.STRING {
+			return "", false
+		}
+		s, err := strconv.Unquote(b.Value)
+		return s, err == nil
+	}
+	field := func(e ast.Expr) string { // m.<field>
+		if sel, ok := e.(*ast.SelectorExpr); ok {
+			if id, ok := sel.X.(*ast.Ident); ok && id.Name == "m" {
+				return sel.Sel.Name
+			}
+		}
+		return ""
+	}
+	consts := map[string]string{}
+	type instrument struct{ name, kind string }
+	byField := map[string]instrument{}
+	base := map[string]bool{}         // attributes attrs always sets
+	recorded := map[string][]string{} // field -> keys passed to attrs where it records
+	for _, d := range f.Decls {
+		switch d := d.(type) {
+		case *ast.GenDecl:
+			for _, sp := range d.Specs {
+				if vs, ok := sp.(*ast.ValueSpec); ok && d.Tok == token.CONST {
+					for i, n := range vs.Names {
+						if i < len(vs.Values) {
+							if v, ok := lit(vs.Values[i]); ok {
+								consts[n.Name] = v
+							}
+						}
+					}
+				}
+			}
+		case *ast.FuncDecl:
+			var fields, keys []string
+			ast.Inspect(d, func(n ast.Node) bool {
+				switch n := n.(type) {
+				case *ast.AssignStmt:
+					if len(n.Lhs) == 2 && len(n.Rhs) == 1 {
+						if call, ok := n.Rhs[0].(*ast.CallExpr); ok && len(call.Args) > 0 {
+							if sel, ok := call.Fun.(*ast.SelectorExpr); ok {
+								if id, ok := call.Args[0].(*ast.Ident); ok && field(n.Lhs[0]) != "" {
+									byField[field(n.Lhs[0])] = instrument{consts[id.Name], sel.Sel.Name}
+								}
+							}
+						}
+					}
+				case *ast.CallExpr:
+					sel, ok := n.Fun.(*ast.SelectorExpr)
+					if !ok {
+						return true
+					}
+					if pkg, ok := sel.X.(*ast.Ident); ok && pkg.Name == "attribute" && sel.Sel.Name == "String" && d.Name.Name == "attrs" {
+						if k, ok := lit(n.Args[0]); ok {
+							base[k] = true
+						}
+					}
+					if field(sel) == "attrs" && len(n.Args) == 3 {
+						if k, ok := lit(n.Args[1]); ok {
+							keys = append(keys, k)
+						}
+					}
+					if (sel.Sel.Name == "Add" || sel.Sel.Name == "Record") && field(sel.X) != "" {
+						fields = append(fields, field(sel.X))
+					}
+				}
+				return true
+			})
+			for _, fl := range fields {
+				recorded[fl] = append(recorded[fl], keys...)
+			}
+		}
+	}
+	out := map[string]emittedMetric{}
+	for fl, in := range byField {
+		if in.name == "" || len(recorded[fl]) == 0 {
+			t.Errorf("metrics.go: instrument m.%s (%s) has no Name constant or is recorded nowhere with attrs", fl, in.kind)
+			continue
+		}
+		dims := maps.Clone(base)
+		for _, k := range recorded[fl] {
+			dims[k] = true
+		}
+		out[in.name] = emittedMetric{kind: in.kind, dims: dims}
+	}
+	if len(out) < 7 || !base["connection"] {
+		t.Fatalf("read %d instruments from metrics.go (attrs sets %v); the parse no longer matches the source", len(out), base)
+	}
+	return out
+}
+
+// customMetricsColumns maps the customMetrics columns a query may read to
+// the envelope's dataPoint field (appinsights.go) that fills it; "" for a
+// column every row has.
+var customMetricsColumns = map[string]string{"value": "value", "valueSum": "value", "valueCount": "count", "valueMin": "min", "valueMax": "max"}
+
+// TestWorkbookMetricsAreEmitted: every metric a workbook query reads is an
+// instrument the handler creates, each dimension it reads is an attribute
+// the handler records on that instrument, and each value column is one the
+// handler's envelope fills (a counter's envelope carries its count as the
+// value and nothing else).
+func TestWorkbookMetricsAreEmitted(t *testing.T) {
+	t.Parallel()
+	emitted := handlerMetrics(t)
+	src := readText(t, filepath.Join("..", "handler", "internal", "metrics", "appinsights.go"))
+	for col, tag := range customMetricsColumns {
+		if !strings.Contains(src, `json:"`+tag) {
+			t.Errorf("appinsights.go: no dataPoint field with JSON name %q, which fills customMetrics.%s", tag, col)
+		}
+	}
+	_, queries := workbookQueries(t)
+	names := regexp.MustCompile(`\bname\s*==\s*"([^"]+)"`)
+	dims := regexp.MustCompile(`customDimensions\.(\w+)`)
+	cols := regexp.MustCompile(`\bvalue(?:Sum|Count|Min|Max)?\b`)
+	charts := 0
+	for q, src := range queries {
+		src = kqlStripComments(src)
+		if !strings.HasPrefix(strings.TrimSpace(src), "customMetrics") {
+			continue
+		}
+		charts++
+		ms := names.FindAllStringSubmatch(src, -1)
+		if len(ms) == 0 {
+			t.Errorf("workbook/%s.kql reads customMetrics without choosing a metric by name", q)
+		}
+		for _, m := range ms {
+			e, ok := emitted[m[1]]
+			if !ok {
+				t.Errorf("workbook/%s.kql reads metric %q, which the handler does not emit (metrics.go: %v)", q, m[1], slices.Sorted(maps.Keys(emitted)))
+				continue
+			}
+			for _, d := range dims.FindAllStringSubmatch(src, -1) {
+				if !e.dims[d[1]] {
+					t.Errorf("workbook/%s.kql reads customDimensions.%s of %q, which records only %v", q, d[1], m[1], slices.Sorted(maps.Keys(e.dims)))
+				}
+			}
+			for _, c := range cols.FindAllString(src, -1) {
+				if strings.HasSuffix(e.kind, "Counter") && c != "value" && c != "valueSum" {
+					t.Errorf("workbook/%s.kql reads %s of counter %q, whose envelope carries only its count as the value (valueSum)", q, c, m[1])
+				}
+			}
+		}
+	}
+	if charts < 2 {
+		t.Errorf("the workbook has %d customMetrics charts, want the refresh latency and the refreshes by outcome", charts)
+	}
+}
+
+// kqlStripComments drops // comment lines.
+func kqlStripComments(src string) string {
+	var b strings.Builder
+	for line := range strings.SplitSeq(src, "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(line), "//") {
+			b.WriteString(line + "\n")
+		}
+	}
+	return b.String()
 }

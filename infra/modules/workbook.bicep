@@ -1,12 +1,14 @@
 // The operators' workbook on Application Insights: connections by state,
 // refreshes and failures per connection over time, failures by category,
 // the token route's latency percentiles, client secrets expiring in the
-// next 30 days, and a section reserved for the metric charts.
+// next 30 days, and the handler's own metrics (customMetrics): refresh
+// latency per connection and refreshes by outcome.
 //
 // The layout is workbook/workbook.json (query items carry an empty query
 // and a name); each query is workbook/<name>.kql, put into its item here.
 // infra/workbook_test.go reads the same two and runs every query over the
-// log lines the handler writes. Workbook properties:
+// log lines the handler writes, and checks every metric a query reads is
+// one the handler emits, with the dimensions it sets. Workbook properties:
 // https://learn.microsoft.com/azure/templates/microsoft.insights/2023-06-01/workbooks
 // (name a GUID; kind shared; serializedData the workbook JSON as a string).
 // A ternary compiles to ARM's if(), which evaluates only the branch taken
@@ -30,6 +32,8 @@ var queries = {
   'failures-by-category': loadTextContent('workbook/failures-by-category.kql')
   'token-latency': loadTextContent('workbook/token-latency.kql')
   'secrets-expiring': loadTextContent('workbook/secrets-expiring.kql')
+  'refresh-latency': loadTextContent('workbook/refresh-latency.kql')
+  'refreshes-by-outcome': loadTextContent('workbook/refreshes-by-outcome.kql')
 }
 
 var items = [for item in layout.items: item.type == 3 ? union(item, { content: union(item.content, { query: queries[item.name] }) }) : item]
