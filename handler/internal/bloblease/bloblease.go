@@ -343,7 +343,8 @@ func (l *Locker) Lock(ctx context.Context, name string) (broker.Lock, error) {
 	seconds := int32(l.duration / time.Second)
 	held := false // someone else held the lease at some attempt
 	creates := 0
-	var wait *time.Timer
+	poll := broker.NewLockPoller(l.poll)
+	defer poll.Stop()
 	for {
 		sent := time.Now()
 		_, err := lc.AcquireLease(ctx, seconds, nil)
@@ -371,17 +372,8 @@ func (l *Locker) Lock(ctx context.Context, name string) (broker.Lock, error) {
 		default:
 			return nil, l.lockError(ctx, name, start, held, err)
 		}
-		d := l.poll/2 + rand.N(l.poll) // #nosec G404 -- jitter that spreads the waiters' polls; nothing depends on it being unpredictable
-		if wait == nil {
-			wait = time.NewTimer(d)
-			defer wait.Stop()
-		} else {
-			wait.Reset(d)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, l.lockError(ctx, name, start, held, ctx.Err())
-		case <-wait.C:
+		if err := poll.Wait(ctx); err != nil {
+			return nil, l.lockError(ctx, name, start, held, err)
 		}
 	}
 }

@@ -3,7 +3,6 @@ package local
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -104,7 +103,8 @@ func (l *Locker) Lock(ctx context.Context, name string) (broker.Lock, error) {
 	// open file (flock on Unix, a handle on Windows), so two calls in one
 	// process exclude each other just as two processes do.
 	fl := flock.New(p, flock.SetPermissions(0o600))
-	var wait *time.Timer
+	poll := broker.NewLockPoller(l.poll)
+	defer poll.Stop()
 	for {
 		ok, err := fl.TryLock()
 		if err != nil {
@@ -117,17 +117,8 @@ func (l *Locker) Lock(ctx context.Context, name string) (broker.Lock, error) {
 			}
 			return &fileLock{name: name, fl: fl, statusPath: l.statusPath(name), journalPath: l.journalPath(name)}, nil
 		}
-		d := l.poll/2 + rand.N(l.poll) // #nosec G404 -- jitter that spreads the waiters' polls; nothing depends on it being unpredictable
-		if wait == nil {
-			wait = time.NewTimer(d)
-			defer wait.Stop()
-		} else {
-			wait.Reset(d)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, &LockError{Name: name, Path: p, Timeout: true, Waited: time.Since(start), Err: ctx.Err()}
-		case <-wait.C:
+		if err := poll.Wait(ctx); err != nil {
+			return nil, &LockError{Name: name, Path: p, Timeout: true, Waited: time.Since(start), Err: err}
 		}
 	}
 }
