@@ -235,10 +235,7 @@ var fieldSpecs = []fieldSpec{{
 }, {
 	field: "signingAlg",
 	read:  asString("a JWS algorithm"),
-	rules: []rule{{
-		refuses: func(c *connParser, _ value) bool { return !c.signs() },
-		message: func(*connParser, value) string { return "is never used: the connection signs nothing; remove it" },
-	}, {
+	rules: []rule{onlyWhenSigning, {
 		refuses: func(_ *connParser, v value) bool { return !slices.Contains([]string{"RS256", "PS256", "ES256"}, v.s) },
 		message: func(_ *connParser, v value) string {
 			return fmt.Sprintf("found %q; must be RS256, PS256 (RSA keys) or ES256 (EC P-256 keys); omit it to follow the key's type", v.s)
@@ -253,10 +250,7 @@ var fieldSpecs = []fieldSpec{{
 	// "Header": base64url SHA-256 of the certificate's DER encoding).
 	field: "certificateThumbprint",
 	read:  asString("the base64url SHA-256 thumbprint of the signing certificate"),
-	rules: []rule{{
-		refuses: func(c *connParser, _ value) bool { return !c.signs() },
-		message: func(*connParser, value) string { return "is never used: the connection signs nothing; remove it" },
-	}, {
+	rules: []rule{onlyWhenSigning, {
 		refuses: func(_ *connParser, v value) bool { return !isSHA256Thumbprint(v.s) },
 		message: func(_ *connParser, v value) string {
 			return fmt.Sprintf("found %q; must be the base64url SHA-256 of the certificate's DER encoding, 43 characters without padding "+
@@ -279,10 +273,7 @@ var fieldSpecs = []fieldSpec{{
 			}
 		}
 	},
-	rules: []rule{{
-		refuses: func(c *connParser, _ value) bool { return !c.signs() },
-		message: func(*connParser, value) string { return "is never used: the connection signs nothing; remove it" },
-	}, {
+	rules: []rule{onlyWhenSigning, {
 		refuses: func(_ *connParser, v value) bool { return v.s == "" || strings.ContainsFunc(v.s, isSpaceOrControl) },
 		message: func(_ *connParser, v value) string {
 			return fmt.Sprintf("found %q; must be the audience the provider documents (a URL or a host), without spaces; omit it for the token URL", v.s)
@@ -542,4 +533,12 @@ func truncateValue(s string) string {
 		return s[:64] + "..."
 	}
 	return s
+}
+
+// onlyWhenSigning refuses an assertion field on a connection that signs
+// nothing (neither private_key_jwt nor the JWT-bearer grant): the field
+// would be silently ignored.
+var onlyWhenSigning = rule{
+	refuses: func(c *connParser, _ value) bool { return !c.signs() },
+	message: func(*connParser, value) string { return "is never used: the connection signs nothing; remove it" },
 }
