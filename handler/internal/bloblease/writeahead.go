@@ -26,6 +26,14 @@ import (
 // write carries the recorded status (metadata) along, as last read or
 // written under this lease. The record never goes into metadata: metadata
 // is readable with the blob's properties and shows in logs and tools.
+//
+// Sources: a lease locks the blob "for write and delete operations", and a
+// write to a leased blob must carry the active lease id
+// (learn.microsoft.com/rest/api/storageservices/lease-blob, and
+// .../put-blob, "x-ms-lease-id ... required if the blob has an active
+// lease"). That the lease survives the Put Blob (renew and release still
+// work afterwards) is checked against Azurite in TestWriteAheadRecord, not
+// against Azure itself.
 var (
 	_ broker.WriteAheadLog     = (*heldLock)(nil)
 	_ broker.WriteAheadChecker = (*Locker)(nil)
