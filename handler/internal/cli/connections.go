@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 
@@ -25,23 +27,57 @@ const (
 // through Azure RBAC (or AzureWebJobsStorage's connection string), which
 // running instances re-read when it changes (package connblob).
 func connections(ctx context.Context, args []string, env Env) int {
-	if len(args) == 0 {
+	verb, rest, found := subcommand(args, connectionsValueFlags)
+	if !found {
+		for _, a := range args {
+			if a == "-h" || a == "-help" || a == "--help" {
+				fmt.Fprintln(env.Stdout, connectionsUsage)
+				return 0
+			}
+		}
 		fmt.Fprintln(env.Stderr, connectionsUsage)
 		return 2
 	}
-	switch args[0] {
+	switch verb {
 	case "validate":
-		return connectionsValidate(args[1:], env)
+		return connectionsValidate(rest, env)
 	case "put":
-		return connectionsPut(ctx, args[1:], env)
+		return connectionsPut(ctx, rest, env)
 	case "list":
-		return connectionsList(ctx, args[1:], env)
-	case "-h", "-help", "--help":
-		fmt.Fprintln(env.Stdout, connectionsUsage)
-		return 0
+		return connectionsList(ctx, rest, env)
 	}
-	fmt.Fprintf(env.Stderr, "handler connections: unknown subcommand %q\n%s\n", args[0], connectionsUsage)
+	fmt.Fprintf(env.Stderr, "handler connections: unknown subcommand %q\n%s\n", verb, connectionsUsage)
 	return 2
+}
+
+// connectionsValueFlags are the flags of the connections subcommands that
+// take their value as the next argument, so that subcommand does not
+// mistake the value for the subcommand's word.
+var connectionsValueFlags = map[string]bool{"if-match": true}
+
+// subcommand finds the subcommand's word in args by the rule parse keeps
+// for every command: flags may come before or after it, "--" ends the
+// flags. rest is args without that word, in their order, for the
+// subcommand's own parse. valueFlags names the flags (without dashes) that
+// take the next argument as their value unless written -flag=value.
+func subcommand(args []string, valueFlags map[string]bool) (verb string, rest []string, found bool) {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			if i+1 < len(args) {
+				return args[i+1], append(append(slices.Clip(args[:i]), "--"), args[i+2:]...), true
+			}
+			return "", nil, false
+		case len(a) > 1 && a[0] == '-':
+			if valueFlags[strings.TrimLeft(a, "-")] {
+				i++ // its value
+			}
+		default:
+			return a, append(slices.Clip(args[:i]), args[i+1:]...), true
+		}
+	}
+	return "", nil, false
 }
 
 // readConnectionsFile reads and validates FILE. ok is false after a

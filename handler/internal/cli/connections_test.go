@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -93,7 +94,39 @@ func TestConnectionsPutAndList(t *testing.T) {
 	if r := runCLI(env, nil, "connections", "put", "-if-match", first, writeFile(t, "one.json", oneConnection)); r.code != 1 || !strings.Contains(r.stderr, "changed since it was read") {
 		t.Fatalf("put over a stale version: exit %d, stderr %q; want a conflict", r.code, r.stderr)
 	}
-	if r := runCLI(env, nil, "connections", "list", "-raw"); r.code != 0 || r.stdout != twoConnections {
-		t.Fatalf("list -raw: exit %d, stdout %q; want the file as put", r.code, r.stdout)
+	// Flags before the subcommand's word follow the same rule as after it.
+	for _, args := range [][]string{{"connections", "list", "-raw"}, {"connections", "-raw", "list"}, {"connections", "-raw", "--", "list"}} {
+		if r := runCLI(env, nil, args...); r.code != 0 || r.stdout != twoConnections {
+			t.Fatalf("%q: exit %d, stdout %q, stderr %q; want the file as put", args, r.code, r.stdout, r.stderr)
+		}
+	}
+	if r := runCLI(env, nil, "connections", "-if-match", first, "put", writeFile(t, "one.json", oneConnection)); r.code != 1 || !strings.Contains(r.stderr, "changed since it was read") {
+		t.Fatalf("-if-match before put: exit %d, stderr %q; want a conflict", r.code, r.stderr)
+	}
+}
+
+// TestSubcommandWord: the connections group finds its subcommand's word
+// wherever the flags are, and does not take a flag's value for it.
+func TestSubcommandWord(t *testing.T) {
+	tests := []struct {
+		args     []string
+		wantVerb string
+		wantRest []string
+		found    bool
+	}{
+		{[]string{"list", "-raw"}, "list", []string{"-raw"}, true},
+		{[]string{"-raw", "list"}, "list", []string{"-raw"}, true},
+		{[]string{"-if-match", "0x1", "put", "f.json"}, "put", []string{"-if-match", "0x1", "f.json"}, true},
+		{[]string{"--if-match=0x1", "put", "f.json"}, "put", []string{"--if-match=0x1", "f.json"}, true},
+		{[]string{"--", "validate", "-odd.json"}, "validate", []string{"--", "-odd.json"}, true},
+		{[]string{"-raw"}, "", nil, false},
+		{[]string{"-if-match", "list"}, "", nil, false},
+		{nil, "", nil, false},
+	}
+	for _, tt := range tests {
+		verb, rest, found := subcommand(tt.args, connectionsValueFlags)
+		if verb != tt.wantVerb || found != tt.found || !slices.Equal(rest, tt.wantRest) {
+			t.Errorf("subcommand(%q) = %q, %q, %v; want %q, %q, %v", tt.args, verb, rest, found, tt.wantVerb, tt.wantRest, tt.found)
+		}
 	}
 }
