@@ -97,6 +97,16 @@ type Settings struct {
 	// on, so X-MS-CLIENT-PRINCIPAL-ID headers come from the platform. It
 	// is trusted only in Functions mode: see PrincipalHeadersTrusted.
 	AuthEnabled bool
+	// StatusPageGroup is STATUS_PAGE_GROUP, the object id of the Entra
+	// group whose members may open the signed-in status page
+	// (/api/operator/status) through App Service authentication; empty:
+	// that page refuses everyone.
+	StatusPageGroup string
+	// TokenCallers is TOKEN_CALLERS, the object ids (comma-separated) the
+	// token route serves once STATUS_PAGE_GROUP lets people through App
+	// Service authentication: Data Factory's managed identity, so that a
+	// signed-in operator takes no token (functions/operator.go).
+	TokenCallers []string
 	// APIKeySecret is API_KEY_SECRET, the name of the secret in the store
 	// (Key Vault or the local store) that holds the key standalone mode
 	// requires of callers, in the x-functions-key header or the code
@@ -211,9 +221,18 @@ func LoadSettings(getenv func(string) string) (Settings, error) {
 		SweepInterval:            l.duration("SWEEP_INTERVAL", DefaultSweepInterval, minSweepInterval, maxSweepInterval, ""),
 		KeyVaultWriteBudget:      l.integer("KEY_VAULT_WRITE_BUDGET", DefaultKeyVaultWriteBudget, 1, 300, "Key Vault allows 300 secret writes per 10 seconds per vault, shared by every instance"),
 
-		AuthEnabled:  l.boolean("WEBSITE_AUTH_ENABLED"),
-		APIKeySecret: l.match("API_KEY_SECRET", broker.ValidSecretName, "must be the name of a secret in the store: 1-127 letters, digits and '-', starting with a letter"),
-		LogLevel:     l.logLevel("LOG_LEVEL"),
+		AuthEnabled:     l.boolean("WEBSITE_AUTH_ENABLED"),
+		StatusPageGroup: strings.ToLower(l.match("STATUS_PAGE_GROUP", guidPattern.MatchString, "must be the object id (a GUID) of the Entra group whose members may open the signed-in status page")),
+		TokenCallers:    l.guidList("TOKEN_CALLERS"),
+		APIKeySecret:    l.match("API_KEY_SECRET", broker.ValidSecretName, "must be the name of a secret in the store: 1-127 letters, digits and '-', starting with a letter"),
+		LogLevel:        l.logLevel("LOG_LEVEL"),
+	}
+
+	// A group let through App Service authentication reaches the token
+	// route too (its policy is the app's, not a route's): the handler then
+	// serves tokens to the listed callers only, so the list must exist.
+	if s.StatusPageGroup != "" && len(s.TokenCallers) == 0 && l.ok("TOKEN_CALLERS") {
+		l.problem("TOKEN_CALLERS", "", "is empty, but STATUS_PAGE_GROUP lets the group's members through App Service authentication: set it to the object id of Data Factory's managed identity (the template sets both from statusPageGroupId and adfPrincipalId), so that a signed-in operator takes no token")
 	}
 
 	switch sources := countSet(s.ConnectionsFile, s.ConnectionsJSON, l.get("CONNECTIONS_BLOB")); {
@@ -555,6 +574,25 @@ func (l *loader) connectionString(name string) string {
 		}
 	}
 	return v
+}
+
+// guidList reads a comma-separated list of object ids, lower-cased as
+// X-MS-CLIENT-PRINCIPAL-ID carries them.
+func (l *loader) guidList(name string) []string {
+	v := l.get(name)
+	if v == "" {
+		return nil
+	}
+	var ids []string
+	for _, id := range strings.Split(v, ",") {
+		id = strings.TrimSpace(id)
+		if !guidPattern.MatchString(id) {
+			l.problem(name, v, fmt.Sprintf("must be object ids (GUIDs) separated by commas; %q is not one", id))
+			return nil
+		}
+		ids = append(ids, strings.ToLower(id))
+	}
+	return ids
 }
 
 func (l *loader) match(name string, valid func(string) bool, msg string) string {

@@ -73,7 +73,7 @@ func TestHostRouteOrder(t *testing.T) {
 	for _, rt := range hr.routes {
 		order = append(order, rt.function)
 	}
-	want := []string{"connection", "connections", "consent-callback", "consent-link", "consent-start", "force-refresh", "status-action", "status-page", "token"}
+	want := []string{"connection", "connections", "consent-callback", "consent-link", "consent-start", "force-refresh", "operator-status", "operator-status-action", "status-action", "status-page", "token"}
 	if !slices.Equal(order, want) {
 		t.Fatalf("routes tried in the order %v, want %v", order, want)
 	}

@@ -62,6 +62,12 @@ type Options struct {
 	// copies sent by clients. When false, the X-MS-CLIENT-PRINCIPAL-*
 	// headers are ignored and connections with allowedCallers answer 403.
 	AuthEnabled bool
+	// StatusPageGroup and TokenCallers are STATUS_PAGE_GROUP and
+	// TOKEN_CALLERS: the group whose signed-in members may use the
+	// operator status page, and the principals the token route then
+	// serves (operator.go).
+	StatusPageGroup string
+	TokenCallers    []string
 	// APIKey, when set, is the key every request must present in the
 	// x-functions-key header or the code query parameter, as Azure
 	// Functions takes function keys; only the readiness probe (GET /) and
@@ -213,7 +219,7 @@ func functionRoutes(b Broker, o Options) []hostRoute {
 	}
 	cr := newConsentRoutes(b, o)
 	return slices.Concat([]hostRoute{
-		{function: "token", template: "token/{connection}", methods: []string{http.MethodGet, http.MethodPost}, handler: handleToken(b, o)},
+		{function: "token", template: "token/{connection}", methods: []string{http.MethodGet, http.MethodPost}, handler: tokenCallersOnly(o, handleToken(b, o))}, // operator.go
 		{function: "connections", template: "connections", methods: []string{http.MethodGet}, handler: handleConnections(b, o)},
 		{function: "connection", template: "connections/{connection}", methods: []string{http.MethodGet}, handler: handleConnection(b, o)},
 		{function: "force-refresh", template: "connections/{connection}/refresh", methods: []string{http.MethodPost}, handler: handleForceRefresh(b, o)},

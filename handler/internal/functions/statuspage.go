@@ -107,12 +107,59 @@ func newStatusPage(b Broker, o Options, cr *consentRoutes) *statusPage {
 	}}
 }
 
+// hostRoutes are the admin-key page and the signed-in one (operator.go),
+// the same page and buttons behind a different guard.
 func (p *statusPage) hostRoutes() []hostRoute {
 	return []hostRoute{
 		{function: "status-page", template: "status", methods: []string{http.MethodGet}, handler: http.HandlerFunc(p.page)},
 		{function: "status-action", template: "status/{connection}/{action}", methods: []string{http.MethodPost}, handler: http.HandlerFunc(p.action)},
+		{function: "operator-status", template: "operator/status", methods: []string{http.MethodGet}, handler: signedIn(p.o, p.operatorPage)},
+		{function: "operator-status-action", template: "operator/status/{connection}/{action}", methods: []string{http.MethodPost}, handler: signedIn(p.o, p.operatorAction)},
 	}
 }
+
+// visibleTo is the connections the status page shows and acts on, and
+// how it finds one for a button.
+type visibleTo struct {
+	// shows reports whether the page lists c.
+	shows func(c broker.Connection, r *http.Request) bool
+	// find is the connection of a button's request.
+	find func(r *http.Request) (broker.Connection, *broker.Error)
+}
+
+// keyHolder is what the admin-key page sees: the connections the caller
+// may see (allowedCallers, as GET /api/connections).
+func (p *statusPage) keyHolder() visibleTo {
+	return visibleTo{
+		shows: func(c broker.Connection, r *http.Request) bool { return authorize(c, r, p.o.AuthEnabled) == nil },
+		find:  func(r *http.Request) (broker.Connection, *broker.Error) { return connectionFor(p.b, r, p.o) },
+	}
+}
+
+// operator is what a signed-in member of the operators' group sees: every
+// connection. allowedCallers names who may take a connection's tokens,
+// and the page serves none; the operator's object id is in no such list.
+func (p *statusPage) operator() visibleTo {
+	return visibleTo{
+		shows: func(broker.Connection, *http.Request) bool { return true },
+		find: func(r *http.Request) (broker.Connection, *broker.Error) {
+			name := r.PathValue("connection")
+			c, ok := p.b.Connection(name)
+			if !ok {
+				return broker.Connection{}, unknownConnection(name)
+			}
+			return c, nil
+		},
+	}
+}
+
+func (p *statusPage) page(w http.ResponseWriter, r *http.Request) { p.serve(w, r, p.keyHolder()) }
+
+func (p *statusPage) action(w http.ResponseWriter, r *http.Request) { p.act(w, r, p.keyHolder()) }
+
+func (p *statusPage) operatorPage(w http.ResponseWriter, r *http.Request) { p.serve(w, r, p.operator()) }
+
+func (p *statusPage) operatorAction(w http.ResponseWriter, r *http.Request) { p.act(w, r, p.operator()) }
 
 // readKey reads the token key, or answers 503: the key material is in the
 // store, which may fail.
@@ -126,9 +173,9 @@ func (p *statusPage) readKey(w http.ResponseWriter, r *http.Request) ([]byte, bo
 	return key, true
 }
 
-// page is GET /api/status: the connections the caller may see
-// (allowedCallers, as GET /api/connections), each with its buttons.
-func (p *statusPage) page(w http.ResponseWriter, r *http.Request) {
+// serve is the page: GET /api/status or /api/operator/status, the
+// connections v shows, each with its buttons.
+func (p *statusPage) serve(w http.ResponseWriter, r *http.Request, v visibleTo) {
 	key, ok := p.readKey(w, r)
 	if !ok {
 		return
@@ -136,7 +183,7 @@ func (p *statusPage) page(w http.ResponseWriter, r *http.Request) {
 	now := p.o.Now()
 	var visible []broker.ConnectionStatus
 	for _, st := range p.o.statuses.get(r.Context()) {
-		if c, ok := p.b.Connection(st.Name); ok && authorize(c, r, p.o.AuthEnabled) == nil {
+		if c, ok := p.b.Connection(st.Name); ok && v.shows(c, r) {
 			visible = append(visible, st)
 		}
 	}
@@ -289,8 +336,9 @@ for (const button of document.querySelectorAll('button[data-action]')) {
 }
 `
 
-// action is POST /api/status/{connection}/{action}: a button of the page.
-func (p *statusPage) action(w http.ResponseWriter, r *http.Request) {
+// act is a button of the page: POST /api/status/{connection}/{action}
+// or /api/operator/status/{connection}/{action}.
+func (p *statusPage) act(w http.ResponseWriter, r *http.Request, v visibleTo) {
 	key, ok := p.readKey(w, r)
 	if !ok {
 		return
@@ -301,7 +349,7 @@ func (p *statusPage) action(w http.ResponseWriter, r *http.Request) {
 	}
 	switch r.PathValue("action") {
 	case "refresh":
-		c, cerr := connectionFor(p.b, r, p.o)
+		c, cerr := v.find(r)
 		if cerr != nil {
 			encodeError(w, cerr)
 			return
@@ -315,7 +363,7 @@ func (p *statusPage) action(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
 		encode(w, http.StatusOK, st)
 	case "consent-link":
-		if _, cerr := connectionFor(p.b, r, p.o); cerr != nil {
+		if _, cerr := v.find(r); cerr != nil {
 			encodeError(w, cerr)
 			return
 		}

@@ -117,11 +117,15 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 		served, sweeper = sb, sb
 	}
 	srv := httpServer(functions.NewServer(served, functions.Options{
-		Logger:       log,
-		AuthEnabled:  settings.PrincipalHeadersTrusted(),
-		APIKey:       apiKey,
-		SweepHorizon: 2 * settings.SweepInterval,
-		SweepTimeout: timerTimeout,
+		Logger:      log,
+		AuthEnabled: settings.PrincipalHeadersTrusted(),
+		// The signed-in status page and the token route's callers then
+		// (functions/operator.go).
+		StatusPageGroup: settings.StatusPageGroup,
+		TokenCallers:    settings.TokenCallers,
+		APIKey:          apiKey,
+		SweepHorizon:    2 * settings.SweepInterval,
+		SweepTimeout:    timerTimeout,
 		// Behind the Functions host; see functions.Options.
 		ForwardedByHost: settings.Mode() == config.ModeFunctions,
 		Redactor:        red,
