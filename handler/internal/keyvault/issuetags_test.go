@@ -80,3 +80,60 @@ func TestIssueTimeAndLifetimeAsTags(t *testing.T) {
 		})
 	}
 }
+
+// TestExpiryFromTheTagWhenTheAttributeIsMissing (issue 20 §1): a secret
+// whose exp attribute is missing (written by hand or by an older tool)
+// but whose expires-on tag says when it lapses has that expiry, in List
+// (so the sweep needs no read to judge it) as in Get; the attribute wins
+// when both are there, and a tag that does not parse is no expiry.
+func TestExpiryFromTheTagWhenTheAttributeIsMissing(t *testing.T) {
+	exp := clock.Add(47 * time.Minute)
+	tests := []struct {
+		name string
+		attr time.Time // exp attribute; zero for none
+		tag  string    // expires-on tag; "" for none
+		want time.Time
+	}{
+		{name: "tag only", tag: exp.Format(time.RFC3339), want: exp},
+		{name: "tag with an offset", tag: exp.In(time.FixedZone("CEST", 2*3600)).Format(time.RFC3339), want: exp},
+		{name: "attribute wins", attr: exp, tag: exp.Add(time.Hour).Format(time.RFC3339), want: exp},
+		{name: "attribute only", attr: exp, want: exp},
+		{name: "malformed tag", tag: "in an hour"},
+		{name: "neither"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, v := newStore(t, nil)
+			ctx := t.Context()
+			const name = "legacy-access-token"
+			params := azsecrets.SetSecretParameters{Value: new(value), Tags: map[string]*string{}}
+			if tt.tag != "" {
+				params.Tags[keyvault.TagExpiresOn] = new(tt.tag)
+			}
+			if !tt.attr.IsZero() {
+				params.SecretAttributes = &azsecrets.SecretAttributes{Expires: new(tt.attr)}
+			}
+			if _, err := v.Client.SetSecret(ctx, name, params, nil); err != nil {
+				t.Fatal(err)
+			}
+			v.ResetCounts()
+			infos, err := s.List(ctx)
+			if err != nil || len(infos) != 1 {
+				t.Fatalf("List = %v, %v", infos, err)
+			}
+			if !infos[0].ExpiresOn.Equal(tt.want) {
+				t.Errorf("List: ExpiresOn %v, want %v", infos[0].ExpiresOn, tt.want)
+			}
+			if c := v.Counts(); c.Gets != 0 {
+				t.Errorf("List read %d values, want none", c.Gets)
+			}
+			got, err := s.Get(ctx, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !got.ExpiresOn.Equal(tt.want) {
+				t.Errorf("Get: ExpiresOn %v, want %v", got.ExpiresOn, tt.want)
+			}
+		})
+	}
+}

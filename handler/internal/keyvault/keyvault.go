@@ -8,7 +8,9 @@
 //   - the value, as is: Key Vault stores strings of up to 25 KB;
 //   - the expiry, when there is one, as the exp attribute (whole seconds,
 //     rounded down) and as the tag "expires-on" in RFC 3339 UTC, so a person
-//     browsing the vault sees when an access token lapses;
+//     browsing the vault sees when an access token lapses; Get and List read
+//     the tag when the attribute is missing (a secret written by hand or by
+//     an older tool);
 //   - the tag "managed-by" = "tokenrefresher", which says that the function
 //     app rewrites this secret and that editing it by hand is pointless
 //     (except for refresh tokens, which an operator may replace);
@@ -138,14 +140,31 @@ func (s *Store) Get(ctx context.Context, name string) (broker.StoredSecret, erro
 	if resp.Value != nil {
 		out.Value = broker.Secret(*resp.Value)
 	}
-	if a.Expires != nil {
-		out.ExpiresOn = *a.Expires
-	}
+	out.ExpiresOn = expiry(a, resp.Tags)
 	if a.Updated != nil {
 		out.UpdatedOn = *a.Updated
 	}
 	out.IssuedOn, out.Lifetime = issueTags(resp.Tags)
 	return out, nil
+}
+
+// expiry is a secret's expiry: its exp attribute, else its TagExpiresOn
+// tag, else zero (none recorded). Set writes both; a secret stored by an
+// older tool or by hand may carry only the tag, and a list page carries
+// both (azsecrets v1.5.1, models.go: SecretProperties has Attributes and
+// Tags; models_serde.go, SecretProperties.UnmarshalJSON reads "attributes"
+// and "tags"), so the sweep learns the expiry from the walk instead of a
+// read per secret. A tag that does not parse as RFC 3339 reads as none.
+func expiry(a *azsecrets.SecretAttributes, tags map[string]*string) time.Time {
+	if a != nil && a.Expires != nil {
+		return *a.Expires
+	}
+	if v := tags[TagExpiresOn]; v != nil {
+		if t, err := time.Parse(time.RFC3339, *v); err == nil {
+			return t.UTC()
+		}
+	}
+	return time.Time{}
 }
 
 // issueTags reads TagIssuedOn and TagLifetime; a missing or malformed one
@@ -227,13 +246,10 @@ func (s *Store) List(ctx context.Context) ([]broker.SecretInfo, error) {
 			if p == nil || p.ID == nil {
 				continue
 			}
-			info := broker.SecretInfo{Name: secretName(string(*p.ID))}
+			info := broker.SecretInfo{Name: secretName(string(*p.ID)), ExpiresOn: expiry(p.Attributes, p.Tags)}
 			if a := p.Attributes; a != nil {
 				if a.Enabled != nil && !*a.Enabled {
 					continue
-				}
-				if a.Expires != nil {
-					info.ExpiresOn = *a.Expires
 				}
 				if a.Updated != nil {
 					info.UpdatedOn = *a.Updated
