@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // ImportRefreshToken seeds connection name with a refresh token obtained
@@ -60,6 +61,7 @@ func (b *Broker) ImportRefreshToken(ctx context.Context, name string, rt Secret)
 	}
 	sent := cred
 	sent.RefreshToken = rt
+	began := time.Now()
 	tok, err := b.redeem(ctx, st, lock, sent)
 	if err != nil {
 		return ConnectionStatus{}, b.providerFailure(ctx, st, sent, err)
@@ -69,7 +71,7 @@ func (b *Broker) ImportRefreshToken(ctx context.Context, name string, rt Secret)
 		// store as persist would a rotated one.
 		tok.RefreshToken = rt
 	}
-	if _, err := b.persist(ctx, st, lock, cur, tok); err != nil {
+	if _, err := b.persist(ctx, st, lock, cur, tok, began); err != nil {
 		b.persistFailed(ctx, st, lock, err)
 		return ConnectionStatus{}, asError(name, err)
 	}

@@ -15,8 +15,11 @@ import (
 // writes the access token and caches the result. An error means the
 // rotated refresh token could not be kept anywhere; the access token is
 // then not handed out either (the caller is answered 503, and told the
-// connection will need consent).
-func (b *Broker) persist(ctx context.Context, st *connState, lock Lock, cur current, tok *Token) (*cachedToken, error) {
+// connection will need consent). began is when the token-endpoint call
+// began: the token.refreshed line carries the time from then until the
+// result is durable (duration_ms), which the workbook's latency
+// percentiles read (infra/modules/workbook/refresh-percentiles.kql).
+func (b *Broker) persist(ctx context.Context, st *connState, lock Lock, cur current, tok *Token, began time.Time) (*cachedToken, error) {
 	c := &st.conn
 	now := b.now()
 	issued := tok.IssuedAt
@@ -57,7 +60,8 @@ func (b *Broker) persist(ctx context.Context, st *connState, lock Lock, cur curr
 	st.refreshes++
 	st.mu.Unlock()
 	b.log.Info("token refreshed", "event", "token.refreshed", "connection", c.Name,
-		"expires_on", tok.Expiry.UTC().Format(time.RFC3339), "rotated", rotated, "persist_pending", pending)
+		"expires_on", tok.Expiry.UTC().Format(time.RFC3339), "rotated", rotated, "persist_pending", pending,
+		"duration_ms", time.Since(began).Milliseconds())
 	return ct, nil
 }
 

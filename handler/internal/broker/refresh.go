@@ -160,7 +160,7 @@ func (b *Broker) refresh(ctx context.Context, st *connState, lock Lock, cur curr
 		return nil, b.refreshFailed(ctx, st, lock, guard, cur, err)
 	}
 	// Step 7.
-	if ct, err = b.persist(ctx, st, lock, cur, tok); err != nil {
+	if ct, err = b.persist(ctx, st, lock, cur, tok, start); err != nil {
 		b.persistFailed(ctx, st, lock, err)
 		return nil, err
 	}

@@ -279,7 +279,7 @@ var update = flag.Bool("update", false, "rewrite testdata/alert-traces.json")
 // table). The rows the host makes of them are in testdata/alert-traces.json,
 // which infra/logs_test.go, alerts_test.go and workbook_test.go run the
 // queries over.
-var alertEvents = []string{"token.refresh_failed", "secret.expiring", "persist.pending", "persist.lost", "lock.lost", "lock.unavailable", "sweep.failed", "http.request", "standby.promoted", "standby.lost", "refresh.interrupted_lost", "token.refreshed"}
+var alertEvents = []string{"token.refresh_failed", "secret.expiring", "persist.pending", "persist.lost", "lock.lost", "lock.unavailable", "sweep.failed", "http.request", "standby.promoted", "standby.lost", "refresh.interrupted_lost", "token.refreshed", "token_endpoint.issued"}
 
 // queriedAttrs are the attributes besides event, connection and permanent
 // that those queries read, each with a value of the type its call sites
@@ -290,6 +290,8 @@ var queriedAttrs = []slog.Attr{
 	slog.String("secret", "client-secret-name"),
 	slog.String("expires_on", "2026-01-20T00:00:00Z"),
 	slog.Int("days_left", 17),
+	slog.Int64("duration_ms", 250),                 // token.refreshed
+	slog.Duration("elapsed", 120*time.Millisecond), // token_endpoint.issued
 }
 
 // TestAlertTracesFile writes one line per alert event and level its call

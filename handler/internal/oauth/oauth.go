@@ -292,7 +292,10 @@ func (c *Client) run(ctx context.Context, conn *broker.Connection, cred broker.C
 		}
 		elapsed := time.Since(began)
 		if f == nil {
-			log.LogAttrs(ctx, slog.LevelInfo, "token issued",
+			// The event names the line for the workbook's token-endpoint
+			// percentiles (infra/modules/workbook/token-endpoint-percentiles.kql),
+			// which read elapsed (nanoseconds in the JSON line).
+			log.LogAttrs(ctx, slog.LevelInfo, "token issued", slog.String("event", "token_endpoint.issued"),
 				slog.Int("attempt", attempt), slog.Duration("elapsed", elapsed),
 				slog.Duration("lifetime", tok.Expiry.Sub(tok.IssuedAt)),
 				slog.Bool("new_refresh_token", !tok.RefreshToken.IsZero()))
