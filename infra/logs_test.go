@@ -232,14 +232,77 @@ func TestKQLEvaluator(t *testing.T) {
 	}
 }
 
+// TestKQLEvaluatorPercentiles: percentiles() makes KQL's columns
+// percentile_<column>_<p> by nearest rank, skipping nulls; todouble,
+// isnull and isnotnull; and the forms the evaluator refuses rather than
+// guess.
+func TestKQLEvaluatorPercentiles(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 1, 2, 10, 0, 0, 0, time.UTC)
+	var rows []kqlRow
+	for i := range 100 {
+		rows = append(rows, kqlRow{"$table": "t", "timestamp": t0.Add(time.Duration(i) * time.Second), "g": "a", "x": float64(i + 1), "s": strconv.Itoa(i + 1)})
+	}
+	rows = append(rows,
+		kqlRow{"$table": "t", "timestamp": t0.Add(time.Hour), "g": "b", "x": 7.0, "s": "seven"},
+		kqlRow{"$table": "t", "timestamp": t0.Add(time.Hour), "g": "b"}, // no x: skipped
+		kqlRow{"$table": "t", "timestamp": t0.Add(2 * time.Hour), "g": "c", "s": "n/a"},
+	)
+	tests := []struct {
+		query string
+		cols  []string
+		want  []string
+	}{
+		{`t | summarize percentiles(x, 50, 95, 99) by g`, []string{"g", "percentile_x_50", "percentile_x_95", "percentile_x_99"},
+			[]string{"a 50 95 99", "b 7 7 7", "c   "}},
+		{`t | summarize percentiles(x, 99.9, 0) by bin(timestamp, 1h)`, []string{"timestamp", "percentile_x_99_9", "percentile_x_0"},
+			[]string{"2026-01-02T10:00:00Z 100 1", "2026-01-02T11:00:00Z 7 7", "2026-01-02T12:00:00Z  "}},
+		{`t | extend y = todouble(s) | where isnotnull(y) | summarize n = count(), percentiles(y, 50) by g`, []string{"g", "n", "percentile_y_50"},
+			[]string{"a 100 50"}},
+		{`t | where isnull(x) | summarize n = count() by g`, []string{"g", "n"}, []string{"b 1", "c 1"}},
+		{`t | where g == "a" | extend y = todouble(x) * 2 | summarize m = max(y)`, []string{"m"}, []string{"200"}},
+	}
+	for _, tt := range tests {
+		out, err := kqlRun(tt.query, rows)
+		if err != nil {
+			t.Errorf("%s: %v", tt.query, err)
+			continue
+		}
+		var got []string
+		for _, o := range out {
+			var f []string
+			for _, c := range tt.cols {
+				f = append(f, kqlString(o[c]))
+			}
+			got = append(got, strings.Join(f, " "))
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("%s yields %q, want %q", tt.query, got, tt.want)
+		}
+	}
+	for _, bad := range []string{
+		`t | summarize p = percentiles(x, 50)`,                      // KQL would name the columns otherwise
+		`t | summarize percentiles(todouble(s), 50)`,                // a column's name is the evaluator's only naming
+		`t | summarize percentiles(x)`,                              // no percentile
+		`t | summarize percentiles(x, 150)`,                         // out of range
+		`t | summarize percentiles(x, 50) | where p50 > 1 | take 1`, // an unknown operator still fails
+		`t | extend y = todouble(s, 1)`,
+	} {
+		if _, err := kqlRun(bad, rows); err == nil {
+			t.Errorf("%s: no error; the evaluator must refuse what it does not know", bad)
+		}
+	}
+}
+
 // ---------------------------------------------------------------------------
 // A KQL evaluator for the subset the alert and workbook queries use: union
 // of parenthesized queries; where; extend and project (one or more
 // columns); summarize with count, countif, dcount, sum, min, max, take_any,
-// percentile, arg_max and arg_min, by columns or expressions; order by;
+// percentile, percentiles (with KQL's column names), arg_max and arg_min,
+// by columns or expressions; order by;
 // and, or; ==, !=, <, <=, >, >=, in, has, has_any, contains; + and - on
 // numbers, datetimes and timespans (30d, 1h, 5m, 10s); * and / on numbers;
-// tostring, toint,
+// tostring, toint, todouble, isnull, isnotnull,
 // tobool, todatetime, parse_json, extract, strcat, iff, case, now, ago,
 // bin; member access. Anything else is an error, so a query that outgrows
 // it fails its test instead of passing unchecked. Datetimes are time.Time,
@@ -249,6 +312,8 @@ type kqlToken struct {
 	kind string // "id", "str", "num", "span", "op"
 	text string
 }
+
+func (t kqlToken) equal(kind, text string) bool { return t.kind == kind && t.text == text }
 
 // kqlSpanUnits are the timespan literal suffixes, longest first.
 var kqlSpanUnits = []struct {
@@ -773,20 +838,25 @@ func (p *kqlParser) aggregate(a kqlAgg, rows []kqlRow, row kqlRow, eval func(int
 			row[a.out] = vs[0]
 		}
 	case a.fn == "percentile" && len(a.args) == 2:
-		var fs []float64
-		for _, v := range arg(0) {
-			if f, ok := v.(float64); ok {
-				fs = append(fs, f)
-			}
-		}
 		pct, _ := eval(a.args[1], kqlRow{}).(float64)
-		row[a.out] = nil
-		if len(fs) > 0 {
-			slices.Sort(fs)
-			row[a.out] = fs[max(0, int(math.Ceil(pct/100*float64(len(fs))))-1)] // nearest rank
-		}
+		row[a.out] = kqlNearestRank(kqlNumbers(arg(0)), pct)
 		if a.out == "percentile_"+a.names[0] {
 			return fmt.Errorf("name the percentile column (p95 = percentile(...)): KQL calls it percentile_%s_%v", a.names[0], pct)
+		}
+	case a.fn == "percentiles" && len(a.args) >= 2:
+		// KQL names each column percentile_<column>_<p> (a decimal point
+		// becoming _); the evaluator knows only that naming, of a column.
+		if a.out != "percentiles_"+a.names[0] || a.names[0] == "" || !p.toks[a.args[0]+1].equal("op", ",") {
+			return fmt.Errorf("percentiles: the evaluator knows only percentiles(<column>, p1, p2, ...) with KQL's column names percentile_<column>_<p>; extend a column first and rename in a project")
+		}
+		fs := kqlNumbers(arg(0))
+		for i := 1; i < len(a.args); i++ {
+			pct, ok := eval(a.args[i], kqlRow{}).(float64)
+			if !ok || pct < 0 || pct > 100 {
+				return fmt.Errorf("percentiles: argument %d is not a percentile between 0 and 100", i+1)
+			}
+			name := "percentile_" + a.names[0] + "_" + strings.ReplaceAll(strconv.FormatFloat(pct, 'f', -1, 64), ".", "_")
+			row[name] = kqlNearestRank(fs, pct)
 		}
 	case (a.fn == "arg_max" || a.fn == "arg_min") && len(a.args) >= 1:
 		r, v := best(map[string]string{"arg_max": ">", "arg_min": "<"}[a.fn])
@@ -805,6 +875,29 @@ func (p *kqlParser) aggregate(a kqlAgg, rows []kqlRow, row kqlRow, eval func(int
 		return fmt.Errorf("the evaluator does not know the aggregation %s with %d arguments", a.fn, len(a.args))
 	}
 	return nil
+}
+
+// kqlNumbers keeps the numbers of vs: an aggregation skips nulls and
+// values of other kinds.
+func kqlNumbers(vs []any) []float64 {
+	var fs []float64
+	for _, v := range vs {
+		if f, ok := v.(float64); ok {
+			fs = append(fs, f)
+		}
+	}
+	return fs
+}
+
+// kqlNearestRank is the pct-th percentile of fs by nearest rank (KQL's
+// percentile is an estimate that equals it on small sets), or null when
+// fs is empty.
+func kqlNearestRank(fs []float64, pct float64) any {
+	if len(fs) == 0 {
+		return nil
+	}
+	fs = slices.Sorted(slices.Values(fs))
+	return fs[max(0, int(math.Ceil(pct/100*float64(len(fs))))-1)]
 }
 
 func (p *kqlParser) expr(r kqlRow) (any, error) {
@@ -1019,6 +1112,18 @@ func (p *kqlParser) call(name string, args []any) (any, error) {
 			f = n
 		}
 		return float64(int64(f)), nil
+	case name == "todouble" && len(args) == 1:
+		switch x := args[0].(type) {
+		case float64:
+			return x, nil
+		case string:
+			if f, err := strconv.ParseFloat(strings.TrimSpace(x), 64); err == nil {
+				return f, nil
+			}
+		}
+		return nil, nil
+	case (name == "isnull" || name == "isnotnull") && len(args) == 1:
+		return (args[0] == nil) == (name == "isnull"), nil
 	case name == "tobool" && len(args) == 1:
 		if b, ok := args[0].(bool); ok {
 			return b, nil

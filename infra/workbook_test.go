@@ -85,12 +85,13 @@ func workbookQueries(t *testing.T) (map[string]workbookItem, map[string]string) 
 
 // TestWorkbookLayout: every query item has its .kql file and the Bicep puts
 // it there; every query item reads Application Insights over a time range;
-// the metric charts are charts.
+// the metric and percentile charts are charts.
 func TestWorkbookLayout(t *testing.T) {
 	t.Parallel()
 	items, _ := workbookQueries(t)
-	want := []string{"connections-by-state", "failures-by-category", "refresh-latency", "refreshes-by-outcome", "refreshes-over-time",
-		"secrets-expiring", "token-latency"}
+	want := []string{"connections-by-state", "failures-by-category", "lock-waits", "refresh-latency", "refresh-percentiles",
+		"refresh-percentiles-by-connection", "refreshes-by-outcome", "refreshes-over-time", "secrets-expiring", "store-errors",
+		"token-age", "token-endpoint-latency", "token-endpoint-percentiles", "token-latency", "tokens-served"}
 	if got := slices.Sorted(maps.Keys(items)); !slices.Equal(got, want) {
 		t.Errorf("workbook.json has query items %q, want %q", got, want)
 	}
@@ -132,9 +133,12 @@ func TestWorkbookLayout(t *testing.T) {
 	if tc := items["secrets-expiring"].Content; tc.TimeContextFromParameter != "" || tc.TimeContext == nil || tc.TimeContext.DurationMs < 31*24*3600*1000 {
 		t.Error("workbook.json secrets-expiring: the warnings come at 30, 14, 7 and 0 days left, so the item looks back at least 31 days whatever the time range")
 	}
-	for _, name := range []string{"refresh-latency", "refreshes-by-outcome"} {
-		if items[name].Content.Visualization != "timechart" {
-			t.Errorf("workbook.json %s: visualization %q, want timechart", name, items[name].Content.Visualization)
+	for name, vis := range map[string]string{"refresh-latency": "timechart", "refreshes-by-outcome": "timechart",
+		"refresh-percentiles": "timechart", "token-endpoint-percentiles": "timechart", "refresh-percentiles-by-connection": "table",
+		"token-endpoint-latency": "timechart", "tokens-served": "timechart", "lock-waits": "timechart", "token-age": "timechart",
+		"store-errors": "timechart", "connections-by-state": "table", "secrets-expiring": "table"} {
+		if items[name].Content.Visualization != vis {
+			t.Errorf("workbook.json %s: visualization %q, want %s", name, items[name].Content.Visualization, vis)
 		}
 	}
 }
@@ -174,6 +178,49 @@ func TestWorkbookQueries(t *testing.T) {
 	// Another instrument's rows, with the same dimensions, must not count.
 	other := counter("xero", "success", 100, 2*m)
 	other["name"] = "tokenrefresher.tokens.served"
+	// metric is any instrument's row: a histogram's sum, count and max, or
+	// a counter's count (count 1, max the count), with its dimensions.
+	metric := func(name string, dims map[string]any, sum, count, maxV float64, d time.Duration) kqlRow {
+		return kqlRow{"$table": "customMetrics", "name": name, "timestamp": t0.Add(d),
+			"value": sum, "valueSum": sum, "valueCount": count, "valueMax": maxV, "valueMin": 0.0, "customDimensions": dims}
+	}
+	dim := func(conn, key, value string) map[string]any { return map[string]any{"connection": conn, key: value} }
+	otherHist := metric("tokenrefresher.refresh.duration", map[string]any{"connection": "xero", "outcome": "success", "source": "memory",
+		"operation": "read"}, 1000, 1, 1000, 2*m)
+	// timed is the handler's event line (alert-traces.json) with attr set
+	// to v: the line must carry attr, so a handler that stops logging it
+	// fails here.
+	timed := func(event, conn, attr string, v float64, d time.Duration) kqlRow {
+		r := line(event, conn, false, d)
+		l := lineOf(t, r)
+		if _, ok := l[attr]; !ok {
+			t.Fatalf("the handler's %s line (alert-traces.json) has no %s, which the workbook's percentiles read", event, attr)
+		}
+		l[attr] = v
+		b, err := json.Marshal(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r["message"] = string(b)
+		return r
+	}
+	// The refreshes of the percentile scenarios: xero 1..100 ms within
+	// the first hour, warner-1 500 ms in the second; a failure and a line
+	// from a handler that did not yet log the duration are not counted.
+	var refreshed, answered []kqlRow
+	for i := range 100 {
+		refreshed = append(refreshed, timed("token.refreshed", "xero", "duration_ms", float64(i+1), time.Duration(i)*time.Second))
+		answered = append(answered, timed("token_endpoint.issued", "xero", "elapsed", float64(i+1)*1e6, time.Duration(i)*time.Second))
+	}
+	untimed := timed("token.refreshed", "xero", "duration_ms", 0, 3*m)
+	l := lineOf(t, untimed)
+	delete(l, "duration_ms")
+	b, _ := json.Marshal(l)
+	untimed["message"] = string(b)
+	refreshed = append(refreshed, timed("token.refreshed", "warner-1", "duration_ms", 500, 70*m), untimed,
+		line("token.refresh_failed", "xero", false, 4*m))
+	answered = append(answered, timed("token_endpoint.issued", "warner-1", "elapsed", 500e6, 70*m),
+		timed("token.refreshed", "xero", "duration_ms", 7000, 5*m))
 	tests := []struct {
 		query string
 		rows  []kqlRow
@@ -217,6 +264,44 @@ func TestWorkbookQueries(t *testing.T) {
 			counter("xero", "success", 1, 61*m), other,
 		}, t0.Add(2 * time.Hour), []string{"outcome", "timestamp", "refreshes"},
 			[]string{"provider_failed 2026-01-02T10:00:00Z 1", "success 2026-01-02T10:00:00Z 5", "success 2026-01-02T11:00:00Z 1"}},
+		{"refresh-percentiles", refreshed, t0.Add(2 * time.Hour), []string{"timestamp", "p50", "p95", "p99"},
+			[]string{"2026-01-02T10:00:00Z 50 95 99", "2026-01-02T11:00:00Z 500 500 500"}},
+		{"refresh-percentiles-by-connection", refreshed, t0.Add(2 * time.Hour), []string{"connection", "refreshes", "p50", "p95", "p99", "slowest"},
+			[]string{"warner-1 1 500 500 500 500", "xero 100 50 95 99 100"}},
+		{"token-endpoint-percentiles", answered, t0.Add(2 * time.Hour), []string{"timestamp", "p50", "p95", "p99"},
+			[]string{"2026-01-02T10:00:00Z 50 95 99", "2026-01-02T11:00:00Z 500 500 500"}},
+		{"token-endpoint-latency", []kqlRow{
+			metric("tokenrefresher.token_endpoint.duration", dim("xero", "outcome", "success"), 0.25, 2, 0.25, 1*m),
+			metric("tokenrefresher.token_endpoint.duration", dim("xero", "outcome", "provider_failed"), 0.125, 1, 0.125, 2*m),
+			metric("tokenrefresher.token_endpoint.duration", dim("warner-1", "outcome", "success"), 0.0625, 1, 0.0625, 61*m), otherHist,
+		}, t0.Add(2 * time.Hour), []string{"connection", "timestamp", "mean_ms", "max_ms"},
+			[]string{"warner-1 2026-01-02T11:00:00Z 62.5 62.5", "xero 2026-01-02T10:00:00Z 125 250"}},
+		{"tokens-served", []kqlRow{
+			metric("tokenrefresher.tokens.served", dim("xero", "source", "memory"), 10, 1, 10, 1*m),
+			metric("tokenrefresher.tokens.served", dim("warner-1", "source", "memory"), 5, 1, 5, 2*m),
+			metric("tokenrefresher.tokens.served", dim("xero", "source", "store"), 1, 1, 1, 3*m),
+			metric("tokenrefresher.tokens.served", dim("xero", "source", "refresh"), 1, 1, 1, 3*m),
+			metric("tokenrefresher.tokens.served", dim("xero", "source", "memory"), 2, 1, 2, 61*m), otherHist,
+		}, t0.Add(2 * time.Hour), []string{"source", "timestamp", "tokens"},
+			[]string{"memory 2026-01-02T10:00:00Z 15", "memory 2026-01-02T11:00:00Z 2", "refresh 2026-01-02T10:00:00Z 1", "store 2026-01-02T10:00:00Z 1"}},
+		{"lock-waits", []kqlRow{
+			metric("tokenrefresher.lock.wait", dim("xero", "outcome", "acquired"), 0.5, 4, 0.25, 1*m),
+			metric("tokenrefresher.lock.wait", dim("warner-1", "outcome", "acquired"), 0.25, 1, 0.25, 2*m),
+			metric("tokenrefresher.lock.wait", dim("xero", "outcome", "timeout"), 30, 1, 30, 3*m), otherHist,
+		}, t0.Add(2 * time.Hour), []string{"outcome", "timestamp", "waits", "mean_ms", "max_ms"},
+			[]string{"acquired 2026-01-02T10:00:00Z 5 150 250", "timeout 2026-01-02T10:00:00Z 1 30000 30000"}},
+		{"token-age", []kqlRow{
+			metric("tokenrefresher.token.age", dim("xero", "source", "memory"), 600, 2, 480, 1*m),
+			metric("tokenrefresher.token.age", dim("xero", "source", "store"), 1200, 1, 1200, 2*m),
+			metric("tokenrefresher.token.age", dim("warner-1", "source", "memory"), 60, 1, 60, 3*m), otherHist,
+		}, t0.Add(2 * time.Hour), []string{"connection", "timestamp", "mean_min", "max_min"},
+			[]string{"warner-1 2026-01-02T10:00:00Z 1 1", "xero 2026-01-02T10:00:00Z 10 20"}},
+		{"store-errors", []kqlRow{
+			metric("tokenrefresher.store.errors", dim("xero", "operation", "read"), 2, 1, 2, 1*m),
+			metric("tokenrefresher.store.errors", dim("xero", "operation", "write"), 1, 1, 1, 2*m),
+			metric("tokenrefresher.store.errors", dim("warner-1", "operation", "read"), 1, 1, 1, 61*m), otherHist,
+		}, t0.Add(2 * time.Hour), []string{"series", "timestamp", "errors"},
+			[]string{"warner-1 read 2026-01-02T11:00:00Z 1", "xero read 2026-01-02T10:00:00Z 2", "xero write 2026-01-02T10:00:00Z 1"}},
 		{"secrets-expiring", []kqlRow{line("secret.expiring", "xero", false, 0), line("secret.expiring", "warner-1", false, 1*m)},
 			time.Date(2026, 1, 3, 0, 0, 0, 0, time.UTC), []string{"connection", "secret", "expires_on"},
 			[]string{"xero client-secret-name 2026-01-20T00:00:00Z", "warner-1 client-secret-name 2026-01-20T00:00:00Z"}},
@@ -237,7 +322,7 @@ func TestWorkbookQueries(t *testing.T) {
 				}
 				got = append(got, strings.Join(f, " "))
 			}
-			if tt.query != "secrets-expiring" && tt.query != "connections-by-state" {
+			if !slices.Contains([]string{"secrets-expiring", "connections-by-state", "refresh-percentiles-by-connection"}, tt.query) {
 				slices.Sort(got)
 			}
 			if !slices.Equal(got, tt.want) {
@@ -389,7 +474,8 @@ func handlerMetrics(t *testing.T) map[string]emittedMetric {
 // column every row has.
 var customMetricsColumns = map[string]string{"value": "value", "valueSum": "value", "valueCount": "count", "valueMin": "min", "valueMax": "max"}
 
-// TestWorkbookMetricsAreEmitted: every metric a workbook query reads is an
+// TestWorkbookMetricsAreEmitted: every instrument the handler creates is
+// charted by some query; every metric a workbook query reads is an
 // instrument the handler creates, each dimension it reads is an attribute
 // the handler records on that instrument, and each value column is one the
 // handler's envelope fills (a counter's envelope carries its count as the
@@ -407,19 +493,19 @@ func TestWorkbookMetricsAreEmitted(t *testing.T) {
 	names := regexp.MustCompile(`\bname\s*==\s*"([^"]+)"`)
 	dims := regexp.MustCompile(`customDimensions\.(\w+)`)
 	cols := regexp.MustCompile(`\bvalue(?:Sum|Count|Min|Max)?\b`)
-	charts := 0
+	charted := map[string]bool{}
 	for q, src := range queries {
 		src = kqlStripComments(src)
 		if !strings.HasPrefix(strings.TrimSpace(src), "customMetrics") {
 			continue
 		}
-		charts++
 		ms := names.FindAllStringSubmatch(src, -1)
 		if len(ms) == 0 {
 			t.Errorf("workbook/%s.kql reads customMetrics without choosing a metric by name", q)
 		}
 		for _, m := range ms {
 			e, ok := emitted[m[1]]
+			charted[m[1]] = ok
 			if !ok {
 				t.Errorf("workbook/%s.kql reads metric %q, which the handler does not emit (metrics.go: %v)", q, m[1], slices.Sorted(maps.Keys(emitted)))
 				continue
@@ -436,8 +522,11 @@ func TestWorkbookMetricsAreEmitted(t *testing.T) {
 			}
 		}
 	}
-	if charts < 2 {
-		t.Errorf("the workbook has %d customMetrics charts, want the refresh latency and the refreshes by outcome", charts)
+	// Issue 19 §1: every metric the handler emits is charted.
+	for name := range emitted {
+		if !charted[name] {
+			t.Errorf("no workbook query charts metric %q, which the handler emits", name)
+		}
 	}
 }
 

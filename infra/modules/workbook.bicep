@@ -1,8 +1,11 @@
 // The operators' workbook on Application Insights: connections by state,
 // refreshes and failures per connection over time, failures by category,
 // the token route's latency percentiles, client secrets expiring in the
-// next 30 days, and the handler's own metrics (customMetrics): refresh
-// latency per connection and refreshes by outcome.
+// next 30 days; refresh and token-endpoint latency percentiles from the
+// handler's log lines (traces: the metric export has no buckets); and the
+// handler's own metrics (customMetrics): refresh latency per connection,
+// refreshes by outcome, token-endpoint latency, tokens served by source
+// (cache hits), lock waits, token age at answer and store errors.
 //
 // The layout is workbook/workbook.json (query items carry an empty query
 // and a name); each query is workbook/<name>.kql, put into its item here.
@@ -34,6 +37,14 @@ var queries = {
   'secrets-expiring': loadTextContent('workbook/secrets-expiring.kql')
   'refresh-latency': loadTextContent('workbook/refresh-latency.kql')
   'refreshes-by-outcome': loadTextContent('workbook/refreshes-by-outcome.kql')
+  'refresh-percentiles': loadTextContent('workbook/refresh-percentiles.kql')
+  'refresh-percentiles-by-connection': loadTextContent('workbook/refresh-percentiles-by-connection.kql')
+  'token-endpoint-percentiles': loadTextContent('workbook/token-endpoint-percentiles.kql')
+  'token-endpoint-latency': loadTextContent('workbook/token-endpoint-latency.kql')
+  'tokens-served': loadTextContent('workbook/tokens-served.kql')
+  'lock-waits': loadTextContent('workbook/lock-waits.kql')
+  'token-age': loadTextContent('workbook/token-age.kql')
+  'store-errors': loadTextContent('workbook/store-errors.kql')
 }
 
 var items = [for item in layout.items: item.type == 3 ? union(item, { content: union(item.content, { query: queries[item.name] }) }) : item]
