@@ -136,7 +136,7 @@ demo: build
 # The release holds what deploying needs without Go or make: the package,
 # the templates, azure.yaml for azd, the ADF kit and the guides
 # (infra/README.md, "Deploy from the release").
-RELEASE_FILES := README.md SECURITY.md azure.yaml schema examples docs \
+RELEASE_FILES := README.md SECURITY.md CONTRIBUTING.md azure.yaml schema examples docs \
 	infra/README.md infra/main.bicep infra/main.parameters.json infra/modules \
 	adf/README.md adf/MIGRATION.md adf/SNIPPETS.md adf/factory.bicep adf/pipeline adf/dataset adf/linkedService
 

@@ -116,4 +116,29 @@ func TestReleaseHasWhatDeployingNeeds(t *testing.T) {
 			t.Error("infra/README.md's release section runs make or go; the release is for deploying without them")
 		}
 	}
+	// Every relative link in a guide the release ships leads to a file the
+	// release ships: a reader of the unpacked zip has no repository.
+	link := regexp.MustCompile(`\]\(([^)\s]+)\)`)
+	for _, f := range files {
+		err := filepath.WalkDir(filepath.Join(repoRoot, f), func(path string, d os.DirEntry, err error) error {
+			if err != nil || d.IsDir() || !strings.HasSuffix(path, ".md") {
+				return err
+			}
+			rel, _ := filepath.Rel(repoRoot, path)
+			for _, m := range link.FindAllStringSubmatch(readText(t, path), -1) {
+				target, _, _ := strings.Cut(m[1], "#")
+				if target == "" || strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
+					continue
+				}
+				p := filepath.ToSlash(filepath.Join(filepath.Dir(rel), target))
+				if !inRelease(p) {
+					t.Errorf("%s links to %s, which the release lacks", filepath.ToSlash(rel), p)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 }

@@ -46,7 +46,7 @@ func problemsOf(t *testing.T, data string) []Problem {
 }
 
 func TestExampleFile(t *testing.T) {
-	data, err := os.ReadFile("testdata/connections.example.json")
+	data, err := os.ReadFile("../../../examples/every-kind.json")
 	if err != nil {
 		t.Fatal(err)
 	}

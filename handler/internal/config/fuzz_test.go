@@ -74,7 +74,7 @@ func FuzzParseConnections(f *testing.F) {
 	for _, s := range connectionSeeds {
 		f.Add([]byte(s))
 	}
-	if data, err := os.ReadFile("testdata/connections.example.json"); err == nil {
+	if data, err := os.ReadFile("../../../examples/every-kind.json"); err == nil {
 		f.Add(data)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {

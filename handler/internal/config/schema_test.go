@@ -350,7 +350,7 @@ var exampleFiles = []struct {
 	path string
 	at   []string
 }{
-	{"testdata/connections.example.json", nil},
+	{"../../../examples/every-kind.json", nil},
 	{"../../../examples/connections.json", nil},
 	{"../../../infra/main.parameters.json", []string{"parameters", "connections", "value"}},
 }
