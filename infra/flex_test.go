@@ -299,6 +299,7 @@ var mainParams = map[string]paramRule{
 	"authAllowedAudiences": {nil, "array", ""},
 	"adfPrincipalId":       {nil, "string", "empty is refused by fail() when enableAppServiceAuth: TestAppServiceAuthNeedsItsIds"},
 	"adfApplicationId":     {nil, "string", ""},
+	"statusPageGroupId":    {nil, "string", "an Entra group's object id; empty: nobody signs in (TestStatusPageGroupPolicy)"},
 	"maximumInstanceCount": {[]string{"@minValue(1)", "@maxValue(1000)"}, "int",
 		"\"The lowest maximum scale is currently 1. The highest currently supported value is 1000.\", " +
 			"https://learn.microsoft.com/azure/azure-functions/flex-consumption-plan#considerations"},

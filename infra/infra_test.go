@@ -97,6 +97,8 @@ var handlerSettingsOnAzure = map[string]struct {
 	"LOCK_LEASE_DURATION":                       {tunable, ""},
 	"SWEEP_INTERVAL":                            {tunable, "sets the sweep horizon; the timer schedule must match (TestTimerScheduleMatchesSweepInterval)"},
 	"API_KEY_SECRET":                            {offAzure, "standalone mode's key; on Azure the Functions host checks function keys, and the handler ignores it"},
+	"STATUS_PAGE_GROUP":                         {fromTemplate, "statusPageGroupId, with App Service authentication: the group whose members sign in to /api/operator/status"},
+	"TOKEN_CALLERS":                             {fromTemplate, "adfPrincipalId, set with STATUS_PAGE_GROUP: the token route then serves Data Factory alone (start-up fails with the group and without it)"},
 	"WEBSITE_AUTH_ENABLED":                      {byPlatform, "set by App Service authentication; set by hand it would make forged X-MS-CLIENT-PRINCIPAL-ID headers trusted"},
 	"LOG_LEVEL":                                 {tunable, ""},
 	"KEY_VAULT_WRITE_BUDGET":                    {tunable, "this instance's share of the vault's 300 secret writes per 10 s"},

@@ -74,8 +74,11 @@ param authAllowedAudiences array = []
 @description('With App Service authentication: object id of Data Factory\'s managed identity (required).')
 param adfPrincipalId string = ''
 
-@description('With App Service authentication: client (application) id of Data Factory\'s managed identity; empty: not checked.')
+@description('With App Service authentication: client (application) id of Data Factory\'s managed identity; empty: not checked (nor when statusPageGroupId is set).')
 param adfApplicationId string = ''
+
+@description('With App Service authentication: object id of the Entra group whose members may sign in to the status page at /.auth/login/aad?post_login_redirect_uri=/api/operator/status (the app registration must emit group claims: infra/README.md). Empty: nobody signs in; the admin-key page /api/status works either way.')
+param statusPageGroupId string = ''
 
 // 1-1000: "The lowest maximum scale is currently 1. The highest currently
 // supported value is 1000." (flex-consumption-plan.md, Considerations,
@@ -217,6 +220,7 @@ module functionApp 'modules/functionapp.bicep' = {
     authAllowedAudiences: authAllowedAudiences
     adfPrincipalId: checkedAdfPrincipalId
     adfApplicationId: adfApplicationId
+    statusPageGroupId: statusPageGroupId
   }
 }
 
@@ -283,6 +287,9 @@ output appServiceAuthEnabled bool = enableAppServiceAuth
 
 @description('Paths App Service authentication lets through without a token; function or admin keys alone guard them. Empty when it is off.')
 output authExcludedPaths array = functionApp.outputs.authExcludedPaths
+
+@description('Where an operator of statusPageGroupId signs in to the status page; empty when nobody signs in (no App Service authentication or no statusPageGroupId).')
+output statusPageSignInUrl string = enableAppServiceAuth && !empty(statusPageGroupId) ? 'https://${functionApp.outputs.defaultHostName}/.auth/login/aad?post_login_redirect_uri=/api/operator/status' : ''
 
 // What registering a connection without a client secret needs (infra/README.md,
 // "Connections without a client secret").

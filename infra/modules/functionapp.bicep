@@ -64,6 +64,9 @@ param adfPrincipalId string = ''
 @description('Client (application) id of Data Factory\'s managed identity; empty: not checked.')
 param adfApplicationId string = ''
 
+@description('Object id of the Entra group whose members may sign in to the status page (/api/operator/status); empty: nobody signs in.')
+param statusPageGroupId string = ''
+
 var useUserAssignedIdentity = !empty(userAssignedIdentityResourceId)
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
@@ -176,7 +179,15 @@ var connectionsSetting = contains(handlerSettings, 'CONNECTIONS_BLOB') ? {} : {
 
 // handlerSettings come first, so they can tune the handler but not redirect
 // its vault, its storage or its identity.
-var appSettings = union(handlerSettings, connectionsSetting, {
+// The operators' group (functions/operator.go): the handler admits its
+// members to the signed-in status page and, since the policy below lets
+// them reach every route, serves the token route to Data Factory alone.
+var operatorSettings = enableAppServiceAuth && !empty(statusPageGroupId) ? {
+  STATUS_PAGE_GROUP: statusPageGroupId
+  TOKEN_CALLERS: adfPrincipalId
+} : {}
+
+var appSettings = union(handlerSettings, connectionsSetting, operatorSettings, {
   KEY_VAULT_URL: keyVaultUri
   LOCK_CONTAINER: lockContainerName
   // Identity-based host storage. The service URIs rather than __accountName:
@@ -215,6 +226,13 @@ resource settings 'Microsoft.Web/sites/config@2024-04-01' = {
 //   - /api/status and /api/status/*: the status page and its buttons, an
 //     operator's browser with the admin key as ?code= (Return401 would send
 //     it to no login page).
+// Not excluded: /api/operator/status and /api/operator/status/*, the
+// signed-in status page (anonymous at the host, so that this sign-in and
+// not a key guards it): an operator signs in at
+// /.auth/login/aad?post_login_redirect_uri=/api/operator/status, and the
+// handler wants membership of statusPageGroupId in X-MS-CLIENT-PRINCIPAL.
+// unauthenticatedClientAction is one setting for every path
+// (globalValidation), and stays Return401 for Data Factory's calls.
 // excludedPaths takes exact paths and "<prefix>/*" wildcards
 // (configure-authentication-file-based.md, "Configuration file reference":
 // "/path1", "/path3/subpath/*";
@@ -260,13 +278,34 @@ resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (enableAppServiceAuth
           allowedAudiences: union([
             'api://${authClientId}'
           ], authAllowedAudiences)
+          // An AND of allowedApplications and allowedPrincipals, and
+          // allowedPrincipals an OR of identities and groups; failing
+          // requests get 403 (configure-authentication-provider-aad, "Use
+          // a built-in authorization policy";
+          // https://learn.microsoft.com/azure/app-service/configure-authentication-provider-aad).
+          // groups ("The list of the allowed groups",
+          // https://learn.microsoft.com/azure/templates/microsoft.web/sites/config-authsettingsv2)
+          // admits the operators' group beside Data Factory's object id.
+          // allowedApplications "evaluates the appid or azp claim of the
+          // incoming token, which must be an access token"; an operator's
+          // browser session is a sign-in, not an access token for this API,
+          // so with operators admitted it is left out, and the handler
+          // holds the token route to Data Factory's object id instead
+          // (TOKEN_CALLERS).
           defaultAuthorizationPolicy: {
-            allowedPrincipals: {
+            allowedPrincipals: empty(statusPageGroupId) ? {
               identities: [
                 adfPrincipalId
               ]
+            } : {
+              identities: [
+                adfPrincipalId
+              ]
+              groups: [
+                statusPageGroupId
+              ]
             }
-            allowedApplications: empty(adfApplicationId) ? null : [
+            allowedApplications: empty(adfApplicationId) || !empty(statusPageGroupId) ? null : [
               adfApplicationId
             ]
           }
