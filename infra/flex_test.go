@@ -92,6 +92,8 @@ var flexResourceSchemas = map[string]resourceSchema{
 			"properties.identityProviders.azureActiveDirectory.registration.clientId",
 			"properties.identityProviders.azureActiveDirectory.validation.allowedAudiences",
 			"properties.identityProviders.azureActiveDirectory.validation.defaultAuthorizationPolicy.allowedPrincipals.identities",
+			// "The list of the allowed groups" (config-authsettingsv2, AllowedPrincipals).
+			"properties.identityProviders.azureActiveDirectory.validation.defaultAuthorizationPolicy.allowedPrincipals.groups",
 			"properties.identityProviders.azureActiveDirectory.validation.defaultAuthorizationPolicy.allowedApplications",
 		},
 	},

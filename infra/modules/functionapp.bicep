@@ -293,15 +293,11 @@ resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (enableAppServiceAuth
           // holds the token route to Data Factory's object id instead
           // (TOKEN_CALLERS).
           defaultAuthorizationPolicy: {
-            allowedPrincipals: empty(statusPageGroupId) ? {
+            allowedPrincipals: {
               identities: [
                 adfPrincipalId
               ]
-            } : {
-              identities: [
-                adfPrincipalId
-              ]
-              groups: [
+              groups: empty(statusPageGroupId) ? null : [
                 statusPageGroupId
               ]
             }
