@@ -122,6 +122,8 @@ type Broker struct {
 	observe  Observer
 	// sweeps is what sweeps remember between runs (sweep.go).
 	sweeps sweepState
+	// creds holds client secrets and ids read from the store (credcache.go).
+	creds credCache
 
 	lockWait        time.Duration
 	failureCooldown time.Duration

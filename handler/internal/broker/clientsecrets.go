@@ -46,8 +46,12 @@ func (st *connState) clientSecretOrder() []string {
 // redeemWithClientSecrets is b.redeem over the connection's client
 // secrets: cur.cred carries the first configured one (credentials); when
 // another worked last, that one is sent first; on invalid_client the next
-// is sent, each secret at most once per refresh, every request through
-// b.redeem (which checks the lock right before it).
+// is sent, each secret at most once per refresh as the store held it when
+// the refresh began and at most once more as the store holds it now
+// (redeemFresh: the one sent may have been cached, credcache.go), every
+// request through b.redeem (which checks the lock right before it). A
+// connection with one client secret, or with none (an assertion), goes
+// through redeemFresh alone.
 //
 // Sending the refresh token again after invalid_client is not a second
 // redemption: the server authenticates the client before it validates the
@@ -55,18 +59,17 @@ func (st *connState) clientSecretOrder() []string {
 // authentication is included, validate the refresh token"), and
 // invalid_client is the error of a failed client authentication (RFC 6749
 // §5.2), so the refresh token was neither redeemed nor rotated. The tries
-// are bounded by the number of secrets configured, and they are different
-// credentials, not repeated bad attempts with the same one (the account
-// lockouts of AADSTS50053 are about user passwords).
+// are bounded by twice the number of secrets configured, and they are
+// different credentials, not repeated bad attempts with the same one (the
+// account lockouts of AADSTS50053 are about user passwords).
 //
-// cur comes back with the secret last sent, or the first one when every
-// secret was refused.
+// cur comes back with the secret last sent, or the first one as the store
+// holds it when every secret was refused.
 func (b *Broker) redeemWithClientSecrets(ctx context.Context, st *connState, lock Lock, cur current) (*Token, current, error) {
-	names := st.conn.ClientSecretNames()
-	if len(names) < 2 || !st.conn.UsesClientSecret() {
-		tok, err := b.redeem(ctx, st, lock, cur.cred)
-		return tok, cur, err
+	if !st.conn.UsesClientSecret() {
+		return b.redeemFresh(ctx, st, lock, cur, "")
 	}
+	names := st.conn.ClientSecretNames()
 	first := cur
 	var tok *Token
 	var err error
@@ -74,7 +77,7 @@ func (b *Broker) redeemWithClientSecrets(ctx context.Context, st *connState, loc
 	for _, name := range st.clientSecretOrder() {
 		try := first
 		if name != names[0] {
-			s, gerr := b.store.Get(ctx, name)
+			s, gerr := b.readSecret(ctx, st, name)
 			if gerr != nil || s.Value.IsZero() {
 				// A retired secret already deleted from the store while
 				// still listed: skip it, the others may work.
@@ -88,8 +91,14 @@ func (b *Broker) redeemWithClientSecrets(ctx context.Context, st *connState, loc
 			b.log.Info("the provider refused client secret "+sent+"; trying the next one", "event", "client_secret.next",
 				"connection", st.conn.Name, "secret", name, "refused", sent)
 		}
-		sent, cur = name, try
-		tok, err = b.redeem(ctx, st, lock, try.cred)
+		sent = name
+		tok, cur, err = b.redeemFresh(ctx, st, lock, try, name)
+		// What the store holds now: the cool-down compares it.
+		if name == names[0] {
+			first = cur
+		} else {
+			first.cred.ClientID = cur.cred.ClientID
+		}
 		if !invalidClient(err) {
 			break
 		}
@@ -100,7 +109,7 @@ func (b *Broker) redeemWithClientSecrets(ctx context.Context, st *connState, loc
 		// cool-down holds and the provider is not asked again at once.
 		cur = first
 	}
-	if err == nil {
+	if err == nil && len(names) > 1 {
 		st.mu.Lock()
 		changed := st.workingSecret != sent
 		st.workingSecret = sent
@@ -111,6 +120,49 @@ func (b *Broker) redeemWithClientSecrets(ctx context.Context, st *connState, loc
 		}
 	}
 	return tok, cur, err
+}
+
+// redeemFresh is b.redeem, and on invalid_client once more when the
+// store's client credentials differ from those sent: the client id when
+// the store holds it, and the client secret named secret ("" for none).
+// The ones sent may have come from the cache (credcache.go), and an
+// operator may have replaced them since; those read now replace them in
+// the cache either way. Once, never in a loop: a second invalid_client is
+// the answer.
+func (b *Broker) redeemFresh(ctx context.Context, st *connState, lock Lock, cur current, secret string) (*Token, current, error) {
+	tok, err := b.redeem(ctx, st, lock, cur.cred)
+	if !invalidClient(err) {
+		return tok, cur, err
+	}
+	fresh, changed := b.rereadClient(ctx, st, cur.cred, secret)
+	if !changed {
+		return tok, cur, err
+	}
+	b.log.Info("the provider refused the client credentials, and the store holds others; trying those once", "event", "client_secret.reread",
+		"connection", st.conn.Name, "secret", secret)
+	cur.cred = fresh
+	tok, err = b.redeem(ctx, st, lock, cur.cred)
+	return tok, cur, err
+}
+
+// rereadClient reads the client id (when the store holds it) and the
+// client secret named secret (unless "") from the store, past the cache,
+// into a copy of cred; changed reports whether either differs from cred's.
+// One the store does not give stays as sent.
+func (b *Broker) rereadClient(ctx context.Context, st *connState, cred Credentials, secret string) (fresh Credentials, changed bool) {
+	c := &st.conn
+	fresh = cred
+	if c.ClientID == "" {
+		if s, err := b.readClientCredential(ctx, c.Secrets.ClientID); err == nil && !s.Value.IsZero() {
+			fresh.ClientID = s.Value.Reveal()
+		}
+	}
+	if secret != "" {
+		if s, err := b.readClientCredential(ctx, secret); err == nil && !s.Value.IsZero() {
+			fresh.ClientSecret = s.Value
+		}
+	}
+	return fresh, fresh.ClientID != cred.ClientID || fresh.ClientSecret != cred.ClientSecret
 }
 
 func invalidClient(err error) bool {

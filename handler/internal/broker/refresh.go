@@ -214,7 +214,7 @@ func (b *Broker) credentials(ctx context.Context, st *connState) (Credentials, e
 	// secrets one failed call at a time would need three.
 	var missing []string
 	for i, name := range c.RequiredSecrets() {
-		s, err := b.store.Get(ctx, name)
+		s, err := b.readSecret(ctx, st, name)
 		if errors.Is(err, ErrSecretNotFound) || (err == nil && s.Value.IsZero()) {
 			missing = append(missing, name)
 			continue
