@@ -3,6 +3,7 @@ package functions
 import (
 	"context"
 	"net/http"
+	"sync"
 	"time"
 )
 
@@ -48,6 +49,15 @@ const (
 // (broker.Options.RefreshTimeout). The connection's write deadline is set
 // a little after, replacing any server-wide WriteTimeout for this request.
 //
+// The context's timer is armed only when something waits for the context
+// (requestDeadline): a token served from memory waits for nothing, and
+// arming and stopping a timer (a context, its timer and its place among
+// the request context's children: 4 allocations and two changes to the
+// runtime's timer heap) was the largest part of the handler's own work on
+// a cache hit (issue 20 §4). Every path that can wait (a refresh flight,
+// the lock, the store, a request body) waits on Done, which arms it, so
+// its deadline is the same as before.
+//
 // The timer is told by its path alone: the mux routes exactly the clean
 // path timerRoute to it whatever the method (rejectUncleanPaths has
 // answered any other spelling), and r.URL.Path is already unescaped, as
@@ -60,11 +70,89 @@ func withDeadlines(o Options, h http.Handler) http.Handler {
 			d = o.SweepTimeout
 		}
 		deadline := time.Now().Add(d)
-		ctx, cancel := context.WithDeadline(r.Context(), deadline)
-		defer cancel()
+		ctx := &requestDeadline{parent: r.Context(), deadline: deadline}
+		defer ctx.release()
 		setWriteDeadline(w, deadline.Add(writeSlack))
 		h.ServeHTTP(w, r.WithContext(ctx))
 	})
+}
+
+// requestDeadline is context.WithDeadline(parent, deadline) whose timer is
+// armed the first time Done is called (or Err or Value once it matters):
+// until then nothing can be waiting for it, so nothing needs waking. It
+// reports its deadline from the start (Deadline), and after release it is
+// cancelled, as the context of a request that has ended is.
+type requestDeadline struct {
+	parent   context.Context
+	deadline time.Time
+
+	mu       sync.Mutex
+	armed    context.Context // context.WithDeadline(parent, deadline), once armed
+	cancel   context.CancelFunc
+	released bool
+}
+
+// arm returns the armed context, making it if it is not yet made.
+func (c *requestDeadline) arm() context.Context {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.armed == nil {
+		c.armed, c.cancel = context.WithDeadline(c.parent, c.deadline)
+		if c.released {
+			c.cancel()
+		}
+	}
+	return c.armed
+}
+
+// release ends the context with the request (context.Canceled, as the
+// cancel function of context.WithDeadline does), stopping its timer if it
+// was armed.
+func (c *requestDeadline) release() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.released = true
+	if c.cancel != nil {
+		c.cancel()
+	}
+}
+
+// Deadline is the earlier of the parent's deadline and the request's, as
+// for context.WithDeadline.
+func (c *requestDeadline) Deadline() (time.Time, bool) {
+	if d, ok := c.parent.Deadline(); ok && d.Before(c.deadline) {
+		return d, true
+	}
+	return c.deadline, true
+}
+
+// Done arms the timer: whoever asks for Done is about to wait.
+func (c *requestDeadline) Done() <-chan struct{} { return c.arm().Done() }
+
+// Err is nil while the parent is alive, the deadline is ahead and the
+// request has not ended; otherwise it is the armed context's error, so
+// that it never disagrees with Done.
+func (c *requestDeadline) Err() error {
+	c.mu.Lock()
+	armed, released := c.armed, c.released
+	c.mu.Unlock()
+	if armed == nil && !released && c.parent.Err() == nil && time.Now().Before(c.deadline) {
+		return nil
+	}
+	return c.arm().Err()
+}
+
+// Value is the parent's value, but once the context may have ended (its
+// deadline passed, or the request ended) the armed context's: context.Cause
+// finds its cause through Value.
+func (c *requestDeadline) Value(key any) any {
+	c.mu.Lock()
+	armed, released := c.armed, c.released
+	c.mu.Unlock()
+	if armed == nil && !released && time.Now().Before(c.deadline) {
+		return c.parent.Value(key)
+	}
+	return c.arm().Value(key)
 }
 
 // setWriteDeadline is http.ResponseController.SetWriteDeadline without the

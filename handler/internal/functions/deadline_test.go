@@ -303,3 +303,31 @@ func TestLongSweepAnswersInsideItsDeadline(t *testing.T) {
 		}
 	})
 }
+
+// waitingBroker is a miss that never comes back: its Token waits for the
+// request's context, as a flight the broker joins does.
+type waitingBroker struct{ *fakeBroker }
+
+func (b waitingBroker) Token(ctx context.Context, name string, _ time.Duration) (broker.AccessToken, error) {
+	<-ctx.Done()
+	return broker.AccessToken{}, &broker.Error{Code: broker.CodeUnavailable, Connection: name, Message: "gave up waiting: " + ctx.Err().Error(), RetryAfter: 5 * time.Second}
+}
+
+// TestAMissStillEndsAtTheDeadline: the token route arms its deadline only
+// when something waits (requestDeadline), and a miss that waits is
+// answered 503 with Retry-After at RequestTimeout, not later.
+func TestAMissStillEndsAtTheDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const timeout = 7 * time.Second
+		h := functions.NewServer(waitingBroker{&fakeBroker{now: time.Now()}}, functions.Options{RequestTimeout: timeout})
+		w := httptest.NewRecorder()
+		began := time.Now()
+		h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/api/token/xero", nil))
+		if took := time.Since(began); took != timeout {
+			t.Errorf("answered after %v; want %v", took, timeout)
+		}
+		if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" {
+			t.Errorf("status %d, Retry-After %q; want 503 with Retry-After", w.Code, w.Header().Get("Retry-After"))
+		}
+	})
+}
