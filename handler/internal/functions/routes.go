@@ -20,6 +20,17 @@ type hostRoute struct {
 	methods  []string
 	handler  http.Handler
 	segments []string // routePrefix and the template's segments
+	param    int      // the index in segments of its one {parameter}; -1 for none or several
+}
+
+// paramHandler is a route handler that is handed its route's one
+// parameter by the router instead of reading r.PathValue: SetPathValue
+// allocates the request's table of values (2 allocations) on every call,
+// and the token route is the hit path (issue 20 §4). Its ServeHTTP still
+// reads r.PathValue, for callers other than the router.
+type paramHandler interface {
+	http.Handler
+	serveParam(w http.ResponseWriter, r *http.Request, value string)
 }
 
 // hostRouter matches a request to a function as the Functions host does, so
@@ -55,6 +66,16 @@ type hostRouter struct {
 func newHostRouter(notFound http.Handler, routes ...hostRoute) *hostRouter {
 	for i := range routes {
 		routes[i].segments = append([]string{routePrefix}, strings.Split(routes[i].template, "/")...)
+		routes[i].param = -1
+		n := 0
+		for j, t := range routes[i].segments {
+			if _, ok := parameter(t); ok {
+				routes[i].param, n = j, n+1
+			}
+		}
+		if n != 1 {
+			routes[i].param = -1
+		}
 	}
 	slices.SortStableFunc(routes, func(a, b hostRoute) int {
 		return cmp.Compare(upperASCII(a.function), upperASCII(b.function))
@@ -77,6 +98,10 @@ func (hr *hostRouter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if !slices.Contains(rt.methods, r.Method) {
 			allowed = append(allowed, rt.methods...)
 			continue
+		}
+		if ph, ok := rt.handler.(paramHandler); ok && rt.param >= 0 {
+			ph.serveParam(w, r, segs[rt.param])
+			return
 		}
 		for i, t := range rt.segments {
 			if name, ok := parameter(t); ok {

@@ -39,41 +39,53 @@ type errorBody struct {
 // authentication is on.
 const principalHeader = "X-MS-CLIENT-PRINCIPAL-ID"
 
-func handleToken(b Broker, o Options) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		name := r.PathValue("connection")
-		if !broker.ValidConnectionName(name) { // the rule config holds names to
-			encodeError(w, &broker.Error{
-				Code:        broker.CodeBadRequest,
-				Message:     fmt.Sprintf("%q is not a valid connection name", truncate(name, 80)),
-				Remediation: "Connection names are 1-63 characters of a-z, 0-9 and '-', starting with a letter.",
-			})
-			return
-		}
-		conn, ok := b.Connection(name)
-		if !ok {
-			// Let the broker phrase it, so the message is the same everywhere.
-			_, err := b.Token(r.Context(), name, 0)
-			encodeError(w, err)
-			return
-		}
-		if err := authorize(conn, r, o.AuthEnabled); err != nil {
-			encodeError(w, err)
-			return
-		}
-		minValidity, err := decodeMinValidity(w, r, o.MaxBodyBytes)
-		if err != nil {
-			err.Connection = name
-			encodeError(w, err)
-			return
-		}
-		tok, terr := b.Token(r.Context(), name, minValidity)
-		if terr != nil {
-			encodeError(w, terr)
-			return
-		}
-		writeToken(w, tok, o.Now())
-	})
+func handleToken(b Broker, o Options) http.Handler { return &tokenRoute{b: b, o: o} }
+
+// tokenRoute is the token function. The router hands it the connection's
+// name (paramHandler), so that a cache hit does not allocate a table of
+// path values.
+type tokenRoute struct {
+	b Broker
+	o Options
+}
+
+func (t *tokenRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	t.serveParam(w, r, r.PathValue("connection"))
+}
+
+func (t *tokenRoute) serveParam(w http.ResponseWriter, r *http.Request, name string) {
+	b, o := t.b, t.o
+	if !broker.ValidConnectionName(name) { // the rule config holds names to
+		encodeError(w, &broker.Error{
+			Code:        broker.CodeBadRequest,
+			Message:     fmt.Sprintf("%q is not a valid connection name", truncate(name, 80)),
+			Remediation: "Connection names are 1-63 characters of a-z, 0-9 and '-', starting with a letter.",
+		})
+		return
+	}
+	conn, ok := b.Connection(name)
+	if !ok {
+		// Let the broker phrase it, so the message is the same everywhere.
+		_, err := b.Token(r.Context(), name, 0)
+		encodeError(w, err)
+		return
+	}
+	if err := authorize(conn, r, o.AuthEnabled); err != nil {
+		encodeError(w, err)
+		return
+	}
+	minValidity, err := decodeMinValidity(w, r, o.MaxBodyBytes)
+	if err != nil {
+		err.Connection = name
+		encodeError(w, err)
+		return
+	}
+	tok, terr := b.Token(r.Context(), name, minValidity)
+	if terr != nil {
+		encodeError(w, terr)
+		return
+	}
+	writeToken(w, tok, o.Now())
 }
 
 // authorize checks the caller against the connection's allowedCallers.
