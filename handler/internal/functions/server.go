@@ -36,6 +36,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
@@ -281,6 +282,8 @@ func (s *statusRecorder) WriteHeader(code int) {
 // route sets its own write deadline (deadline.go).
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
+var statusRecorders = sync.Pool{New: func() any { return new(statusRecorder) }}
+
 // logRequests logs one line per request. The query string is left out: it
 // may carry a function key (?code=).
 //
@@ -291,10 +294,17 @@ func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter 
 func logRequests(log *slog.Logger, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		// Pooled, as the redacting writer is: a handler does not keep its
+		// writer once it returns, and the token route's cache hit then
+		// allocates nothing for either (hitpath_test.go).
+		rec := statusRecorders.Get().(*statusRecorder)
+		rec.ResponseWriter, rec.status = w, http.StatusOK
 		h.ServeHTTP(rec, r)
+		status := rec.status
+		rec.ResponseWriter = nil
+		statusRecorders.Put(rec)
 		level := slog.LevelDebug
-		if rec.status >= 400 {
+		if status >= 400 {
 			level = slog.LevelWarn
 		}
 		if !log.Enabled(r.Context(), level) {
@@ -302,7 +312,7 @@ func logRequests(log *slog.Logger, h http.Handler) http.Handler {
 		}
 		log.LogAttrs(r.Context(), level, "request", slog.String("event", "http.request"),
 			slog.String("method", r.Method), slog.String("path", loggedPath(r.URL.Path)),
-			slog.Int("status", rec.status), slog.Duration("duration", time.Since(start)),
+			slog.Int("status", status), slog.Duration("duration", time.Since(start)),
 			slog.String("invocation_id", r.Header.Get(invocationIDHeader)))
 	})
 }
