@@ -1,0 +1,34 @@
+package broker
+
+import "time"
+
+// Peek returns the named connection's token when Token would serve it from
+// this instance's memory for minValidity: the same test as Token's first
+// step (token), and the same observation (TokenServed with SourceMemory).
+// It never waits, reads the store or takes a lock, so a caller may try it
+// before preparing for a call that can (the HTTP route arms its request
+// deadline only when Peek misses: functions/token.go).
+//
+// ok is false whenever Token would do anything else: the connection is
+// unknown, minValidity is out of range or more than the provider's tokens
+// live (Token's errors), or no token in memory is valid long enough (a
+// refresh or a store read). Then nothing was observed, and the caller asks
+// Token, which answers as it always has. A failure recorded for the
+// connection does not stop a hit here, as it does not stop Token's first
+// step: a valid token is served whatever happened since it was issued.
+func (b *Broker) Peek(name string, minValidity time.Duration) (tok AccessToken, ok bool) {
+	st, found := b.lookup(name)
+	if !found || minValidity < 0 || minValidity > MaxMinValidity {
+		return AccessToken{}, false
+	}
+	ct := st.cached.Load()
+	if ct == nil {
+		return AccessToken{}, false
+	}
+	w := want{minValidity: minValidity}
+	if ct.refuses(w) || !ct.validFor(b.now(), st.need(w.of(ct.lifetime), ct.lifetime)) {
+		return AccessToken{}, false
+	}
+	b.observeServed(name, ct, SourceMemory)
+	return ct.token, true
+}
