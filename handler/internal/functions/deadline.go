@@ -63,18 +63,42 @@ const (
 // answered any other spelling), and r.URL.Path is already unescaped, as
 // the mux matches it. Asking the mux (ServeMux.Handler) would cost a second
 // lookup on every request.
+//
+// The host router gives the routes under /api/ their deadline itself
+// (hostRouter.serve), so that the token route can answer a token in memory
+// before it makes the request's deadline and the request's copy that
+// carries it (tokenRoute.serveParam): those were the 2 allocations left on
+// a cache hit.
 func withDeadlines(o Options, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		d := o.RequestTimeout
 		if r.URL.Path == timerRoute {
 			d = o.SweepTimeout
 		}
-		deadline := time.Now().Add(d)
-		ctx := &requestDeadline{parent: r.Context(), deadline: deadline}
-		defer ctx.release()
-		setWriteDeadline(w, deadline.Add(writeSlack))
-		h.ServeHTTP(w, r.WithContext(ctx))
+		serveBefore(w, r, h, time.Now().Add(d))
 	})
+}
+
+// serveBefore serves h with the request's context ending at deadline and
+// the connection's write deadline writeSlack after it. A request that
+// already has its deadline (limited) is served as it is.
+func serveBefore(w http.ResponseWriter, r *http.Request, h http.Handler, deadline time.Time) {
+	if limited(r) {
+		h.ServeHTTP(w, r)
+		return
+	}
+	setWriteDeadline(w, deadline.Add(writeSlack))
+	ctx := &requestDeadline{parent: r.Context(), deadline: deadline}
+	defer ctx.release()
+	h.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// limited reports whether r already carries a route's deadline: the mux's
+// routes get it from withDeadlines, and its catch-all hands what no route
+// matched to the host router, which must not make a second one.
+func limited(r *http.Request) bool {
+	_, ok := r.Context().(*requestDeadline)
+	return ok
 }
 
 // requestDeadline is context.WithDeadline(parent, deadline) whose timer is

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 )
 
 // routePrefix is host.json's extensions.http.routePrefix.
@@ -27,7 +28,9 @@ type hostRoute struct {
 // parameter by the router instead of reading r.PathValue: SetPathValue
 // allocates the request's table of values (2 allocations) on every call,
 // and the token route is the hit path (issue 20 §4). Its ServeHTTP still
-// reads r.PathValue, for callers other than the router.
+// reads r.PathValue, for callers other than the router. The router does
+// not give it the request's deadline: it sets its own, after what it can
+// answer without waiting (tokenRoute.serveParam).
 type paramHandler interface {
 	http.Handler
 	serveParam(w http.ResponseWriter, r *http.Request, value string)
@@ -61,6 +64,9 @@ type paramHandler interface {
 type hostRouter struct {
 	routes   []hostRoute
 	notFound http.Handler
+	// timeout, when set, is the deadline of every answer the router gives
+	// (serve), Options.RequestTimeout; a paramHandler sets its own.
+	timeout time.Duration
 }
 
 func newHostRouter(notFound http.Handler, routes ...hostRoute) *hostRouter {
@@ -108,15 +114,26 @@ func (hr *hostRouter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				r.SetPathValue(name, segs[i])
 			}
 		}
-		rt.handler.ServeHTTP(w, r)
+		hr.serve(w, r, rt.handler)
 		return
 	}
 	if len(allowed) > 0 {
 		slices.Sort(allowed)
-		methodNotAllowed(w, r, slices.Compact(allowed))
+		allowed = slices.Compact(allowed)
+		hr.serve(w, r, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { methodNotAllowed(w, r, allowed) }))
 		return
 	}
-	hr.notFound.ServeHTTP(w, r)
+	hr.serve(w, r, hr.notFound)
+}
+
+// serve serves h within the router's timeout (serveBefore), as
+// withDeadlines serves the mux's routes.
+func (hr *hostRouter) serve(w http.ResponseWriter, r *http.Request, h http.Handler) {
+	if hr.timeout <= 0 {
+		h.ServeHTTP(w, r)
+		return
+	}
+	serveBefore(w, r, h, time.Now().Add(hr.timeout))
 }
 
 // route returns the function the host would route a request to, "" for

@@ -145,7 +145,9 @@ func NewServer(b Broker, o Options) http.Handler {
 	}
 	mux := http.NewServeMux()
 	functions := addRoutes(mux, b, o)
-	h := rejectUncleanPaths(withDeadlines(o, functionsFirst(functions, mux)))
+	// The mux's routes get their deadline here, the functions' from the
+	// host router (deadline.go).
+	h := rejectUncleanPaths(functionsFirst(functions, withDeadlines(o, mux)))
 	if !o.APIKey.IsZero() {
 		// Outermost but for the log: an unauthenticated caller learns
 		// nothing from the routes, not even which paths exist.
@@ -186,6 +188,7 @@ func rejectUncleanPaths(h http.Handler) http.Handler {
 // those two.
 func addRoutes(mux *http.ServeMux, b Broker, o Options) http.Handler {
 	functions := newHostRouter(handleNotFound(), functionRoutes(b, o)...)
+	functions.timeout = o.RequestTimeout
 	mux.Handle("GET /{$}", handleReady())
 	mux.Handle(timerRoute, methods(handleTimer(b, o), http.MethodPost))
 	if o.Metrics != nil {
@@ -201,8 +204,9 @@ func addRoutes(mux *http.ServeMux, b Broker, o Options) http.Handler {
 // here has a clean path (rejectUncleanPaths), and no path under /api/
 // makes the mux redirect (it redirects only to add a trailing slash that
 // an exact pattern needs). This saves the mux's lookup, and its
-// allocations, on every token request.
-func functionsFirst(functions http.Handler, mux *http.ServeMux) http.Handler {
+// allocations, on every token request. mux is the mux within its
+// deadlines (withDeadlines); the host router sets its own.
+func functionsFirst(functions, mux http.Handler) http.Handler {
 	const prefix = "/" + routePrefix + "/"
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if p := r.URL.Path; len(p) >= len(prefix) && equalFoldASCII(p[:len(prefix)], prefix) {

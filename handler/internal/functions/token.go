@@ -39,22 +39,51 @@ type errorBody struct {
 // authentication is on.
 const principalHeader = "X-MS-CLIENT-PRINCIPAL-ID"
 
-func handleToken(b Broker, o Options) http.Handler { return &tokenRoute{b: b, o: o} }
+func handleToken(b Broker, o Options) http.Handler {
+	t := &tokenRoute{b: b, o: o}
+	t.peek, _ = b.(Peeker)
+	return t
+}
+
+// Peeker is what a Broker may offer to answer a token from memory before
+// the request is prepared to wait (broker.Broker.Peek): the token when
+// Token would serve it from memory, observed as Token would observe it,
+// and false whenever Token would do anything else.
+type Peeker interface {
+	Peek(connection string, minValidity time.Duration) (broker.AccessToken, bool)
+}
 
 // tokenRoute is the token function. The router hands it the connection's
 // name (paramHandler), so that a cache hit does not allocate a table of
-// path values.
+// path values, and leaves its deadline to it: a token in memory is
+// answered before the request's deadline is made (serveParam).
 type tokenRoute struct {
-	b Broker
-	o Options
+	b    Broker
+	peek Peeker // nil when b cannot peek
+	o    Options
 }
 
 func (t *tokenRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t.serveParam(w, r, r.PathValue("connection"))
 }
 
+// serveParam answers the token call. Its checks run in the order they
+// always have (the name, the connection, allowedCallers, minValidity);
+// then a token that Peek finds in memory is written at once. Only a call
+// that may wait (a refresh, the store, the lock) gets the request's
+// deadline in its context (requestDeadline, 2 allocations: it and the
+// request's copy that carries it), with the same deadline it would have
+// had from withDeadlines: RequestTimeout from the moment the route is
+// reached. The connection's write deadline is set first, for every
+// answer, as withDeadlines sets it.
 func (t *tokenRoute) serveParam(w http.ResponseWriter, r *http.Request, name string) {
 	b, o := t.b, t.o
+	limit := o.RequestTimeout > 0 && !limited(r) // else no deadline, or the caller's
+	var deadline time.Time
+	if limit {
+		deadline = time.Now().Add(o.RequestTimeout)
+		setWriteDeadline(w, deadline.Add(writeSlack))
+	}
 	if !broker.ValidConnectionName(name) { // the rule config holds names to
 		encodeError(w, &broker.Error{
 			Code:        broker.CodeBadRequest,
@@ -66,6 +95,12 @@ func (t *tokenRoute) serveParam(w http.ResponseWriter, r *http.Request, name str
 	conn, ok := b.Connection(name)
 	if !ok {
 		// Let the broker phrase it, so the message is the same everywhere.
+		// The set may have changed since: wait no longer than a call would.
+		if limit {
+			ctx := &requestDeadline{parent: r.Context(), deadline: deadline}
+			defer ctx.release()
+			r = r.WithContext(ctx)
+		}
 		_, err := b.Token(r.Context(), name, 0)
 		encodeError(w, err)
 		return
@@ -79,6 +114,17 @@ func (t *tokenRoute) serveParam(w http.ResponseWriter, r *http.Request, name str
 		err.Connection = name
 		encodeError(w, err)
 		return
+	}
+	if t.peek != nil {
+		if tok, ok := t.peek.Peek(name, minValidity); ok {
+			writeToken(w, tok, o.Now())
+			return
+		}
+	}
+	if limit {
+		ctx := &requestDeadline{parent: r.Context(), deadline: deadline}
+		defer ctx.release()
+		r = r.WithContext(ctx)
 	}
 	tok, terr := b.Token(r.Context(), name, minValidity)
 	if terr != nil {
