@@ -157,9 +157,13 @@ func (p *statusPage) page(w http.ResponseWriter, r *http.Request) { p.serve(w, r
 
 func (p *statusPage) action(w http.ResponseWriter, r *http.Request) { p.act(w, r, p.keyHolder()) }
 
-func (p *statusPage) operatorPage(w http.ResponseWriter, r *http.Request) { p.serve(w, r, p.operator()) }
+func (p *statusPage) operatorPage(w http.ResponseWriter, r *http.Request) {
+	p.serve(w, r, p.operator())
+}
 
-func (p *statusPage) operatorAction(w http.ResponseWriter, r *http.Request) { p.act(w, r, p.operator()) }
+func (p *statusPage) operatorAction(w http.ResponseWriter, r *http.Request) {
+	p.act(w, r, p.operator())
+}
 
 // readKey reads the token key, or answers 503: the key material is in the
 // store, which may fail.
