@@ -639,7 +639,9 @@ func (h *heldLock) RecordStatus(ctx context.Context, s broker.SharedStatus) erro
 	md := encodeStatus(s)
 	h.mu.Lock()
 	for k, v := range h.meta {
-		if isMarkKey(k) { // a redemption mark stays until settled (writeahead.go)
+		// A redemption mark stays until settled, and what the content is
+		// stays with the content (writeahead.go).
+		if isMarkKey(k) || isRecordKey(k) {
 			md[k] = v
 		}
 	}

@@ -37,7 +37,34 @@ import (
 var (
 	_ broker.WriteAheadLog     = (*heldLock)(nil)
 	_ broker.WriteAheadChecker = (*Locker)(nil)
+	_ broker.AccessTokenLog    = (*heldLock)(nil)
+	_ broker.BesideLockReader  = (*Locker)(nil)
 )
+
+// The content may instead be the connection's sealed access-token record
+// (broker.AccessTokenLog, ACCESS_TOKEN_STORE=blob). The metadata value
+// record=accesstoken says so, so that HasWriteAhead tells the two apart
+// from the blob's properties alone (one HEAD, as before) and the sweep
+// does not take every connection's lock to reconcile a record that is
+// not a refresh token. Every write under the lease sets or drops it with
+// the content it describes (put), and RecordStatus carries it along.
+const (
+	metaRecord       = "record"
+	metaRecordAccess = "accesstoken"
+)
+
+func isRecordKey(k string) bool { return strings.EqualFold(k, metaRecord) }
+
+// holdsAccessToken reports whether md says the content is an access-token
+// record.
+func holdsAccessToken(md map[string]*string) bool {
+	for k, v := range md {
+		if isRecordKey(k) && v != nil && strings.EqualFold(*v, metaRecordAccess) {
+			return true
+		}
+	}
+	return false
+}
 
 // maxRecord bounds what ReadWriteAhead reads: a sealed record is a few
 // hundred bytes.
@@ -89,16 +116,24 @@ func (h *heldLock) ReadWriteAhead(ctx context.Context) ([]byte, error) {
 // the redemption mark: the record settles the redemption the mark was
 // for, in the same request.
 func (h *heldLock) WriteAhead(ctx context.Context, rec []byte) error {
-	return h.put(ctx, "write write-ahead record", rec, true)
+	return h.put(ctx, "write write-ahead record", rec, true, false)
 }
 
 // ClearWriteAhead empties the lock blob, under the lease. A redemption
 // mark stays.
 func (h *heldLock) ClearWriteAhead(ctx context.Context) error {
-	return h.put(ctx, "clear write-ahead record", nil, false)
+	return h.put(ctx, "clear write-ahead record", nil, false, false)
 }
 
-func (h *heldLock) put(ctx context.Context, op string, content []byte, settle bool) error {
+// KeepAccessToken replaces the lock blob's content with the sealed
+// access-token record rec, under the lease: one Put Blob, the request
+// that would otherwise have emptied a settled write-ahead record. A
+// redemption mark stays.
+func (h *heldLock) KeepAccessToken(ctx context.Context, rec []byte) error {
+	return h.put(ctx, "keep access token", rec, false, true)
+}
+
+func (h *heldLock) put(ctx context.Context, op string, content []byte, settle, access bool) error {
 	if h.isReleased() {
 		return &Error{Op: op, Name: h.name, Container: h.l.containerName, NotHeld: true, Err: errReleased}
 	}
@@ -115,6 +150,7 @@ func (h *heldLock) put(ctx context.Context, op string, content []byte, settle bo
 	if settle {
 		meta = withoutMark(meta)
 	}
+	meta = withRecordKind(meta, access)
 	_, err := h.block.Upload(ctx, streaming.NopCloser(bytes.NewReader(content)), &blockblob.UploadOptions{
 		Metadata:         meta,
 		AccessConditions: h.leaseConditions(),
@@ -128,8 +164,70 @@ func (h *heldLock) put(ctx context.Context, op string, content []byte, settle bo
 	return nil
 }
 
-// HasWriteAhead reports whether the named lock's blob has content (a
-// write-ahead record), without taking the lock: one HEAD request.
+// withRecordKind returns md (a copy when it changes) saying whether the
+// content is an access-token record.
+func withRecordKind(md map[string]*string, access bool) map[string]*string {
+	if holdsAccessToken(md) == access && (access || !hasRecordKey(md)) {
+		return md
+	}
+	out := make(map[string]*string, len(md)+1)
+	for k, v := range md {
+		if !isRecordKey(k) {
+			out[k] = v
+		}
+	}
+	if access {
+		v := metaRecordAccess
+		out[metaRecord] = &v
+	}
+	return out
+}
+
+func hasRecordKey(md map[string]*string) bool {
+	for k := range md {
+		if isRecordKey(k) {
+			return true
+		}
+	}
+	return false
+}
+
+// ReadBesideLock downloads the named lock's blob without taking the lock
+// (no lease is needed to read a leased blob: Get Blob's x-ms-lease-id is
+// optional, learn.microsoft.com/rest/api/storageservices/get-blob): the
+// access-token record or a pending write-ahead record, nil when the blob
+// is empty or does not exist. One Get Blob request.
+func (l *Locker) ReadBesideLock(ctx context.Context, name string) ([]byte, error) {
+	bn, err := blobName(name)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := l.container.NewBlobClient(bn).DownloadStream(ctx, nil)
+	if err != nil {
+		var re *azcore.ResponseError
+		if bloberror.HasCode(err, bloberror.BlobNotFound, bloberror.ContainerNotFound) ||
+			errors.As(err, &re) && re.StatusCode == 404 {
+			return nil, nil
+		}
+		return nil, newError("read access token", name, l.containerName, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxRecord+1))
+	if err != nil {
+		return nil, newError("read access token", name, l.containerName, err)
+	}
+	if len(data) > maxRecord {
+		return nil, newError("read access token", name, l.containerName, fmt.Errorf("the lock blob holds %d bytes or more, not a record", maxRecord))
+	}
+	if len(data) == 0 {
+		return nil, nil
+	}
+	return data, nil
+}
+
+// HasWriteAhead reports whether the named lock's blob has content that is
+// a write-ahead record (not an access-token record), without taking the
+// lock: one HEAD request.
 func (l *Locker) HasWriteAhead(ctx context.Context, name string) (bool, error) {
 	bn, err := blobName(name)
 	if err != nil {
@@ -144,7 +242,7 @@ func (l *Locker) HasWriteAhead(ctx context.Context, name string) (bool, error) {
 		}
 		return false, newError("check write-ahead record", name, l.containerName, err)
 	}
-	return props.ContentLength != nil && *props.ContentLength > 0, nil
+	return props.ContentLength != nil && *props.ContentLength > 0 && !holdsAccessToken(props.Metadata), nil
 }
 
 // A held lock is a broker.RedemptionMarker: the mark is three metadata

@@ -79,6 +79,16 @@ type Options struct {
 	// Nil means no record is written: a rotated refresh token goes to the
 	// store alone, and is lost if the store refuses it.
 	WriteAheadKey KeySource
+	// AccessTokensBesideLock keeps each connection's shared access token
+	// beside its lock (sealed under WriteAheadKey) instead of in the
+	// store: one store write per rotating refresh, none per other refresh
+	// (besidelock.go). It needs a Locker that is a BesideLockReader and
+	// whose locks are AccessTokenLogs, and a WriteAheadKey.
+	AccessTokensBesideLock bool
+	// Remember, when set, is told every secret the broker reads from
+	// somewhere other than Store (an access token kept beside the lock),
+	// under the secret's name, for the redactor (redact.Redactor.Remember).
+	Remember func(name, value string)
 	// ForceRefreshInterval is how often ForceRefresh may run per
 	// connection (DefaultForceRefreshInterval when zero).
 	ForceRefreshInterval time.Duration
@@ -120,6 +130,10 @@ type Broker struct {
 	instance string
 	walKey   KeySource
 	observe  Observer
+	// besideLock and rememberSecret are Options.AccessTokensBesideLock and
+	// Options.Remember.
+	besideLock     bool
+	rememberSecret func(name, value string)
 	// sweeps is what sweeps remember between runs (sweep.go).
 	sweeps sweepState
 	// creds holds client secrets and ids read from the store (credcache.go).
@@ -189,6 +203,11 @@ func New(o Options) (*Broker, error) {
 	if o.Store == nil || o.Locker == nil || o.Grant == nil {
 		return nil, errors.New("broker: Store, Locker and Grant are required")
 	}
+	if o.AccessTokensBesideLock {
+		if _, ok := o.Locker.(BesideLockReader); !ok || o.WriteAheadKey == nil {
+			return nil, fmt.Errorf("broker: access tokens kept beside the lock need a locker that keeps records beside its locks (the blob lease) and a write-ahead key; %T is not one", o.Locker)
+		}
+	}
 	b := &Broker{
 		store:           o.Store,
 		locker:          o.Locker,
@@ -204,6 +223,8 @@ func New(o Options) (*Broker, error) {
 		storeRetryDelay: o.StoreRetryDelay,
 		forceInterval:   o.ForceRefreshInterval,
 		observe:         o.Observer,
+		besideLock:      o.AccessTokensBesideLock,
+		rememberSecret:  o.Remember,
 	}
 	if b.observe == nil {
 		b.observe = noObserver{}

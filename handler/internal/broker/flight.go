@@ -171,13 +171,13 @@ func (b *Broker) flight(key string, st *connState, w want) <-chan singleflight.R
 // false when the store has none valid for w. A w that no token of this
 // provider can satisfy is an error here already, before any refresh.
 func (b *Broker) fromStore(ctx context.Context, st *connState, w want) (*cachedToken, bool, error) {
-	s, err := b.store.Get(ctx, st.conn.Secrets.AccessToken)
+	s, err := b.readAccessToken(ctx, st)
 	if errors.Is(err, ErrSecretNotFound) {
 		return nil, false, nil
 	}
 	if err != nil {
 		b.observe.StoreFailed(st.conn.Name, "read")
-		return nil, false, storeError(st.conn.Name, "read", st.conn.Secrets.AccessToken, err)
+		return nil, false, b.accessReadError(st, err)
 	}
 	if s.Value.IsZero() || s.ExpiresOn.IsZero() {
 		return nil, false, nil

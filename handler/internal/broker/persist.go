@@ -35,20 +35,27 @@ func (b *Broker) persist(ctx context.Context, st *connState, lock Lock, cur curr
 		ct.token.TokenType = "Bearer"
 	}
 	rotated := !tok.RefreshToken.IsZero() && tok.RefreshToken != cur.cred.RefreshToken
-	pending := false
+	// Kept beside the lock in place of the store, when so configured
+	// (besidelock.go); nil otherwise.
+	access := b.accessBesideLock(tok, issued, ct.lifetime)
+	pending, accessKept := false, false
 	switch {
 	case rotated:
 		var err error
-		if pending, err = b.keepRefreshToken(ctx, st, lock, cur, tok.RefreshToken, issued); err != nil {
+		if pending, accessKept, err = b.keepRotated(ctx, st, lock, cur, tok.RefreshToken, issued, access); err != nil {
 			return nil, err
 		}
 	case cur.fromRecord:
 		// The answer did not rotate: the token just redeemed stays
 		// current, and is so far only in the write-ahead record (durable
 		// there). Try the store again while the lock is held.
-		pending = !b.moveToStore(ctx, st, lock, lock.(WriteAheadLog), cur.cred.RefreshToken, issued)
+		pending = !b.moveToStore(ctx, st, lock, lock.(WriteAheadLog), cur.cred.RefreshToken, issued, nil)
 	}
-	if !pending {
+	switch {
+	case pending, accessKept:
+	case access != nil:
+		b.keepAccessBeside(ctx, c, lock, access)
+	default:
 		b.storeAccessToken(ctx, st, lock, tok, issued, ct.lifetime)
 	}
 	st.remember(ct)

@@ -524,7 +524,7 @@ func (b *Broker) awaitSweepRoom(ctx context.Context, c *Connection, stopAt time.
 		ctx, cancel = context.WithTimeout(ctx, stopAt.Sub(b.now()))
 		defer cancel()
 	}
-	return p.AwaitSweepRoom(ctx, writesPerRefresh(c)) == nil
+	return p.AwaitSweepRoom(ctx, b.vaultWritesPerRefresh(c)) == nil
 }
 
 // slotPassed reports whether the connection's own refresh point has come

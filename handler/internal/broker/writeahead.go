@@ -186,6 +186,10 @@ type writeAheadRecord struct {
 	RefreshToken string    `json:"refreshToken"`
 	IssuedAt     time.Time `json:"issuedAt,omitzero"`
 	Instance     string    `json:"instance,omitempty"`
+	// Access is the access token of the same answer, when access tokens
+	// are kept beside the lock (besidelock.go): readers serve it while the
+	// record is pending, and settling the record keeps it.
+	Access *accessRecord `json:"access,omitempty"`
 }
 
 // RecordError reports a write-ahead record that could not be opened. It
@@ -216,6 +220,18 @@ func keyID(key []byte) [hashLen]byte {
 }
 
 func sealRecord(key []byte, connection string, base tokenHash, rec writeAheadRecord) ([]byte, error) {
+	plain, err := json.Marshal(rec) // #nosec G117 -- sealed with AES-GCM just below: the one place the token is meant to go
+	if err != nil {
+		return nil, err
+	}
+	return seal(key, recordMagic, connection, base, plain)
+}
+
+// seal is the sealed layout of both records kept beside a lock (this
+// file's write-ahead record, besidelock.go's access-token record): magic,
+// key id and base in the clear and authenticated, with the connection's
+// name, as additional data; plain encrypted.
+func seal(key, magic []byte, connection string, base tokenHash, plain []byte) ([]byte, error) {
 	block, err := aes.NewCipher(key)
 	if err != nil {
 		return nil, err
@@ -224,13 +240,9 @@ func sealRecord(key []byte, connection string, base tokenHash, rec writeAheadRec
 	if err != nil {
 		return nil, err
 	}
-	plain, err := json.Marshal(rec) // #nosec G117 -- sealed with AES-GCM just below: the one place the token is meant to go
-	if err != nil {
-		return nil, err
-	}
 	id := keyID(key)
 	out := make([]byte, 0, headerLen+aead.NonceSize()+len(plain)+aead.Overhead())
-	out = append(out, recordMagic...)
+	out = append(out, magic...)
 	out = append(out, id[:]...)
 	out = append(out, base[:]...)
 	nonce := make([]byte, aead.NonceSize())
@@ -253,36 +265,46 @@ func recordBase(raw []byte) (tokenHash, bool) {
 
 func openRecord(key []byte, connection string, raw []byte) (writeAheadRecord, error) {
 	var rec writeAheadRecord
-	if _, ok := recordBase(raw); !ok {
-		return rec, &RecordError{Connection: connection, Reason: "malformed"}
-	}
-	if key == nil {
-		return rec, &RecordError{Connection: connection, Reason: "no key"}
-	}
-	if id := keyID(key); !bytes.Equal(raw[len(recordMagic):len(recordMagic)+hashLen], id[:]) {
-		return rec, &RecordError{Connection: connection, Reason: fmt.Sprintf("sealed with another key than the one in secret %q", WriteAheadKeySecret)}
-	}
-	block, err := aes.NewCipher(key)
+	plain, err := openSealed(key, recordMagic, connection, raw)
 	if err != nil {
 		return rec, err
-	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		return rec, err
-	}
-	if len(raw) < headerLen+aead.NonceSize() {
-		return rec, &RecordError{Connection: connection, Reason: "malformed"}
-	}
-	nonce := raw[headerLen : headerLen+aead.NonceSize()]
-	ad := append(append([]byte{}, raw[:headerLen]...), connection...)
-	plain, err := aead.Open(nil, nonce, raw[headerLen+aead.NonceSize():], ad)
-	if err != nil {
-		return rec, &RecordError{Connection: connection, Reason: "failed authentication (altered, or moved from another connection)"}
 	}
 	if err := json.Unmarshal(plain, &rec); err != nil || rec.RefreshToken == "" {
 		return rec, &RecordError{Connection: connection, Reason: "malformed"}
 	}
 	return rec, nil
+}
+
+// openSealed checks and decrypts what seal made with magic; its errors
+// are *RecordError.
+func openSealed(key, magic []byte, connection string, raw []byte) ([]byte, error) {
+	if len(raw) < headerLen || !bytes.HasPrefix(raw, magic) {
+		return nil, &RecordError{Connection: connection, Reason: "malformed"}
+	}
+	if key == nil {
+		return nil, &RecordError{Connection: connection, Reason: "no key"}
+	}
+	if id := keyID(key); !bytes.Equal(raw[len(magic):len(magic)+hashLen], id[:]) {
+		return nil, &RecordError{Connection: connection, Reason: fmt.Sprintf("sealed with another key than the one in secret %q", WriteAheadKeySecret)}
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, err
+	}
+	if len(raw) < headerLen+aead.NonceSize() {
+		return nil, &RecordError{Connection: connection, Reason: "malformed"}
+	}
+	nonce := raw[headerLen : headerLen+aead.NonceSize()]
+	ad := append(append([]byte{}, raw[:headerLen]...), connection...)
+	plain, err := aead.Open(nil, nonce, raw[headerLen+aead.NonceSize():], ad)
+	if err != nil {
+		return nil, &RecordError{Connection: connection, Reason: "failed authentication (altered, or moved from another connection)"}
+	}
+	return plain, nil
 }
 
 // current is a connection's refresh token as read under its lock.
@@ -328,7 +350,9 @@ func (b *Broker) readCurrent(ctx context.Context, st *connState, lock Lock, cur 
 		return failureError(CategoryLockUnavailable, c,
 			"the write-ahead record beside the lock could not be read, and it may hold the current refresh token; nothing was redeemed", err)
 	}
-	if raw == nil {
+	if raw == nil || isAccessRecord(raw) {
+		// Nothing, or the access token kept beside the lock
+		// (besidelock.go): no refresh token is waiting.
 		return nil
 	}
 	base, wellFormed := recordBase(raw)
@@ -336,7 +360,7 @@ func (b *Broker) readCurrent(ctx context.Context, st *connState, lock Lock, cur 
 	switch {
 	case oerr == nil && Secret(rec.RefreshToken) == cur.cred.RefreshToken:
 		// The store caught up; only the clearing was missing.
-		b.clearRecord(ctx, c, wal)
+		b.settleRecord(ctx, c, lock, wal, rec.Access)
 		return nil
 	case !wellFormed || base != cur.base:
 		// Malformed, or written over a store value that has since been
@@ -356,7 +380,7 @@ func (b *Broker) readCurrent(ctx context.Context, st *connState, lock Lock, cur 
 	// The record is the current refresh token.
 	cur.cred.RefreshToken = Secret(rec.RefreshToken)
 	cur.fromRecord = true
-	if b.moveToStore(ctx, st, lock, wal, cur.cred.RefreshToken, rec.IssuedAt) {
+	if b.moveToStore(ctx, st, lock, wal, cur.cred.RefreshToken, rec.IssuedAt, rec.Access) {
 		cur.base = hashToken(cur.cred.RefreshToken)
 		cur.fromRecord = false
 	}
@@ -364,8 +388,10 @@ func (b *Broker) readCurrent(ctx context.Context, st *connState, lock Lock, cur 
 }
 
 // moveToStore writes a refresh token that is in the write-ahead record into
-// the store and clears the record. It reports whether the store took it.
-func (b *Broker) moveToStore(ctx context.Context, st *connState, lock Lock, wal WriteAheadLog, rt Secret, issued time.Time) bool {
+// the store and settles the record (settleRecord: access, the record's
+// access token, is kept beside the lock in its place when access tokens
+// are kept there). It reports whether the store took it.
+func (b *Broker) moveToStore(ctx context.Context, st *connState, lock Lock, wal WriteAheadLog, rt Secret, issued time.Time, access *accessRecord) bool {
 	c := &st.conn
 	err := b.retryStore(ctx, lock, func(ctx context.Context) error {
 		return b.store.Set(ctx, c.Secrets.RefreshToken, StoredSecret{Value: rt, UpdatedOn: issued})
@@ -375,7 +401,7 @@ func (b *Broker) moveToStore(ctx context.Context, st *connState, lock Lock, wal 
 			"connection", c.Name, "secret", c.Secrets.RefreshToken, "error", err.Error())
 		return false
 	}
-	b.clearRecord(ctx, c, wal)
+	b.settleRecord(ctx, c, lock, wal, access)
 	b.log.Info("refresh token moved from the write-ahead record into the store", "event", "persist.recovered", "connection", c.Name)
 	return true
 }
@@ -396,13 +422,21 @@ func (b *Broker) clearRecord(ctx context.Context, c *Connection, wal WriteAheadL
 // it: the refresh token is lost with this process, and the error is what
 // the caller is answered.
 func (b *Broker) keepRefreshToken(ctx context.Context, st *connState, lock Lock, cur current, rt Secret, issued time.Time) (pending bool, err error) {
+	pending, _, err = b.keepRotated(ctx, st, lock, cur, rt, issued, nil)
+	return pending, err
+}
+
+// keepRotated is keepRefreshToken, with access (when access tokens are
+// kept beside the lock) in the record too: settling the record keeps it
+// there (accessKept), with no store write for it.
+func (b *Broker) keepRotated(ctx context.Context, st *connState, lock Lock, cur current, rt Secret, issued time.Time, access *accessRecord) (pending, accessKept bool, err error) {
 	c := &st.conn
 	wal, _ := lock.(WriteAheadLog)
 	inRecord := false
 	if wal != nil {
 		if key := b.key(ctx); key != nil {
 			var raw []byte
-			raw, err = sealRecord(key, c.Name, cur.base, writeAheadRecord{RefreshToken: rt.Reveal(), IssuedAt: issued, Instance: b.instance})
+			raw, err = sealRecord(key, c.Name, cur.base, writeAheadRecord{RefreshToken: rt.Reveal(), IssuedAt: issued, Instance: b.instance, Access: access})
 			if err == nil {
 				err = wal.WriteAhead(ctx, raw)
 			}
@@ -426,13 +460,15 @@ func (b *Broker) keepRefreshToken(ctx context.Context, st *connState, lock Lock,
 	switch {
 	case serr == nil:
 		if inRecord {
-			b.clearRecord(ctx, c, wal)
+			// One request either way: the record is replaced by the
+			// access token, or emptied.
+			accessKept = b.settleRecord(ctx, c, lock, wal, access)
 		}
-		return false, nil
+		return false, accessKept, nil
 	case inRecord:
 		b.log.Warn("the store refused the rotated refresh token; it is kept in the write-ahead record beside the lock until the next refresh or sweep moves it into the store",
 			"event", "persist.pending", "connection", c.Name, "secret", c.Secrets.RefreshToken, "error", serr.Error())
-		return true, nil
+		return true, access != nil, nil
 	}
 	b.log.Error("the rotated refresh token could not be kept: neither the store nor the write-ahead record accepted it; the connection needs consent again unless the provider still accepts the previous refresh token",
 		"event", "persist.lost", "connection", c.Name, "secret", c.Secrets.RefreshToken, "error", serr.Error())
@@ -441,7 +477,7 @@ func (b *Broker) keepRefreshToken(ctx context.Context, st *connState, lock Lock,
 	e.Remediation = fmt.Sprintf("Restore the secret store's and the lock storage's reachability, then re-authorize connection %q (or store a new refresh token in secret %q); a provider with a reuse grace may still accept the previous one. %s",
 		c.Name, c.Secrets.RefreshToken, e.Remediation)
 	e.RetryAfter = time.Minute
-	return false, e
+	return false, false, e
 }
 
 // reconcileWriteAhead moves every refresh token left in a write-ahead
