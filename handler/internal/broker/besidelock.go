@@ -226,14 +226,24 @@ func (b *Broker) remember(name, value string) {
 	}
 }
 
-// vaultWritesPerRefresh is how many store writes a refresh of c makes:
-// writesPerRefresh, less the access token when it is kept beside the lock.
+// vaultWritesPerRefresh is how many store writes the sweep holds budget
+// for before it refreshes c: writesPerRefresh, less the access token when
+// it is kept beside the lock. With access tokens beside the lock the
+// store's list says nothing of their expiry, so a connection whose token
+// this instance has not read yet (a cold start) looks due; the flight
+// reads the lock blob first and usually finds the token fresh. The sweep
+// holds no budget for such a connection: a refresh that does follow still
+// waits for the pacer's bucket at its write (keyvault.Pacer.Set), and the
+// cohort of a cold start is not held back by writes it never makes.
 func (b *Broker) vaultWritesPerRefresh(c *Connection) int {
 	n := writesPerRefresh(c)
-	if b.besideLock {
-		n--
+	if !b.besideLock {
+		return n
 	}
-	return n
+	if st, ok := b.conns.Load().byName[c.Name]; ok && st.cached.Load() == nil {
+		return 0
+	}
+	return n - 1
 }
 
 // SealAccessToken seals an access-token record of connection as the

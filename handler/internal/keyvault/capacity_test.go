@@ -2,6 +2,7 @@ package keyvault_test
 
 import (
 	"context"
+	"crypto/rand"
 	"flag"
 	"fmt"
 	"os"
@@ -26,6 +27,7 @@ var (
 	capacityBudget  = flag.Int("capacity.budget", 0, "the pacer's writes per 10 s (0: the default, half the vault's 300)")
 	capacityHours   = flag.Int("capacity.hours", 3, "simulated hours")
 	capacityRotate  = flag.Bool("capacity.rotating", true, "the provider rotates refresh tokens (two writes a refresh)")
+	capacityAccess  = flag.String("capacity.accesstokens", "keyvault", `where access tokens are kept: "keyvault" (a vault write each refresh) or "blob" (ACCESS_TOKEN_STORE=blob: beside each lock, simulated in memory)`)
 )
 
 // TestCapacity is the capacity benchmark, not a test of its own: set
@@ -50,8 +52,12 @@ func TestCapacity(t *testing.T) {
 	if budget == 0 {
 		budget = int(keyvault.DefaultWriteShare * keyvault.VaultWritesPer10s)
 	}
-	fmt.Printf("capacity: %d h simulated, one-hour tokens, rotating %t, pacer budget %d writes/10 s (vault: %d)\n",
-		*capacityHours, *capacityRotate, budget, keyvault.VaultWritesPer10s)
+	blob := *capacityAccess == "blob"
+	if !blob && *capacityAccess != "keyvault" {
+		t.Fatalf("-capacity.accesstokens %q: keyvault or blob", *capacityAccess)
+	}
+	fmt.Printf("capacity: %d h simulated, one-hour tokens, rotating %t, access tokens in %s, pacer budget %d writes/10 s (vault: %d)\n",
+		*capacityHours, *capacityRotate, *capacityAccess, budget, keyvault.VaultWritesPer10s)
 	fmt.Printf("%-7s %-8s %-10s %-14s %-16s %-6s %-10s %-8s %-18s %-8s %-8s\n",
 		"conns", "provider", "refreshes", "busiest 10 s", "after 1st cycle", "429s", "to caller", "expired", "sweep mean / max", "heap MB", "wall")
 	for _, ns := range strings.Split(*capacityConns, ",") {
@@ -68,7 +74,7 @@ func TestCapacity(t *testing.T) {
 				start := time.Now()
 				var r capacityResult
 				synctest.Test(t, func(t *testing.T) {
-					r = simulate(t, n, lat, budget, *capacityRotate, time.Duration(*capacityHours)*time.Hour)
+					r = simulate(t, n, lat, budget, *capacityRotate, blob, time.Duration(*capacityHours)*time.Hour)
 				})
 				fmt.Printf("%-7d %-8v %-10d %-14d %-16d %-6d %-10d %-8d %-18s %-8.0f %-8v\n",
 					n, lat, r.refreshes, r.busiest, r.busiestAfter, r.throttled, r.failed, r.expired,
@@ -91,13 +97,19 @@ type capacityResult struct {
 	heap                  uint64
 }
 
-func simulate(t *testing.T, n int, latency time.Duration, budget int, rotating bool, span time.Duration) capacityResult {
+// With blob, access tokens are kept beside each lock
+// (broker.Options.AccessTokensBesideLock): the lock blob is simulated in
+// memory (memBlob: Get Blob 5 ms, Put Blob 10 ms, sealed records under the
+// write-ahead key), the vault side is
+// the real client against the double as before.
+func simulate(t *testing.T, n int, latency time.Duration, budget int, rotating, blob bool, span time.Duration) capacityResult {
 	v := kvtest.New(t, &kvtest.Options{Limits: true, InProcess: true, LatestOnly: true, PageSize: 25})
 	v.Delay(kvtest.OpGet, 10*time.Millisecond)
 	v.Delay(kvtest.OpSet, 20*time.Millisecond)
 	v.Delay(kvtest.OpList, 50*time.Millisecond)
 	t0 := time.Now()
 	g := &cohortGrant{latency: latency, rotating: rotating, current: make(map[string]string, n)}
+	mb := newMemBlob()
 	conns := make([]broker.Connection, n)
 	for i := range conns {
 		name := fmt.Sprintf("conn-%05d", i)
@@ -107,12 +119,25 @@ func simulate(t *testing.T, n int, latency time.Duration, budget int, rotating b
 		conns[i] = c
 		v.Put(c.Secrets.ClientSecret, "secret", time.Time{})
 		v.Put(c.Secrets.RefreshToken, name+"-rt-0", time.Time{})
-		v.Put(c.Secrets.AccessToken, name+"-at-0", t0.Add(time.Hour))
+		if !blob {
+			v.Put(c.Secrets.AccessToken, name+"-at-0", t0.Add(time.Hour))
+		} else if err := mb.seed(name, name+"-at-0", t0); err != nil {
+			t.Fatal(err)
+		}
 		g.current[name] = name + "-rt-0"
 	}
 	log := &writeLog{SecretStore: keyvault.New(v.Client, keyvault.Options{})}
 	pacer := keyvault.NewPacer(log, keyvault.PacerOptions{WritesPer10s: budget})
-	b, err := broker.New(broker.Options{Store: pacer, Locker: memLocker{&sync.Map{}}, Grant: g, Connections: conns})
+	bo := broker.Options{Store: pacer, Locker: memLocker{&sync.Map{}}, Grant: g, Connections: conns}
+	if blob {
+		// The key as broker.StoredKey would cache it after its one read:
+		// its mutex, held across a vault read on the fake clock, is not a
+		// durable block, so synctest's clock would never advance.
+		bo.Locker = mb
+		bo.WriteAheadKey = func(context.Context) ([]byte, error) { return mb.key, nil }
+		bo.AccessTokensBesideLock = true
+	}
+	b, err := broker.New(bo)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +151,11 @@ func simulate(t *testing.T, n int, latency time.Duration, budget int, rotating b
 		time.Sleep(time.Until(next))
 		now := time.Now()
 		for _, c := range conns {
-			if ver, ok := v.Latest(c.Secrets.AccessToken); !ok || !ver.Expires.After(now) {
+			if blob {
+				if exp, ok := mb.expiry(c.Name); !ok || !exp.After(now) {
+					expired[c.Name] = true
+				}
+			} else if ver, ok := v.Latest(c.Secrets.AccessToken); !ok || !ver.Expires.After(now) {
 				expired[c.Name] = true
 			}
 		}
@@ -235,3 +264,75 @@ func (m memLocker) Lock(ctx context.Context, name string) (broker.Lock, error) {
 func (l memLock) Lost() <-chan struct{}         { return nil }
 func (l memLock) Held() bool                    { return true }
 func (l memLock) Release(context.Context) error { <-l; return nil }
+
+// memBlob simulates the blob lease as ACCESS_TOKEN_STORE=blob uses it: a
+// lock per connection (a memLock) whose content is the write-ahead record
+// or the sealed access-token record, read without the lock by other
+// callers. Reads take 5 ms, writes 10 ms (a Put Blob).
+type memBlob struct {
+	memLocker
+	key     []byte
+	content *sync.Map // name -> []byte
+}
+
+func newMemBlob() *memBlob {
+	k := make([]byte, 32)
+	_, _ = rand.Read(k)
+	return &memBlob{memLocker: memLocker{&sync.Map{}}, key: k, content: &sync.Map{}}
+}
+
+func (m *memBlob) seed(name, at string, issued time.Time) error {
+	raw, err := broker.SealAccessToken(m.key, name, broker.AccessToken{Value: broker.Secret(at), TokenType: "Bearer", Expiry: issued.Add(time.Hour)}, issued)
+	m.content.Store(name, raw)
+	return err
+}
+
+// expiry opens the connection's content as any instance would.
+func (m *memBlob) expiry(name string) (time.Time, bool) {
+	raw, ok := m.content.Load(name)
+	if !ok {
+		return time.Time{}, false
+	}
+	at, ok, err := broker.OpenAccessToken(m.key, name, raw.([]byte))
+	return at.Expiry, ok && err == nil
+}
+
+func (m *memBlob) Lock(ctx context.Context, name string) (broker.Lock, error) {
+	l, err := m.memLocker.Lock(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return &memBlobLock{memLock: l.(memLock), m: m, name: name}, nil
+}
+
+func (m *memBlob) ReadBesideLock(ctx context.Context, name string) ([]byte, error) {
+	time.Sleep(5 * time.Millisecond)
+	raw, ok := m.content.Load(name)
+	if !ok {
+		return nil, nil
+	}
+	return raw.([]byte), nil
+}
+
+type memBlobLock struct {
+	memLock
+	m    *memBlob
+	name string
+}
+
+func (l *memBlobLock) put(rec []byte) error {
+	time.Sleep(10 * time.Millisecond)
+	if rec == nil {
+		l.m.content.Delete(l.name)
+	} else {
+		l.m.content.Store(l.name, rec)
+	}
+	return nil
+}
+
+func (l *memBlobLock) WriteAhead(_ context.Context, rec []byte) error      { return l.put(rec) }
+func (l *memBlobLock) ClearWriteAhead(context.Context) error               { return l.put(nil) }
+func (l *memBlobLock) KeepAccessToken(_ context.Context, rec []byte) error { return l.put(rec) }
+func (l *memBlobLock) ReadWriteAhead(ctx context.Context) ([]byte, error) {
+	return l.m.ReadBesideLock(ctx, l.name)
+}
