@@ -102,6 +102,7 @@ var handlerSettingsOnAzure = map[string]struct {
 	"WEBSITE_AUTH_ENABLED":                      {byPlatform, "set by App Service authentication; set by hand it would make forged X-MS-CLIENT-PRINCIPAL-ID headers trusted"},
 	"LOG_LEVEL":                                 {tunable, ""},
 	"KEY_VAULT_WRITE_BUDGET":                    {tunable, "this instance's share of the vault's 300 secret writes per 10 s"},
+	"ACCESS_TOKEN_STORE":                        {tunable, "keyvault (DESIGN's layout) or blob (access tokens beside each lock: one vault write per rotating refresh)"},
 	"IDENTITY_ENDPOINT":                         {byPlatform, "the managed identity endpoint"},
 	"MSI_ENDPOINT":                              {byPlatform, "the older managed identity endpoint"},
 	"APPLICATIONINSIGHTS_CONNECTION_STRING":     {fromTemplate, "where the handler's metrics go (customMetrics); the host reads it too"},

@@ -42,7 +42,7 @@ param connections object
 // property: https://learn.microsoft.com/azure/azure-resource-manager/bicep/user-defined-data-types).
 type stringMap = { *: string }
 
-@description('Further handler settings, each a string, with their defaults in README.md: PROVIDER_TIMEOUT, PROVIDER_ATTEMPT_TIMEOUT, PROVIDER_MAX_RESPONSE_BYTES, LOCK_WAIT, LOCK_LEASE_DURATION, LOG_LEVEL, KEY_VAULT_WRITE_BUDGET; and CONNECTIONS_BLOB (<container>/<blob> in the lock container, such as token-locks/connections.json) to keep the connections file in a blob that running instances re-read when it changes, in place of the connections parameter, which is then not deployed.')
+@description('Further handler settings, each a string, with their defaults in README.md: PROVIDER_TIMEOUT, PROVIDER_ATTEMPT_TIMEOUT, PROVIDER_MAX_RESPONSE_BYTES, LOCK_WAIT, LOCK_LEASE_DURATION, LOG_LEVEL, KEY_VAULT_WRITE_BUDGET, ACCESS_TOKEN_STORE (blob keeps access tokens beside each lock instead of in Key Vault); and CONNECTIONS_BLOB (<container>/<blob> in the lock container, such as token-locks/connections.json) to keep the connections file in a blob that running instances re-read when it changes, in place of the connections parameter, which is then not deployed.')
 param handlerSettings stringMap = {}
 
 @description('Resource id of an existing user-assigned managed identity to run as (its client id becomes AZURE_CLIENT_ID); empty: the system-assigned identity.')

@@ -62,8 +62,13 @@ func NewBroker(settings config.Settings, conns []broker.Connection, getenv func(
 		// A secret in the store, created on first use (broker.StoredKey).
 		WriteAheadKey: key,
 		LockWait:      settings.LockWait,
-		Instance:      InstanceName(getenv),
-		Logger:        log,
+		// ACCESS_TOKEN_STORE=blob: the access token beside the lock, one
+		// vault write per rotating refresh (broker/besidelock.go); what
+		// is read there is registered with the log's redactor.
+		AccessTokensBesideLock: settings.AccessTokenStore == config.AccessTokensInBlob,
+		Remember:               rememberWith(log),
+		Instance:               InstanceName(getenv),
+		Logger:                 log,
 		Grant: redaction.Grant(oauth.New(oauth.Options{
 			Timeout:          settings.ProviderTimeout,
 			AttemptTimeout:   settings.ProviderAttemptTimeout,
@@ -81,6 +86,15 @@ func NewBroker(settings config.Settings, conns []broker.Connection, getenv func(
 		return Wired{}, err
 	}
 	return Wired{Broker: b, Store: store, Key: key, Locker: locker, Signer: signer, Federated: federated}, nil
+}
+
+// rememberWith registers a secret with log's redactor, when it has one.
+func rememberWith(log *slog.Logger) func(name, value string) {
+	r := redaction.OfLogger(log)
+	if r == nil {
+		return nil
+	}
+	return r.Remember
 }
 
 // Open chooses the store and the lock, each independently (DESIGN.md):
@@ -162,6 +176,15 @@ func StoreKind(s config.Settings) string {
 		return "keyvault"
 	}
 	return "local"
+}
+
+// AccessTokenKind says where NewBroker keeps the shared access tokens, for
+// the start-up log: "keyvault" covers the local store too.
+func AccessTokenKind(s config.Settings) string {
+	if s.AccessTokenStore == config.AccessTokensInBlob {
+		return "blob (beside each lock; not in Key Vault)"
+	}
+	return "store"
 }
 
 // LockKind names the lock Open chooses, for the start-up log.

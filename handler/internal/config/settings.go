@@ -92,6 +92,13 @@ type Settings struct {
 	// writes this instance makes to Key Vault in any 10 seconds (default
 	// 150, half of the vault's 300; keyvault.Pacer).
 	KeyVaultWriteBudget int
+	// AccessTokenStore is ACCESS_TOKEN_STORE, where the shared access
+	// token is kept: AccessTokensInStore (default: the secret store, as
+	// DESIGN.md lays it out) or AccessTokensInBlob (beside the lock, in
+	// the lock blob, sealed under the write-ahead key: one Key Vault write
+	// per rotating refresh instead of two; broker.Options.
+	// AccessTokensBesideLock). Blob needs the blob lock.
+	AccessTokenStore string
 
 	// AuthEnabled is WEBSITE_AUTH_ENABLED: App Service authentication is
 	// on, so X-MS-CLIENT-PRINCIPAL-ID headers come from the platform. It
@@ -132,6 +139,12 @@ const (
 	// DefaultKeyVaultWriteBudget is half of the 300 secret writes Key
 	// Vault allows per 10 s per vault (keyvault.VaultWritesPer10s).
 	DefaultKeyVaultWriteBudget = 150
+)
+
+// Values of ACCESS_TOKEN_STORE.
+const (
+	AccessTokensInStore = "keyvault"
+	AccessTokensInBlob  = "blob"
 )
 
 // Bounds of the settings. The 60 s ceiling is the default timeout of an
@@ -220,6 +233,8 @@ func LoadSettings(getenv func(string) string) (Settings, error) {
 		LeaseDuration:            l.duration("LOCK_LEASE_DURATION", DefaultLeaseDuration, 15*time.Second, 60*time.Second, "Azure blob leases last 15 to 60 seconds"),
 		SweepInterval:            l.duration("SWEEP_INTERVAL", DefaultSweepInterval, minSweepInterval, maxSweepInterval, ""),
 		KeyVaultWriteBudget:      l.integer("KEY_VAULT_WRITE_BUDGET", DefaultKeyVaultWriteBudget, 1, 300, "Key Vault allows 300 secret writes per 10 seconds per vault, shared by every instance"),
+		AccessTokenStore: l.matchOr("ACCESS_TOKEN_STORE", AccessTokensInStore, func(v string) bool { return v == AccessTokensInStore || v == AccessTokensInBlob },
+			`must be "keyvault" (the access token in the secret store, the default) or "blob" (beside the connection's lock in the lock storage account)`),
 
 		AuthEnabled:     l.boolean("WEBSITE_AUTH_ENABLED"),
 		StatusPageGroup: strings.ToLower(l.match("STATUS_PAGE_GROUP", guidPattern.MatchString, "must be the object id (a GUID) of the Entra group whose members may open the signed-in status page")),
@@ -243,6 +258,11 @@ func LoadSettings(getenv func(string) string) (Settings, error) {
 	}
 	if s.ConnectionsBlob != "" && !s.UsesBlobLock() {
 		l.problem("CONNECTIONS_BLOB", s.ConnectionsBlob, "needs the lock storage account (AzureWebJobsStorage, or AzureWebJobsStorage__blobServiceUri / __accountName), which holds the blob")
+	}
+	if s.AccessTokenStore == AccessTokensInBlob && !s.UsesBlobLock() && l.ok("ACCESS_TOKEN_STORE") {
+		// Locally there is no blob beside the lock to keep it in, and the
+		// local store has no write budget to save.
+		l.problem("ACCESS_TOKEN_STORE", s.AccessTokenStore, "blob keeps access tokens in the lock storage account, and none is set (AzureWebJobsStorage, or AzureWebJobsStorage__blobServiceUri / __accountName); unset it to keep them in the secret store")
 	}
 	if s.ProviderAttemptTimeout > s.ProviderTimeout && l.ok("PROVIDER_TIMEOUT") && l.ok("PROVIDER_ATTEMPT_TIMEOUT") {
 		l.problem("PROVIDER_ATTEMPT_TIMEOUT", l.get("PROVIDER_ATTEMPT_TIMEOUT"),
@@ -469,6 +489,7 @@ func (s Settings) attrs() []slog.Attr {
 		slog.Duration("leaseDuration", s.LeaseDuration),
 		slog.Duration("sweepInterval", s.SweepInterval),
 		slog.Int("keyVaultWriteBudget", s.KeyVaultWriteBudget),
+		slog.String("accessTokenStore", s.AccessTokenStore),
 		slog.Bool("authEnabled", s.AuthEnabled),
 		slog.String("apiKeySecret", s.APIKeySecret),
 		slog.String("logLevel", s.LogLevel.String()),

@@ -49,6 +49,7 @@ func TestLoadSettingsDefaults(t *testing.T) {
 		LeaseDuration:            30 * time.Second,
 		SweepInterval:            5 * time.Minute,
 		KeyVaultWriteBudget:      150,
+		AccessTokenStore:         AccessTokensInStore,
 		LogLevel:                 slog.LevelInfo,
 	}
 	if !reflect.DeepEqual(s, want) {
@@ -78,6 +79,7 @@ func TestLoadSettingsEverySetting(t *testing.T) {
 		"LOCK_LEASE_DURATION":                 "45s",
 		"SWEEP_INTERVAL":                      "1m30s",
 		"KEY_VAULT_WRITE_BUDGET":              "60",
+		"ACCESS_TOKEN_STORE":                  "blob",
 		"WEBSITE_AUTH_ENABLED":                "True",
 		"API_KEY_SECRET":                      "tokenrefresher-api-key",
 		"LOG_LEVEL":                           "DEBUG",
@@ -103,6 +105,7 @@ func TestLoadSettingsEverySetting(t *testing.T) {
 		LeaseDuration:            45 * time.Second,
 		SweepInterval:            90 * time.Second,
 		KeyVaultWriteBudget:      60,
+		AccessTokenStore:         AccessTokensInBlob,
 		AuthEnabled:              true,
 		APIKeySecret:             "tokenrefresher-api-key",
 		LogLevel:                 slog.LevelDebug,

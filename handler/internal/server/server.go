@@ -138,7 +138,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 	}), log)
 	log.Info("listening", "event", "handler.start", "mode", settings.Mode(), "addr", ln.Addr().String(),
 		"connections", len(conns), "store", backends.StoreKind(settings), "lock", backends.LockKind(settings),
-		"api_key", !apiKey.IsZero(), "instance", backends.InstanceName(getenv), "version", version)
+		"access_tokens", backends.AccessTokenKind(settings), "api_key", !apiKey.IsZero(), "instance", backends.InstanceName(getenv), "version", version)
 
 	if settings.Mode() == config.ModeStandalone {
 		go sweepEvery(ctx, sweeper, settings.SweepInterval, log)
