@@ -94,19 +94,13 @@ func (h *heldLock) ReadWriteAhead(ctx context.Context) ([]byte, error) {
 		return nil, h.opError("read write-ahead record", err)
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxRecord+1))
+	data, err := readRecord(resp.Body)
 	if err != nil {
 		return nil, h.opError("read write-ahead record", err)
-	}
-	if len(data) > maxRecord {
-		return nil, h.opError("read write-ahead record", fmt.Errorf("the lock blob holds %d bytes or more, not a record", maxRecord))
 	}
 	h.mu.Lock()
 	h.meta, h.metaKnown = resp.Metadata, true
 	h.mu.Unlock()
-	if len(data) == 0 {
-		return nil, nil
-	}
 	return data, nil
 }
 
@@ -204,20 +198,36 @@ func (l *Locker) ReadBesideLock(ctx context.Context, name string) ([]byte, error
 	}
 	resp, err := l.container.NewBlobClient(bn).DownloadStream(ctx, nil)
 	if err != nil {
-		var re *azcore.ResponseError
-		if bloberror.HasCode(err, bloberror.BlobNotFound, bloberror.ContainerNotFound) ||
-			errors.As(err, &re) && re.StatusCode == 404 {
+		if blobMissing(err) {
 			return nil, nil
 		}
 		return nil, newError("read access token", name, l.containerName, err)
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxRecord+1))
+	data, err := readRecord(resp.Body)
 	if err != nil {
 		return nil, newError("read access token", name, l.containerName, err)
 	}
+	return data, nil
+}
+
+// blobMissing reports whether err says the blob or its container does not
+// exist.
+func blobMissing(err error) bool {
+	var re *azcore.ResponseError
+	return bloberror.HasCode(err, bloberror.BlobNotFound, bloberror.ContainerNotFound) ||
+		errors.As(err, &re) && re.StatusCode == 404
+}
+
+// readRecord reads a lock blob's content: nil when empty, an error when it
+// is larger than a record can be.
+func readRecord(body io.Reader) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(body, maxRecord+1))
+	if err != nil {
+		return nil, err
+	}
 	if len(data) > maxRecord {
-		return nil, newError("read access token", name, l.containerName, fmt.Errorf("the lock blob holds %d bytes or more, not a record", maxRecord))
+		return nil, fmt.Errorf("the lock blob holds %d bytes or more, not a record", maxRecord)
 	}
 	if len(data) == 0 {
 		return nil, nil
@@ -235,9 +245,7 @@ func (l *Locker) HasWriteAhead(ctx context.Context, name string) (bool, error) {
 	}
 	props, err := l.container.NewBlobClient(bn).GetProperties(ctx, nil)
 	if err != nil {
-		var re *azcore.ResponseError
-		if bloberror.HasCode(err, bloberror.BlobNotFound, bloberror.ContainerNotFound) ||
-			errors.As(err, &re) && re.StatusCode == 404 {
+		if blobMissing(err) {
 			return false, nil
 		}
 		return false, newError("check write-ahead record", name, l.containerName, err)
