@@ -205,7 +205,13 @@ func (p *Pacer) recover() {
 // the callers' reserve left over, then takes them: the next n Sets, of
 // whatever caller, spend them instead of waiting. It gives up when ctx
 // ends.
+//
+// A bucket too small for both (a budget under 30 writes per 10 s holds
+// one to two) is asked for what it can hold: n at most a bucketful, and
+// the reserve only what the bucket holds beyond n. Asking for more than it
+// can ever hold would stop the sweep for good.
 func (p *Pacer) AwaitSweepRoom(ctx context.Context, n int) error {
+	n = min(n, p.burst)
 	for {
 		p.mu.Lock()
 		pause := time.Until(p.pausedUntil)
@@ -213,7 +219,7 @@ func (p *Pacer) AwaitSweepRoom(ctx context.Context, n int) error {
 		if pause <= 0 {
 			now := time.Now()
 			have := p.lim.TokensAt(now)
-			need := p.reserve + float64(n)
+			need := math.Min(p.reserve+float64(n), float64(p.burst))
 			if have >= need {
 				// Credit beyond a bucketful is not kept: writes the sweep
 				// paid for and never made (a peer had refreshed) must not

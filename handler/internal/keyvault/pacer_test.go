@@ -2,6 +2,7 @@ package keyvault_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -162,4 +163,41 @@ func TestSweepLeavesAReserveForCallers(t *testing.T) {
 			t.Errorf("a caller's write waited %v behind the sweep", slowest)
 		}
 	})
+}
+
+// TestSweepRoomInASmallBucket: a budget under 30 writes per 10 s makes a
+// bucket of one or two writes, smaller than a rotating refresh's two
+// writes plus the callers' reserve. The sweep still gets room, at the
+// budget's rate, instead of waiting forever.
+func TestSweepRoomInASmallBucket(t *testing.T) {
+	tests := []struct {
+		per10, n int
+	}{
+		{9, 1}, {15, 1}, {15, 2}, {25, 2}, {25, 3}, {150, 2},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%d per 10 s, %d a refresh", tt.per10, tt.n), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				_, log, p := pacedVault(t, tt.per10)
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				rooms := 0
+				for p.AwaitSweepRoom(ctx, tt.n) == nil {
+					rooms++
+					for range tt.n {
+						if err := p.Set(context.Background(), "sweep", broker.StoredSecret{Value: "v"}); err != nil {
+							t.Fatal(err)
+						}
+					}
+				}
+				// A minute is six windows of the budget, less the reserve.
+				if writes := rooms * tt.n; writes < 4*tt.per10 {
+					t.Errorf("the sweep got room for %d writes in a minute; the budget is %d per 10 s", writes, tt.per10)
+				}
+				if got := log.busiest(); got > tt.per10 {
+					t.Errorf("%d writes in 10 s; the budget is %d", got, tt.per10)
+				}
+			})
+		})
+	}
 }
