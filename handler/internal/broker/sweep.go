@@ -87,6 +87,8 @@ type sweepState struct {
 	// listed is the last walk of the store's list, and when it ran.
 	listed   map[string]SecretInfo
 	listedAt time.Time
+	// walking is set while a walk runs beside a sweep.
+	walking bool
 	// refreshTook is a moving average of how long one sweep refresh
 	// took, zero before the first.
 	refreshTook time.Duration
@@ -138,24 +140,56 @@ func (b *Broker) Sweep(ctx context.Context, horizon time.Duration) []SweepResult
 	// records into the store (writeahead.go).
 	b.reconcileWriteAhead(ctx)
 	start := b.now()
-	listed := b.sweepListing(ctx)
-	stopAt, bounded := b.sweepStop(ctx, start)
+	listed, walked := b.sweepListing(ctx)
+	defer walked()
+	stopAt, bounded := b.sweepStop(ctx, start, horizon/2)
 
+	// The set current now: a swap while the sweep runs takes effect at
+	// the next sweep.
+	conns := b.connList()
+	results := make([]SweepResult, len(conns))
+	refreshed := b.sweepPass(ctx, conns, results, horizon, listed, stopAt, bounded)
+	// A sweep that ran past its period has missed the timer's tick: the
+	// next sweep comes a period later at best. Connections whose turn
+	// came while this one ran would wait for it, and the budget with
+	// them; so it goes over them again while its passes find work,
+	// until the point where it starts nothing more (sweepStop).
+	for refreshed > 0 && b.now().Sub(start) > horizon/2 && (!bounded || b.now().Before(stopAt)) {
+		again := make([]SweepResult, len(conns))
+		for i := range again {
+			if results[i].Action == SweepFailed {
+				// Failed once this sweep: the next sweep retries it.
+				again[i] = results[i]
+			}
+		}
+		refreshed = b.sweepPass(ctx, conns, again, horizon, b.sweepOverlay(), stopAt, bounded)
+		for i, r := range again {
+			if r.Action == SweepRefreshed || r.Action == SweepKeptAlive || (r.Action == SweepFailed && results[i].Action != SweepFailed) {
+				results[i] = r
+			}
+		}
+	}
+	return results
+}
+
+// sweepPass goes over conns once, most due first, filling results (a
+// connection whose result is already set is skipped), and returns how
+// many it refreshed or kept alive.
+func (b *Broker) sweepPass(ctx context.Context, conns []*connState, results []SweepResult, horizon time.Duration,
+	listed map[string]SecretInfo, stopAt time.Time, bounded bool) int {
 	type item struct {
 		i   int
 		due time.Time
 	}
-	// The set current now: a swap while the sweep runs takes effect at
-	// the next sweep.
-	conns := b.connList()
-	items := make([]item, len(conns))
+	items := make([]item, 0, len(conns))
 	for i, st := range conns {
-		items[i] = item{i, b.sweepDue(ctx, st, listed)}
+		if results[i].Action == "" {
+			items = append(items, item{i, b.sweepDue(ctx, st, listed)})
+		}
 	}
 	// Stable: equally due connections keep the configuration's order.
 	slices.SortStableFunc(items, func(x, y item) int { return x.due.Compare(y.due) })
 
-	results := make([]SweepResult, len(conns))
 	// A semaphore whose size may change while the sweep runs: it follows
 	// the pacer's rate, which a 429 lowers, and the refresh time measured.
 	var (
@@ -189,7 +223,13 @@ func (b *Broker) Sweep(ctx context.Context, horizon time.Duration) []SweepResult
 		})
 	}
 	wg.Wait()
-	return results
+	acted := 0
+	for _, it := range items {
+		if a := results[it.i].Action; a == SweepRefreshed || a == SweepKeptAlive {
+			acted++
+		}
+	}
+	return acted
 }
 
 func (b *Broker) deferred(ctx context.Context, st *connState, listed map[string]SecretInfo) SweepResult {
@@ -246,22 +286,61 @@ func writesPerRefresh(c *Connection) int {
 // no cost. A token that looks due there and that a peer has refreshed
 // since costs one read (a refresh reads the store before anything else),
 // never a write; a token never looks fresher than it is.
-func (b *Broker) sweepListing(ctx context.Context) map[string]SecretInfo {
+//
+// Only the first walk holds the sweep up. Later ones run beside the sweep,
+// which goes by the last walk meanwhile: Key Vault lists 25 secrets a
+// page, so a walk over 45,000 connections is some 3,600 pages, minutes in
+// which a sweep waiting for it would leave the write budget idle. walked
+// waits for such a walk; the sweep calls it before it returns.
+func (b *Broker) sweepListing(ctx context.Context) (listed map[string]SecretInfo, walked func()) {
+	walked = func() {}
 	if _, ok := b.store.(SecretLister); !ok {
-		return nil
+		return nil, walked
 	}
 	b.sweeps.mu.Lock()
-	prev, at := b.sweeps.listed, b.sweeps.listedAt
+	prev, at, walking := b.sweeps.listed, b.sweeps.listedAt, b.sweeps.walking
+	stale := prev != nil && !walking && b.now().Sub(at) >= listReuse
+	if stale {
+		b.sweeps.walking = true
+	}
 	b.sweeps.mu.Unlock()
-	if prev == nil || b.now().Sub(at) >= listReuse {
-		m := b.listSecrets(ctx)
-		if m == nil {
-			return nil
+	switch {
+	case prev == nil:
+		if b.walk(ctx) == nil {
+			return nil, walked
 		}
-		b.sweeps.mu.Lock()
+	case stale:
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			b.walk(ctx)
+		}()
+		walked = func() { <-done }
+	}
+	return b.sweepOverlay(), walked
+}
+
+// walk lists the store's secrets and keeps them for the sweeps that
+// follow; nil when the listing failed.
+func (b *Broker) walk(ctx context.Context) map[string]SecretInfo {
+	m := b.listSecrets(ctx)
+	b.sweeps.mu.Lock()
+	defer b.sweeps.mu.Unlock()
+	b.sweeps.walking = false
+	if m != nil {
 		b.sweeps.listed, b.sweeps.listedAt = m, b.now()
-		b.sweeps.mu.Unlock()
-		prev = m
+	}
+	return m
+}
+
+// sweepOverlay is the last walk of the store's list with the newer access
+// tokens this instance holds in memory laid over it; nil before any walk.
+func (b *Broker) sweepOverlay() map[string]SecretInfo {
+	b.sweeps.mu.Lock()
+	prev := b.sweeps.listed
+	b.sweeps.mu.Unlock()
+	if prev == nil {
+		return nil
 	}
 	m := make(map[string]SecretInfo, len(prev))
 	for k, v := range prev {
@@ -283,7 +362,17 @@ func (b *Broker) sweepListing(ctx context.Context) map[string]SecretInfo {
 // sweepStop is when a sweep that started at start (on the broker's clock)
 // starts no more connections: the reserve before ctx's deadline. bounded
 // is false when ctx has no deadline.
-func (b *Broker) sweepStop(ctx context.Context, start time.Time) (stopAt time.Time, bounded bool) {
+//
+// A sweep that runs for more than its timer's period (every; the horizon
+// is twice it: functions.Options.SweepHorizon, server.go) stops instead
+// just before the last tick of the timer that comes before that point, so
+// that the tick finds the timer free: the host starts one invocation of a
+// timer at a time and skips the ticks that come while one runs (see the
+// capacity simulation), so a sweep ending just after a tick would leave
+// the budget idle for a whole period. Ticks are whole multiples of every,
+// as the schedule "0 */5 * * * *" makes them; the margin is a few
+// refreshes' time, for the ones started just before the stop.
+func (b *Broker) sweepStop(ctx context.Context, start time.Time, every time.Duration) (stopAt time.Time, bounded bool) {
 	deadline, ok := ctx.Deadline()
 	if !ok {
 		return time.Time{}, false
@@ -294,7 +383,17 @@ func (b *Broker) sweepStop(ctx context.Context, start time.Time) (stopAt time.Ti
 	// RefreshTimeout. A short budget still starts something in its first
 	// half rather than nothing at all.
 	reserve := min(2*b.refreshTimeout, left/2)
-	return start.Add(left - reserve), true
+	stopAt = start.Add(left - reserve)
+	if every > 0 {
+		b.sweeps.mu.Lock()
+		took := b.sweeps.refreshTook
+		b.sweeps.mu.Unlock()
+		margin := min(max(4*took, 2*time.Second), every/10)
+		if tick := stopAt.Truncate(every).Add(-margin); tick.Sub(start) >= every {
+			stopAt = tick
+		}
+	}
+	return stopAt, true
 }
 
 // sweepDue is when the sweep must act on a connection at the latest: the
@@ -409,6 +508,16 @@ func (b *Broker) sweepOne(ctx context.Context, st *connState, horizon time.Durat
 				}
 				return r
 			}
+			if due {
+				// The listing did not know the token: another instance
+				// refreshed it, or it is kept beside the lock, where the
+				// store's list says nothing (a cold start reads every
+				// one). Now it is known, its turn may have come.
+				if res, ok := b.sweepTurn(ctx, st, horizon, stopAt, bounded); ok {
+					res.Warnings = r.Warnings
+					return res
+				}
+			}
 		}
 	}
 
@@ -441,6 +550,42 @@ func (b *Broker) sweepOne(ctx context.Context, st *connState, horizon time.Durat
 	b.log.Info("refresh token kept alive", "event", "sweep.kept_alive", "connection", c.Name,
 		"idle_days", int(now.Sub(lastUsed)/(24*time.Hour)), "idle_expiry_days", int(c.IdleExpiry/(24*time.Hour)))
 	return r
+}
+
+// sweepTurn refreshes a warm connection whose token this instance holds
+// in memory when its turn in the refresh cycle has come (slotPassed). ok
+// is false when it did nothing.
+func (b *Broker) sweepTurn(ctx context.Context, st *connState, horizon time.Duration, stopAt time.Time, bounded bool) (SweepResult, bool) {
+	c := &st.conn
+	ct := st.cached.Load()
+	if ct == nil || ct.lifetime <= 0 {
+		return SweepResult{}, false
+	}
+	known := SecretInfo{Name: c.Secrets.AccessToken, ExpiresOn: ct.token.Expiry, UpdatedOn: ct.token.Expiry.Add(-ct.lifetime)}
+	slot, turn := b.slotPassed(st, known, horizon)
+	if !turn {
+		return SweepResult{}, false
+	}
+	if !b.awaitSweepRoom(ctx, c, stopAt, bounded) {
+		return SweepResult{}, false
+	}
+	st.mu.Lock()
+	before := st.refreshes
+	st.mu.Unlock()
+	started := b.now()
+	tok, err := b.refreshNow(ctx, st, slot)
+	if err != nil {
+		return SweepResult{Connection: c.Name, Action: SweepFailed, ExpiresOn: ct.token.Expiry, Err: asError(c.Name, err)}, true
+	}
+	st.mu.Lock()
+	refreshed := st.refreshes > before
+	st.mu.Unlock()
+	if !refreshed {
+		return SweepResult{}, false
+	}
+	b.measured(b.now().Sub(started))
+	return SweepResult{Connection: c.Name, Action: SweepRefreshed, ExpiresOn: tok.Expiry,
+		Reason: "its turn in the refresh cycle came (" + slot.UTC().Format(time.RFC3339) + ")"}, true
 }
 
 // secretWarnings warns when the client secret's recorded expiry is near.
