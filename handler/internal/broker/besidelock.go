@@ -171,6 +171,29 @@ func (b *Broker) readAccessToken(ctx context.Context, st *connState) (StoredSecr
 	return StoredSecret{Value: Secret(a.AccessToken), ExpiresOn: a.ExpiresOn, UpdatedOn: a.IssuedOn, IssuedOn: a.IssuedOn, Lifetime: a.Lifetime}, nil
 }
 
+// besideLockStatus is what the status reads beside c's lock when access
+// tokens are kept there: the access token's expiry and issue time (zero
+// when there is none this instance can open), and whether the content is
+// a pending write-ahead record, from one Get Blob, the request
+// WriteAheadChecker's check would have made. The token itself is not
+// kept, nor registered: the status never shows it.
+func (b *Broker) besideLockStatus(ctx context.Context, st *connState) (access SecretInfo, pending bool, err error) {
+	c := &st.conn
+	raw, err := b.locker.(BesideLockReader).ReadBesideLock(ctx, c.Name)
+	if err != nil {
+		return SecretInfo{}, false, &besideLockError{Connection: c.Name, Err: err}
+	}
+	access.Name = c.Secrets.AccessToken
+	if raw == nil {
+		return access, false, nil
+	}
+	pending = !isAccessRecord(raw)
+	if a, err := b.openAccess(ctx, c.Name, raw); err == nil && a != nil && a.AccessToken != "" {
+		access.ExpiresOn, access.UpdatedOn = a.ExpiresOn, a.IssuedOn
+	}
+	return access, pending, nil
+}
+
 // openAccess opens what is kept beside a lock (openAccessRecord) with
 // this broker's key.
 func (b *Broker) openAccess(ctx context.Context, connection string, raw []byte) (*accessRecord, error) {

@@ -212,9 +212,20 @@ func (b *Broker) statusFrom(ctx context.Context, st *connState, listed map[strin
 	if ct := st.cached.Load(); ct != nil {
 		cs.AccessTokenExpiresOn = ct.token.Expiry
 	}
-	// Another instance may have refreshed: the store knows best.
+	// Another instance may have refreshed: the store knows best, or,
+	// when access tokens are kept beside the lock, the lock blob, whose
+	// one read also tells whether a write-ahead record is pending.
 	var access SecretInfo
-	if listed != nil {
+	pending, besideRead := false, false
+	if b.besideLock {
+		var err error
+		access, pending, err = b.besideLockStatus(ctx, st)
+		besideRead = err == nil
+		if err != nil {
+			e := b.accessReadError(st, err)
+			cs.LastError = &StatusError{Code: e.Code, Category: e.Category, Message: e.Message, Remediation: e.Remediation}
+		}
+	} else if listed != nil {
 		access = b.secretInfo(ctx, listed, c.Secrets.AccessToken)
 	} else if s, err := b.store.Get(ctx, c.Secrets.AccessToken); err == nil {
 		access = SecretInfo{ExpiresOn: s.ExpiresOn, UpdatedOn: s.UpdatedOn}
@@ -242,7 +253,9 @@ func (b *Broker) statusFrom(ctx context.Context, st *connState, listed map[strin
 	cs.Refreshes = st.refreshes
 	lastErr, lastErrAt := st.lastError, st.lastErrorAt
 	st.mu.Unlock()
-	if chk, ok := b.locker.(WriteAheadChecker); ok && c.Grant == GrantRefreshToken {
+	if besideRead {
+		cs.PersistPending = pending && c.Grant == GrantRefreshToken
+	} else if chk, ok := b.locker.(WriteAheadChecker); ok && c.Grant == GrantRefreshToken {
 		cs.PersistPending, _ = chk.HasWriteAhead(ctx, c.Name)
 	}
 	if lastErr != nil {
