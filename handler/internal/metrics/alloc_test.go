@@ -23,3 +23,25 @@ func TestCacheHitAllocations(t *testing.T) {
 		t.Errorf("TokenServed allocates %v times per call", n)
 	}
 }
+
+// BenchmarkTokenServed is what the observer costs a cache hit: the served
+// count and the age histogram (docs/performance.md, the hit path).
+func BenchmarkTokenServed(b *testing.B) {
+	m, err := metrics.New(metrics.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Shutdown(context.Background())
+	m.TokenServed("xero", broker.SourceMemory, time.Minute)
+	for _, c := range []struct {
+		name string
+		age  time.Duration
+	}{{"count+age", time.Minute}, {"count", -1}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				m.TokenServed("xero", broker.SourceMemory, c.age)
+			}
+		})
+	}
+}

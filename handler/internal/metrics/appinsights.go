@@ -182,6 +182,12 @@ func (a *AppInsights) envelopes(rm *metricdata.ResourceMetrics) []envelope {
 			switch d := mt.Data.(type) {
 			case metricdata.Sum[int64]:
 				for _, p := range d.DataPoints {
+					if p.Value == 0 && d.IsMonotonic {
+						// An observable counter's series that did not
+						// move in the interval (the served counter); a
+						// synchronous counter's delta is never 0.
+						continue
+					}
 					add(mt.Name, p.Time, properties(p.Attributes.ToSlice()), dataPoint{Value: float64(p.Value)})
 				}
 			case metricdata.Sum[float64]:

@@ -13,6 +13,7 @@ package metrics
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -52,7 +53,7 @@ type Metrics struct {
 	provider *sdkmetric.MeterProvider
 	manual   *sdkmetric.ManualReader
 
-	served      metric.Int64Counter
+	served      metric.Int64ObservableCounter
 	age         metric.Float64Histogram
 	refreshes   metric.Int64Counter
 	refreshDur  metric.Float64Histogram
@@ -68,10 +69,18 @@ type Metrics struct {
 	sets map[setKey]*options
 }
 
-// options are one attribute set as both kinds of measurement option.
+// options are one attribute set as both kinds of measurement option, and,
+// for a connection and source, the tokens served with it.
 type options struct {
 	add    []metric.AddOption
 	record []metric.RecordOption
+	// observe is the set as an observation option and served the count
+	// of tokens served: a cache hit adds to it (one atomic add), and
+	// the served counter reports it when it is collected (observeServed),
+	// instead of an Add through the SDK on every request (about 0.1-0.2 µs:
+	// its attribute lookup, exemplar filter and sum's atomics).
+	observe []metric.ObserveOption
+	served  atomic.Int64
 }
 
 type setKey struct{ connection, key, value string }
@@ -106,8 +115,15 @@ func New(opts Options) (*Metrics, error) {
 		}
 	}
 	mk(func() (e error) {
-		m.served, e = meter.Int64Counter(NameTokensServed, metric.WithUnit("{token}"),
-			metric.WithDescription("Tokens handed to callers, by connection and source (memory is a cache hit)."))
+		// Observable: the count is kept per series (options.served) and
+		// read at collection; the exported names, attributes and values
+		// are those of the synchronous counter it replaces. Every series
+		// is observed at every collection, so the SDK's deltas are right;
+		// a delta of zero is not sent to Application Insights
+		// (envelopes), where a synchronous counter sent nothing.
+		m.served, e = meter.Int64ObservableCounter(NameTokensServed, metric.WithUnit("{token}"),
+			metric.WithDescription("Tokens handed to callers, by connection and source (memory is a cache hit)."),
+			metric.WithInt64Callback(m.observeServed))
 		return
 	})
 	mk(func() (e error) {
@@ -173,10 +189,23 @@ func (m *Metrics) attrs(connection, key, value string) *options {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if o = m.sets[k]; o == nil {
-		o = &options{add: []metric.AddOption{set}, record: []metric.RecordOption{set}}
+		o = &options{add: []metric.AddOption{set}, record: []metric.RecordOption{set}, observe: []metric.ObserveOption{set}}
 		m.sets[k] = o
 	}
 	return o
+}
+
+// observeServed reports every series of the served counter: a set made by
+// TokenServed (its key is "source"), which has served at least one token.
+func (m *Metrics) observeServed(_ context.Context, obs metric.Int64Observer) error {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	for k, o := range m.sets {
+		if k.key == "source" {
+			obs.Observe(o.served.Load(), o.observe...)
+		}
+	}
+	return nil
 }
 
 var _ broker.Observer = (*Metrics)(nil)
@@ -184,10 +213,9 @@ var _ broker.Observer = (*Metrics)(nil)
 // TokenServed implements broker.Observer.
 func (m *Metrics) TokenServed(connection string, source broker.Source, age time.Duration) {
 	o := m.attrs(connection, "source", string(source))
-	ctx := context.Background()
-	m.served.Add(ctx, 1, o.add...)
+	o.served.Add(1) // reported at collection (observeServed)
 	if age >= 0 {
-		m.age.Record(ctx, age.Seconds(), o.record...)
+		m.age.Record(context.Background(), age.Seconds(), o.record...)
 	}
 }
 

@@ -221,6 +221,25 @@ func TestAppInsightsExport(t *testing.T) {
 	if mt := find(metrics.NameStoreErrors, map[string]string{"connection": "sf", "operation": "write"}); mt != nil && mt["value"] != 1.0 {
 		t.Errorf("second interval's store errors = %v, want the delta 1", mt)
 	}
+	// The served count is read at collection (an observable counter):
+	// an interval without a token served posts none of its series, and
+	// the next posts what was served since, not the running total.
+	for _, it := range p.items {
+		base := it["data"].(map[string]any)["baseData"].(map[string]any)
+		for _, pt := range base["metrics"].([]any) {
+			if name := pt.(map[string]any)["name"]; name == metrics.NameTokensServed {
+				t.Errorf("second interval posts %s %v with no token served", name, base["properties"])
+			}
+		}
+	}
+	m.TokenServed("xero", broker.SourceMemory, -1)
+	if err := m.ForceFlush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	p = <-got
+	if mt := find(metrics.NameTokensServed, map[string]string{"connection": "xero", "source": "memory"}); mt != nil && mt["value"] != 1.0 {
+		t.Errorf("third interval's served = %v, want the delta 1", mt)
+	}
 }
 
 func TestAppInsightsRefusal(t *testing.T) {
