@@ -443,6 +443,13 @@ func handlerMetrics(t *testing.T) map[string]emittedMetric {
 					if (sel.Sel.Name == "Add" || sel.Sel.Name == "Record") && field(sel.X) != "" {
 						fields = append(fields, field(sel.X))
 					}
+					// o.<field>.Add: an observable instrument's count, kept
+					// in the attribute set's options and read at collection.
+					if x, ok := sel.X.(*ast.SelectorExpr); ok && sel.Sel.Name == "Add" {
+						if id, ok := x.X.(*ast.Ident); ok && id.Name == "o" {
+							fields = append(fields, x.Sel.Name)
+						}
+					}
 				}
 				return true
 			})
