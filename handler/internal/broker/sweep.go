@@ -148,13 +148,24 @@ func (b *Broker) Sweep(ctx context.Context, horizon time.Duration) []SweepResult
 	// the next sweep.
 	conns := b.connList()
 	results := make([]SweepResult, len(conns))
-	refreshed := b.sweepPass(ctx, conns, results, horizon, listed, stopAt, bounded)
+	// A pass lasts one period (horizon/2) at most: a connection it found
+	// fresh is looked at again within a period, as the next tick's sweep
+	// would, however long the sweep runs. One that has not been reached
+	// when the period is over is taken first, by due, by the next pass.
+	every := horizon / 2
+	passEnd := func() time.Time {
+		if every <= 0 {
+			return time.Time{}
+		}
+		return b.now().Add(every)
+	}
+	refreshed, unreached := b.sweepPass(ctx, conns, results, horizon, listed, passEnd(), stopAt, bounded)
 	// A sweep that ran past its period has missed the timer's tick: the
 	// next sweep comes a period later at best. Connections whose turn
 	// came while this one ran would wait for it, and the budget with
 	// them; so it goes over them again while its passes find work,
 	// until the point where it starts nothing more (sweepStop).
-	for refreshed > 0 && b.now().Sub(start) > horizon/2 && (!bounded || b.now().Before(stopAt)) {
+	for (unreached > 0 || refreshed > 0 && b.now().Sub(start) > every) && (!bounded || b.now().Before(stopAt)) {
 		again := make([]SweepResult, len(conns))
 		for i := range again {
 			if results[i].Action == SweepFailed {
@@ -162,11 +173,16 @@ func (b *Broker) Sweep(ctx context.Context, horizon time.Duration) []SweepResult
 				again[i] = results[i]
 			}
 		}
-		refreshed = b.sweepPass(ctx, conns, again, horizon, b.sweepOverlay(), stopAt, bounded)
+		refreshed, unreached = b.sweepPass(ctx, conns, again, horizon, b.sweepOverlay(), passEnd(), stopAt, bounded)
 		for i, r := range again {
-			if r.Action == SweepRefreshed || r.Action == SweepKeptAlive || (r.Action == SweepFailed && results[i].Action != SweepFailed) {
+			if results[i].Action == "" || r.Action == SweepRefreshed || r.Action == SweepKeptAlive || (r.Action == SweepFailed && results[i].Action != SweepFailed) {
 				results[i] = r
 			}
+		}
+	}
+	for i, r := range results {
+		if r.Action == "" {
+			results[i] = b.deferred(ctx, conns[i], b.sweepOverlay())
 		}
 	}
 	return results
@@ -174,9 +190,11 @@ func (b *Broker) Sweep(ctx context.Context, horizon time.Duration) []SweepResult
 
 // sweepPass goes over conns once, most due first, filling results (a
 // connection whose result is already set is skipped), and returns how
-// many it refreshed or kept alive.
+// many it refreshed or kept alive. It starts no connection but its first
+// after passEnd (unless zero), and leaves those unset (unreached); from
+// stopAt, when bounded, it defers them.
 func (b *Broker) sweepPass(ctx context.Context, conns []*connState, results []SweepResult, horizon time.Duration,
-	listed map[string]SecretInfo, stopAt time.Time, bounded bool) int {
+	listed map[string]SecretInfo, passEnd, stopAt time.Time, bounded bool) (acted, unreached int) {
 	type item struct {
 		i   int
 		due time.Time
@@ -198,7 +216,7 @@ func (b *Broker) sweepPass(ctx context.Context, conns []*connState, results []Sw
 		running int
 		wg      sync.WaitGroup
 	)
-	for _, it := range items {
+	for k, it := range items {
 		st := conns[it.i]
 		mu.Lock()
 		for running >= b.sweepParallelism() {
@@ -218,18 +236,23 @@ func (b *Broker) sweepPass(ctx context.Context, conns []*connState, results []Sw
 				results[it.i] = b.deferred(ctx, st, listed)
 				return
 			}
+			if k > 0 && !passEnd.IsZero() && !b.now().Before(passEnd) {
+				return
+			}
 			results[it.i] = b.sweepOne(ctx, st, horizon, listed, stopAt, bounded)
 			b.sweepStandby(ctx, st, listed, &results[it.i])
 		})
 	}
 	wg.Wait()
-	acted := 0
 	for _, it := range items {
-		if a := results[it.i].Action; a == SweepRefreshed || a == SweepKeptAlive {
+		switch results[it.i].Action {
+		case SweepRefreshed, SweepKeptAlive:
 			acted++
+		case "":
+			unreached++
 		}
 	}
-	return acted
+	return acted, unreached
 }
 
 func (b *Broker) deferred(ctx context.Context, st *connState, listed map[string]SecretInfo) SweepResult {
