@@ -105,7 +105,8 @@ var secretWarningDays = []int{30, 14, 7, 0}
 //
 //   - a connection kept warm (Connection.KeepWarm) whose token expires
 //     within horizon (the time until the next sweep plus the refresh
-//     margin) is refreshed, so callers between sweeps are served from
+//     margin; callers pass twice the timer's period, and the sweep takes
+//     horizon/2 for the period) is refreshed, so callers between sweeps are served from
 //     cache; so is one whose own point in the refresh cycle has come since
 //     its token was issued (slotPassed), which spreads connections
 //     refreshed together over one cycle;
@@ -122,6 +123,13 @@ var secretWarningDays = []int{30, 14, 7, 0}
 // expires: with Key Vault, one paged request instead of reads per
 // connection. Within an hour of a walk, the sweep goes by that walk and
 // the tokens in this instance's memory, and walks nothing (sweepListing).
+//
+// The sweep goes over the connections in passes of one timer period at
+// most (horizon/2), each most due first; a sweep that has run past its
+// period (so missed the timer's tick) goes on with further passes while
+// they find work, so the write budget does not sit idle while connections
+// are due. It stops starting refreshes just before a tick when it runs
+// that long (sweepStop).
 //
 // A sweep ends inside ctx's deadline, when it has one. Connections are
 // taken most due first (see sweepDue), and none is started once less than
