@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/azurite"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/keyvault"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/keyvault/kvtest"
@@ -47,6 +48,26 @@ func (g *rotatingGrant) counts() (calls, reused int) {
 	return g.calls, g.reused
 }
 
+// besideLockWorld is what the blob-mode tests share: an Azurite container,
+// a Key Vault double holding the write-ahead key and one rotating
+// connection's client secret and refresh token, the grant that issued it
+// and the store over the double.
+func besideLockWorld(t *testing.T) (*azurite.Instance, string, *kvtest.Vault, broker.Connection, *rotatingGrant, *keyvault.Store) {
+	t.Helper()
+	az := storage.Instance(t)
+	container := uniqueContainer(t)
+	v := kvtest.New(t, nil)
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	v.Put(broker.WriteAheadKeySecret, base64.StdEncoding.EncodeToString(key), time.Time{})
+	conn := broker.Connection{Name: "xero", Provider: "test", Grant: broker.GrantRefreshToken, TokenURL: "https://provider.invalid/token",
+		AuthStyle: broker.AuthBasic, ClientID: "client", Secrets: broker.DefaultSecretNames("xero"), Rotating: true, DefaultLifetime: time.Hour}
+	g := &rotatingGrant{current: "rt-0-" + rand.Text()}
+	v.Put(conn.Secrets.ClientSecret, "cs-"+rand.Text(), time.Time{})
+	v.Put(conn.Secrets.RefreshToken, g.current, time.Time{})
+	return az, container, v, conn, g, keyvault.New(v.Client, keyvault.Options{})
+}
+
 // lockContent is the lock blob's content as anyone with read access sees it.
 func lockContent(t *testing.T, l *Locker, name string) []byte {
 	t.Helper()
@@ -73,18 +94,7 @@ func lockContent(t *testing.T, l *Locker, name string) []byte {
 // refreshes instead of failing.
 func TestAccessTokensBesideTheLock(t *testing.T) {
 	t.Parallel()
-	az := storage.Instance(t)
-	container := uniqueContainer(t)
-	v := kvtest.New(t, nil)
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
-	v.Put(broker.WriteAheadKeySecret, base64.StdEncoding.EncodeToString(key), time.Time{})
-	conn := broker.Connection{Name: "xero", Provider: "test", Grant: broker.GrantRefreshToken, TokenURL: "https://provider.invalid/token",
-		AuthStyle: broker.AuthBasic, ClientID: "client", Secrets: broker.DefaultSecretNames("xero"), Rotating: true, DefaultLifetime: time.Hour}
-	g := &rotatingGrant{current: "rt-0-" + rand.Text()}
-	v.Put(conn.Secrets.ClientSecret, "cs-"+rand.Text(), time.Time{})
-	v.Put(conn.Secrets.RefreshToken, g.current, time.Time{})
-	store := keyvault.New(v.Client, keyvault.Options{})
+	az, container, v, conn, g, store := besideLockWorld(t)
 	var rmu sync.Mutex
 	remembered := map[string]string{} // what the redactor would be told
 	newBroker := func(keys broker.KeySource) (*broker.Broker, *Locker) {

@@ -2,13 +2,10 @@ package bloblease
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"testing"
 	"time"
 
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
-	"github.com/tokenrefresher/tokenrefresher/handler/internal/keyvault"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/keyvault/kvtest"
 )
 
@@ -21,18 +18,7 @@ import (
 // TestAccessTokensBesideTheLock.
 func TestStatusReadsTheAccessTokenBesideTheLock(t *testing.T) {
 	t.Parallel()
-	az := storage.Instance(t)
-	container := uniqueContainer(t)
-	v := kvtest.New(t, nil)
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
-	v.Put(broker.WriteAheadKeySecret, base64.StdEncoding.EncodeToString(key), time.Time{})
-	conn := broker.Connection{Name: "xero", Provider: "test", Grant: broker.GrantRefreshToken, TokenURL: "https://provider.invalid/token",
-		AuthStyle: broker.AuthBasic, ClientID: "client", Secrets: broker.DefaultSecretNames("xero"), Rotating: true, DefaultLifetime: time.Hour}
-	g := &rotatingGrant{current: "rt-0-" + rand.Text()}
-	v.Put(conn.Secrets.ClientSecret, "cs-"+rand.Text(), time.Time{})
-	v.Put(conn.Secrets.RefreshToken, g.current, time.Time{})
-	store := keyvault.New(v.Client, keyvault.Options{})
+	az, container, v, conn, g, store := besideLockWorld(t)
 	newBroker := func() *broker.Broker {
 		t.Helper()
 		l := newLocker(t, az, container, Options{})

@@ -314,7 +314,7 @@ func (g *cohortGrant) Token(ctx context.Context, c *broker.Connection, cred brok
 		return nil, &broker.ProviderError{StatusCode: 400, Code: "invalid_grant", Permanent: true}
 	}
 	g.n++
-	if left := g.expires[c.Name].Sub(time.Now()); left <= 0 {
+	if left := time.Until(g.expires[c.Name]); left <= 0 {
 		g.late[c.Name] = true
 	} else if g.leastLeft == 0 || left < g.leastLeft {
 		g.leastLeft = left
