@@ -128,8 +128,7 @@ var secretWarningDays = []int{30, 14, 7, 0}
 // most (horizon/2), each most due first; a sweep that has run past its
 // period (so missed the timer's tick) goes on with further passes while
 // they find work, so the write budget does not sit idle while connections
-// are due. It stops starting refreshes just before a tick when it runs
-// that long (sweepStop).
+// are due.
 //
 // A sweep ends inside ctx's deadline, when it has one. Connections are
 // taken most due first (see sweepDue), and none is started once less than
@@ -150,7 +149,7 @@ func (b *Broker) Sweep(ctx context.Context, horizon time.Duration) []SweepResult
 	start := b.now()
 	listed, walked := b.sweepListing(ctx)
 	defer walked()
-	stopAt, bounded := b.sweepStop(ctx, start, horizon/2)
+	stopAt, bounded := b.sweepStop(ctx, start)
 
 	// The set current now: a swap while the sweep runs takes effect at
 	// the next sweep.
@@ -168,11 +167,11 @@ func (b *Broker) Sweep(ctx context.Context, horizon time.Duration) []SweepResult
 		return b.now().Add(every)
 	}
 	refreshed, unreached := b.sweepPass(ctx, conns, results, horizon, listed, passEnd(), stopAt, bounded)
-	// A sweep that ran past its period has missed the timer's tick: the
-	// next sweep comes a period later at best. Connections whose turn
-	// came while this one ran would wait for it, and the budget with
-	// them; so it goes over them again while its passes find work,
-	// until the point where it starts nothing more (sweepStop).
+	// A sweep that ran past its period goes over the connections again
+	// while its passes find work, until the point where it starts
+	// nothing more (sweepStop): connections whose turn came while it ran
+	// are refreshed now, not after this invocation's answer and the
+	// host's next one.
 	for (unreached > 0 || refreshed > 0 && b.now().Sub(start) > every) && (!bounded || b.now().Before(stopAt)) {
 		again := make([]SweepResult, len(conns))
 		for i := range again {
@@ -393,17 +392,7 @@ func (b *Broker) sweepOverlay() map[string]SecretInfo {
 // sweepStop is when a sweep that started at start (on the broker's clock)
 // starts no more connections: the reserve before ctx's deadline. bounded
 // is false when ctx has no deadline.
-//
-// A sweep that runs for more than its timer's period (every; the horizon
-// is twice it: functions.Options.SweepHorizon, server.go) stops instead
-// just before the last tick of the timer that comes before that point, so
-// that the tick finds the timer free: the host starts one invocation of a
-// timer at a time and skips the ticks that come while one runs (see the
-// capacity simulation), so a sweep ending just after a tick would leave
-// the budget idle for a whole period. Ticks are whole multiples of every,
-// as the schedule "0 */5 * * * *" makes them; the margin is a few
-// refreshes' time, for the ones started just before the stop.
-func (b *Broker) sweepStop(ctx context.Context, start time.Time, every time.Duration) (stopAt time.Time, bounded bool) {
+func (b *Broker) sweepStop(ctx context.Context, start time.Time) (stopAt time.Time, bounded bool) {
 	deadline, ok := ctx.Deadline()
 	if !ok {
 		return time.Time{}, false
@@ -414,17 +403,7 @@ func (b *Broker) sweepStop(ctx context.Context, start time.Time, every time.Dura
 	// RefreshTimeout. A short budget still starts something in its first
 	// half rather than nothing at all.
 	reserve := min(2*b.refreshTimeout, left/2)
-	stopAt = start.Add(left - reserve)
-	if every > 0 {
-		b.sweeps.mu.Lock()
-		took := b.sweeps.refreshTook
-		b.sweeps.mu.Unlock()
-		margin := min(max(4*took, 2*time.Second), every/10)
-		if tick := stopAt.Truncate(every).Add(-margin); tick.Sub(start) >= every {
-			stopAt = tick
-		}
-	}
-	return stopAt, true
+	return start.Add(left - reserve), true
 }
 
 // sweepDue is when the sweep must act on a connection at the latest: the

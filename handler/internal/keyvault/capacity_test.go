@@ -194,11 +194,17 @@ func simulate(t *testing.T, n int, latency time.Duration, budget int, rotating, 
 		total += took
 		r.sweepMax = max(r.sweepMax, took)
 		sweeps++
-		// The host runs one invocation of the timer at a time: a sweep
-		// that overran its period starts the next one at the next
-		// occurrence of the schedule.
-		for !next.After(time.Now()) {
-			next = next.Add(5 * time.Minute)
+		// The host runs one invocation of the timer at a time, and
+		// schedules the next at the occurrence after the one that
+		// started this sweep: after a sweep that overran its period it
+		// starts one at once (TimerListener.InvokeJobFunction sets
+		// ScheduleStatus.Next from the invocation's time, and
+		// GetNextTimerInterval makes a past Next one tick away; in
+		// Azure/azure-webjobs-sdk-extensions,
+		// src/WebJobs.Extensions/Extensions/Timers/Listener/TimerListener.cs).
+		// The next one after that is on the schedule again.
+		if next = now.Truncate(5 * time.Minute).Add(5 * time.Minute); next.Before(time.Now()) {
+			next = time.Now()
 		}
 	}
 	r.sweepMean = total / time.Duration(sweeps)
