@@ -124,17 +124,30 @@ var secretWarningDays = []int{30, 14, 7, 0}
 // connection. Within an hour of a walk, the sweep goes by that walk and
 // the tokens in this instance's memory, and walks nothing (sweepListing).
 //
-// The sweep goes over the connections in passes of one timer period at
-// most (horizon/2), each most due first; a sweep that has run past its
-// period (so missed the timer's tick) goes on with further passes while
-// they find work, so the write budget does not sit idle while connections
-// are due.
+// A sweep whose ctx has a deadline (a timer invocation) starts no
+// refresh once it has run one timer period (horizon/2, counted from
+// before the list walk): the refreshes started finish, and the
+// connections not reached are answered SweepDeferred. Every invocation
+// then fits its period, which a scale-in drain (it waits for running
+// invocations) and a deployment (it ends them) want, at little cost in
+// throughput: the host starts the next invocation at once when one ran
+// past its tick (TimerListener.InvokeJobFunction sets ScheduleStatus.Next
+// from the invocation's start, and GetNextTimerInterval makes a past Next
+// one tick away; Azure/azure-webjobs-sdk-extensions,
+// src/WebJobs.Extensions/Extensions/Timers/Listener/TimerListener.cs).
 //
-// A sweep ends inside ctx's deadline, when it has one. Connections are
-// taken most due first (see sweepDue), and none is started once less than
-// the reserve (two refreshes' RefreshTimeout, at most half the time the
-// sweep had) is left: the ones started finish before the deadline, and the
-// rest are answered SweepDeferred. The next sweep needs no cursor to carry
+// A sweep with no deadline (the standalone loop) runs to the end, in
+// passes of one period at most, each most due first; one that has run
+// past its period goes on with further passes while they find work, so
+// the write budget does not sit idle while connections are due, and a
+// connection found fresh is looked at again within a period.
+//
+// Inside the period, the deadline is the outer bound (for a period longer
+// than functionTimeout). Connections are taken most due first (see
+// sweepDue), and none is started once less than the reserve (two
+// refreshes' RefreshTimeout, at most half the time the sweep had) is
+// left: the ones started finish before the deadline, and the rest are
+// answered SweepDeferred. The next sweep needs no cursor to carry
 // on: what was refreshed is now due last, so the deferred connections come
 // first, on whichever instance runs it, after any SIGKILL. The order is
 // the store's expiry dates, which every instance reads alike.
@@ -149,7 +162,7 @@ func (b *Broker) Sweep(ctx context.Context, horizon time.Duration) []SweepResult
 	start := b.now()
 	listed, walked := b.sweepListing(ctx)
 	defer walked()
-	stopAt, bounded := b.sweepStop(ctx, start)
+	stopAt, bounded := b.sweepStop(ctx, start, horizon/2)
 
 	// The set current now: a swap while the sweep runs takes effect at
 	// the next sweep.
@@ -167,11 +180,10 @@ func (b *Broker) Sweep(ctx context.Context, horizon time.Duration) []SweepResult
 		return b.now().Add(every)
 	}
 	refreshed, unreached := b.sweepPass(ctx, conns, results, horizon, listed, passEnd(), stopAt, bounded)
-	// A sweep that ran past its period goes over the connections again
-	// while its passes find work, until the point where it starts
-	// nothing more (sweepStop): connections whose turn came while it ran
-	// are refreshed now, not after this invocation's answer and the
-	// host's next one.
+	// A sweep that ran past its period (one with no deadline: a timer
+	// invocation stops at its period, sweepStop) goes over the
+	// connections again while its passes find work: connections whose
+	// turn came while it ran are refreshed now.
 	for (unreached > 0 || refreshed > 0 && b.now().Sub(start) > every) && (!bounded || b.now().Before(stopAt)) {
 		again := make([]SweepResult, len(conns))
 		for i := range again {
@@ -265,7 +277,7 @@ func (b *Broker) sweepPass(ctx context.Context, conns []*connState, results []Sw
 func (b *Broker) deferred(ctx context.Context, st *connState, listed map[string]SecretInfo) SweepResult {
 	return SweepResult{Connection: st.conn.Name, Action: SweepDeferred,
 		ExpiresOn: b.secretInfo(ctx, listed, st.conn.Secrets.AccessToken).ExpiresOn,
-		Reason:    "the sweep stopped starting refreshes to answer before its deadline; the next sweep starts with this connection"}
+		Reason:    "the sweep stopped starting refreshes at the end of its timer period or before its deadline; the next sweep starts with this connection"}
 }
 
 // sweepParallelism is how many refreshes the sweep runs at once: with a
@@ -390,9 +402,10 @@ func (b *Broker) sweepOverlay() map[string]SecretInfo {
 }
 
 // sweepStop is when a sweep that started at start (on the broker's clock)
-// starts no more connections: the reserve before ctx's deadline. bounded
-// is false when ctx has no deadline.
-func (b *Broker) sweepStop(ctx context.Context, start time.Time) (stopAt time.Time, bounded bool) {
+// starts no more connections: the end of its timer period (every, when
+// positive) or the reserve before ctx's deadline, whichever comes first.
+// bounded is false when ctx has no deadline.
+func (b *Broker) sweepStop(ctx context.Context, start time.Time, every time.Duration) (stopAt time.Time, bounded bool) {
 	deadline, ok := ctx.Deadline()
 	if !ok {
 		return time.Time{}, false
@@ -403,7 +416,11 @@ func (b *Broker) sweepStop(ctx context.Context, start time.Time) (stopAt time.Ti
 	// RefreshTimeout. A short budget still starts something in its first
 	// half rather than nothing at all.
 	reserve := min(2*b.refreshTimeout, left/2)
-	return start.Add(left - reserve), true
+	stopAt = start.Add(left - reserve)
+	if every > 0 && start.Add(every).Before(stopAt) {
+		stopAt = start.Add(every)
+	}
+	return stopAt, true
 }
 
 // sweepDue is when the sweep must act on a connection at the latest: the
