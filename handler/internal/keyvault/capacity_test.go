@@ -46,7 +46,8 @@ var (
 // connections whose token expired unrefreshed at any moment (found
 // expired when a sweep started, refreshed only after the token had
 // expired, or expired at the end), the least time a token had left when
-// it was refreshed, the sweep's time per invocation, and the heap in use
+// it was refreshed, the sweep's time per invocation (checked to end
+// within the timer's period and one refresh timeout), and the heap in use
 // at the end (the double's secrets included).
 func TestCapacity(t *testing.T) {
 	if os.Getenv("CAPACITY") == "" {
@@ -86,6 +87,12 @@ func TestCapacity(t *testing.T) {
 					float64(r.heap)/(1<<20), time.Since(start).Round(time.Second))
 				if r.busiestAfter > budget {
 					t.Errorf("%d writes in 10 s after the first cycle; the budget is %d", r.busiestAfter, budget)
+				}
+				// A timer invocation starts no refresh after its period
+				// (5 minutes here); the ones started end within a
+				// RefreshTimeout.
+				if limit := 5*time.Minute + broker.DefaultRefreshTimeout; r.sweepMax > limit {
+					t.Errorf("a sweep took %v; an invocation should end within its 5-minute period and one refresh timeout (%v)", r.sweepMax, limit)
 				}
 			})
 		}
