@@ -134,7 +134,7 @@ func TestTimerReportsWhatIsLeft(t *testing.T) {
 		summary  string
 	}{
 		{"complete", nil, "sweep done: 3 connections, 1 failed, 0 warnings"},
-		{"stopped", []string{"late-a", "late-b"}, "sweep stopped before its deadline: 3 of 5 connections done, 2 left for the next tick"},
+		{"stopped", []string{"late-a", "late-b"}, "sweep stopped at the end of its period or before its deadline: 3 of 5 connections done, 2 left for the next tick"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -271,7 +271,7 @@ func TestLongSweepAnswersInsideItsDeadline(t *testing.T) {
 		logs := tick()
 		summary := logs[len(logs)-1]
 		var done, total, left int
-		if _, err := fmt.Sscanf(summary, "sweep stopped before its deadline: %d of %d connections done, %d left", &done, &total, &left); err != nil {
+		if _, err := fmt.Sscanf(summary, "sweep stopped at the end of its period or before its deadline: %d of %d connections done, %d left", &done, &total, &left); err != nil {
 			t.Fatalf("first tick's summary %q: want it to say how many are left (%v)", summary, err)
 		}
 		if total != n || done+left != n || done == 0 || left == 0 {

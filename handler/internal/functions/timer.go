@@ -83,7 +83,7 @@ func handleTimer(b Broker, o Options) http.Handler {
 		}
 		took := time.Since(start).Round(time.Millisecond)
 		if deferred > 0 {
-			summary := fmt.Sprintf("sweep stopped before its deadline: %d of %d connections done, %d left for the next tick, which starts with them; %d failed, %d warnings, %s",
+			summary := fmt.Sprintf("sweep stopped at the end of its period or before its deadline: %d of %d connections done, %d left for the next tick, which starts with them; %d failed, %d warnings, %s",
 				len(results)-deferred, len(results), deferred, failed, warnings, took)
 			logs = append(logs, summary)
 			o.Logger.Warn(summary, "event", "sweep.incomplete", "done", len(results)-deferred, "left", deferred,
