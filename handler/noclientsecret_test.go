@@ -73,10 +73,7 @@ func TestConnectionsWithoutAClientSecret(t *testing.T) {
 	dir := t.TempDir()
 
 	// The vault, under e2eVaultHost, with a certificate for that name.
-	cert, certPEM := selfSignedFor(t, e2eVaultHost)
-	certFile := writeFile(t, dir, "vault-ca.pem", string(certPEM))
-	vault := kvtest.New(t, &kvtest.Options{TLS: true, Certificate: &cert})
-	proxy := connectProxy(t, e2eVaultHost+":443", strings.TrimPrefix(vault.URL, "https://"))
+	vault, proxy, certFile := proxiedVault(t, dir)
 
 	// The managed identity and the tokens it issues.
 	mi := newIdentityDouble(t)
@@ -362,6 +359,18 @@ func signRS256(key *rsa.PrivateKey, kid string, claims map[string]any) (string, 
 	return input + "." + b64(sig), nil
 }
 
+// proxiedVault starts the Key Vault double under e2eVaultHost with a
+// certificate for that name, and the CONNECT proxy the handler reaches it
+// through: the double, the proxy's URL (HTTPS_PROXY) and the certificate's
+// file in dir (SSL_CERT_FILE).
+func proxiedVault(t *testing.T, dir string) (vault *kvtest.Vault, proxy, certFile string) {
+	t.Helper()
+	cert, certPEM := selfSignedFor(t, e2eVaultHost)
+	certFile = writeFile(t, dir, "vault-ca.pem", string(certPEM))
+	vault = kvtest.New(t, &kvtest.Options{TLS: true, Certificate: &cert})
+	return vault, connectProxy(t, e2eVaultHost+":443", strings.TrimPrefix(vault.URL, "https://")), certFile
+}
+
 // selfSignedFor returns a certificate for host, and its PEM for a client
 // to trust.
 func selfSignedFor(t *testing.T, host string) (tls.Certificate, []byte) {
@@ -432,10 +441,7 @@ func connectProxy(t *testing.T, target, upstream string) string {
 func TestConnectionsWithoutAClientSecretConsent(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	cert, certPEM := selfSignedFor(t, e2eVaultHost)
-	certFile := writeFile(t, dir, "vault-ca.pem", string(certPEM))
-	vault := kvtest.New(t, &kvtest.Options{TLS: true, Certificate: &cert})
-	proxy := connectProxy(t, e2eVaultHost+":443", strings.TrimPrefix(vault.URL, "https://"))
+	vault, proxy, certFile := proxiedVault(t, dir)
 	mi := newIdentityDouble(t)
 
 	const clientID = "e2e-consent-client"
