@@ -179,7 +179,8 @@ func StoreKind(s config.Settings) string {
 }
 
 // AccessTokenKind says where NewBroker keeps the shared access tokens, for
-// the start-up log: "keyvault" covers the local store too.
+// the start-up log: "store" is the secret store, Key Vault or the local one
+// (ACCESS_TOKEN_STORE=keyvault, the default, covers both).
 func AccessTokenKind(s config.Settings) string {
 	if s.AccessTokenStore == config.AccessTokensInBlob {
 		return "blob (beside each lock; not in Key Vault)"
