@@ -164,23 +164,10 @@ func TestSignedInStatusPageShowsEveryConnection(t *testing.T) {
 func TestSignedInStatusPageButtons(t *testing.T) {
 	b, srv := newOperatorServer(t, true, operatorsGroup)
 	member := principalHeader(t, [2]string{"groups", operatorsGroup})
-	req, err := http.NewRequest(http.MethodGet, srv.URL+"/api/operator/status", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("X-MS-CLIENT-PRINCIPAL", member)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	page := readAll(t, res)
-	const marker = `name="status-page-token" content="`
-	i := strings.Index(page, marker)
-	if i < 0 {
+	res, page, token, ok := getPageToken(t, srv.URL+"/api/operator/status", http.Header{"X-Ms-Client-Principal": {member}})
+	if !ok {
 		t.Fatalf("GET /api/operator/status: %d, no token: %s", res.StatusCode, page)
 	}
-	token := page[i+len(marker):]
-	token = token[:strings.IndexByte(token, '"')]
 
 	tests := []struct {
 		name, principal, token, origin string

@@ -257,23 +257,10 @@ func TestStatusPageInABrowser(t *testing.T) {
 // origin, and nothing is refreshed; the page's own token passes.
 func TestStatusPageActionsRefuseForgery(t *testing.T) {
 	b, srv := newPageServer(t)
-	get, err := http.NewRequest(http.MethodGet, srv.URL+"/api/status", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	get.Header.Set("x-functions-key", pageAPIKey)
-	res, err := http.DefaultClient.Do(get)
-	if err != nil {
-		t.Fatal(err)
-	}
-	page := readAll(t, res)
-	const marker = `name="status-page-token" content="`
-	i := strings.Index(page, marker)
-	if i < 0 || res.StatusCode != http.StatusOK || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/html") {
+	res, _, token, ok := getPageToken(t, srv.URL+"/api/status", http.Header{"X-Functions-Key": {pageAPIKey}})
+	if !ok || res.StatusCode != http.StatusOK || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/html") {
 		t.Fatalf("GET /api/status: %d %s, no token", res.StatusCode, res.Header.Get("Content-Type"))
 	}
-	token := page[i+len(marker):]
-	token = token[:strings.IndexByte(token, '"')]
 	ts, mac, _ := strings.Cut(token, ".")
 	sec, _ := strconv.ParseInt(ts, 10, 64)
 	stale := strconv.FormatInt(sec-int64(2*time.Hour/time.Second), 10) + "." + mac
@@ -320,6 +307,30 @@ func TestStatusPageActionsRefuseForgery(t *testing.T) {
 			}
 		})
 	}
+}
+
+// getPageToken GETs the status page at url with header and returns the
+// response, the page and the token its buttons send; ok is false when the
+// page carries none.
+func getPageToken(t *testing.T, url string, header http.Header) (res *http.Response, page, token string, ok bool) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header = header
+	res, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page = readAll(t, res)
+	const marker = `name="status-page-token" content="`
+	i := strings.Index(page, marker)
+	if i < 0 {
+		return res, page, "", false
+	}
+	token = page[i+len(marker):]
+	return res, page, token[:strings.IndexByte(token, '"')], true
 }
 
 func readAll(t *testing.T, res *http.Response) string {
