@@ -162,7 +162,10 @@ func authorize(c broker.Connection, r *http.Request, authEnabled bool) *broker.E
 			Remediation: "Call the function app through its own endpoint, with App Service authentication on; nothing in between may add " + principalHeader + ".",
 		}
 	}
-	caller := strings.TrimSpace(r.Header.Get(principalHeader))
+	var caller string
+	if len(ids) == 1 {
+		caller = strings.TrimSpace(ids[0])
+	}
 	if caller == "" || !slices.ContainsFunc(c.AllowedCallers, func(id string) bool { return strings.EqualFold(id, caller) }) {
 		shown := caller
 		if shown == "" {
