@@ -135,6 +135,13 @@ var secretWarningDays = []int{30, 14, 7, 0}
 // from the invocation's start, and GetNextTimerInterval makes a past Next
 // one tick away; Azure/azure-webjobs-sdk-extensions,
 // src/WebJobs.Extensions/Extensions/Timers/Listener/TimerListener.cs).
+// Scale-in and deployment: a running execution gets a 60-minute grace
+// period during scale-in on Flex Consumption
+// (learn.microsoft.com/azure/azure-functions/functions-scale#timeout,
+// "Function app timeout duration", note 2; MicrosoftDocs/azure-docs
+// includes/functions-timeout-duration.md), and the default site update strategy,
+// Recreate, terminates in-progress executions
+// (learn.microsoft.com/azure/azure-functions/flex-consumption-site-updates).
 //
 // A sweep with no deadline (the standalone loop) runs to the end, in
 // passes of one period at most, each most due first; one that has run
@@ -331,7 +338,9 @@ func writesPerRefresh(c *Connection) int {
 //
 // Only the first walk holds the sweep up. Later ones run beside the sweep,
 // which goes by the last walk meanwhile: Key Vault lists 25 secrets a
-// page, so a walk over 45,000 connections is some 3,600 pages, minutes in
+// page (Get Secrets, maxresults: "If not specified, the service will
+// return up to 25 results", learn.microsoft.com/rest/api/keyvault/secrets/get-secrets),
+// so a walk over 45,000 connections is some 3,600 pages, minutes in
 // which a sweep waiting for it would leave the write budget idle. walked
 // waits for such a walk; the sweep calls it before it returns.
 func (b *Broker) sweepListing(ctx context.Context) (listed map[string]SecretInfo, walked func()) {
