@@ -228,7 +228,9 @@ func (s *Store) Set(ctx context.Context, name string, v broker.StoredSecret) err
 }
 
 // List describes every enabled secret in the vault in one walk of Key
-// Vault's paged list (one request per 25 secrets), sorted by name. Disabled
+// Vault's paged list (one request per 25 secrets: Get Secrets' maxresults
+// defaults to 25, learn.microsoft.com/rest/api/keyvault/secrets/get-secrets),
+// sorted by name. Disabled
 // secrets are left out: List describes what Get can read, so a caller that
 // falls back to Get for a secret missing here meets the SecretDisabled
 // error, with its remedy, there. If a page fails, List returns the secrets
