@@ -48,6 +48,10 @@ var (
 // does not take every connection's lock to reconcile a record that is
 // not a refresh token. Every write under the lease sets or drops it with
 // the content it describes (put), and RecordStatus carries it along.
+// Metadata names are matched case-insensitively (isRecordKey): they
+// "preserve the case with which they were created, but are
+// case-insensitive when set or read"
+// (learn.microsoft.com/rest/api/storageservices/setting-and-retrieving-properties-and-metadata-for-blob-resources).
 const (
 	metaRecord       = "record"
 	metaRecordAccess = "accesstoken"
