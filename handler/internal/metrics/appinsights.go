@@ -185,7 +185,11 @@ func (a *AppInsights) envelopes(rm *metricdata.ResourceMetrics) []envelope {
 					if p.Value == 0 && d.IsMonotonic {
 						// An observable counter's series that did not
 						// move in the interval (the served counter); a
-						// synchronous counter's delta is never 0.
+						// synchronous counter's delta is never 0
+						// (sdk/metric internal/aggregate/sum.go,
+						// deltaSum.collect clears its series at every
+						// collection: "Unused attribute sets do not
+						// report").
 						continue
 					}
 					add(mt.Name, p.Time, properties(p.Attributes.ToSlice()), dataPoint{Value: float64(p.Value)})

@@ -121,6 +121,11 @@ func New(opts Options) (*Metrics, error) {
 		// is observed at every collection, so the SDK's deltas are right;
 		// a delta of zero is not sent to Application Insights
 		// (envelopes), where a synchronous counter sent nothing.
+		// (go.opentelemetry.io/otel/sdk/metric v1.47.0,
+		// internal/aggregate/sum.go, precomputedSum.delta: the delta is
+		// the observed value less the one last reported for the series,
+		// and a series not observed in a collection is dropped from
+		// reported, so its next delta would be its whole count.)
 		m.served, e = meter.Int64ObservableCounter(NameTokensServed, metric.WithUnit("{token}"),
 			metric.WithDescription("Tokens handed to callers, by connection and source (memory is a cache hit)."),
 			metric.WithInt64Callback(m.observeServed))
