@@ -61,17 +61,11 @@ func (w want) impossible(lifetime time.Duration) bool {
 
 func (b *Broker) token(ctx context.Context, st *connState, w want) (AccessToken, error) {
 	name := st.conn.Name
-	// Step 1, the fast path: no allocation, no lock. An impossible minValidity is
-	// refused even when the cached token happens to satisfy it, so the
-	// answer does not depend on timing.
-	if ct := st.cached.Load(); ct != nil {
-		if ct.refuses(w) {
-			return AccessToken{}, lifetimeError(name, w.minValidity, ct.lifetime)
-		}
-		if ct.validFor(b.now(), st.need(w.of(ct.lifetime), ct.lifetime)) {
-			b.observeServed(name, ct, SourceMemory)
-			return ct.token, nil
-		}
+	// Step 1, the fast path (fromMemory, which Peek shares).
+	if ct, served, refused := b.fromMemory(st, w); refused {
+		return AccessToken{}, lifetimeError(name, w.minValidity, ct.lifetime)
+	} else if served {
+		return ct.token, nil
 	}
 
 	// Step 2: a flight serves everyone who asked while it ran. A caller wanting a
@@ -110,6 +104,27 @@ func (b *Broker) token(ctx context.Context, st *connState, w want) (AccessToken,
 		Remediation: "Retry, or ask for a smaller minValidity.",
 		RetryAfter:  5 * time.Second,
 	}
+}
+
+// fromMemory is step 1, the fast path: no allocation, no lock. served: the
+// token in memory (ct) is valid for w, and was observed as served from
+// memory. refused: w asks more than ct's provider gives, an error even
+// when ct happens to satisfy it, so the answer does not depend on timing.
+// Both are false when there is no token in memory or it is not valid long
+// enough.
+func (b *Broker) fromMemory(st *connState, w want) (ct *cachedToken, served, refused bool) {
+	ct = st.cached.Load()
+	if ct == nil {
+		return nil, false, false
+	}
+	if ct.refuses(w) {
+		return ct, false, true
+	}
+	if !ct.validFor(b.now(), st.need(w.of(ct.lifetime), ct.lifetime)) {
+		return ct, false, false
+	}
+	b.observeServed(st.conn.Name, ct, SourceMemory)
+	return ct, true, false
 }
 
 // maxMinValidityFor is the largest minValidity a token of the given

@@ -4,7 +4,7 @@ import "time"
 
 // Peek returns the named connection's token when Token would serve it from
 // this instance's memory for minValidity: the same test as Token's first
-// step (token), and the same observation (TokenServed with SourceMemory).
+// step (fromMemory), and the same observation (TokenServed with SourceMemory).
 // It never waits, reads the store or takes a lock, so a caller may try it
 // before preparing for a call that can (the HTTP route arms its request
 // deadline only when Peek misses: functions/token.go).
@@ -21,14 +21,9 @@ func (b *Broker) Peek(name string, minValidity time.Duration) (tok AccessToken, 
 	if !found || minValidity < 0 || minValidity > MaxMinValidity {
 		return AccessToken{}, false
 	}
-	ct := st.cached.Load()
-	if ct == nil {
+	ct, served, _ := b.fromMemory(st, want{minValidity: minValidity})
+	if !served {
 		return AccessToken{}, false
 	}
-	w := want{minValidity: minValidity}
-	if ct.refuses(w) || !ct.validFor(b.now(), st.need(w.of(ct.lifetime), ct.lifetime)) {
-		return AccessToken{}, false
-	}
-	b.observeServed(name, ct, SourceMemory)
 	return ct.token, true
 }
