@@ -159,7 +159,7 @@ func tokenCallersOnly(o Options, h http.Handler) http.Handler {
 		return h
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ids := r.Header.Values(principalHeader)
+		ids := r.Header[principalKey]
 		if len(ids) == 1 {
 			caller := strings.TrimSpace(ids[0])
 			if slices.ContainsFunc(o.TokenCallers, func(id string) bool { return strings.EqualFold(id, caller) }) {

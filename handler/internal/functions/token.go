@@ -39,6 +39,12 @@ type errorBody struct {
 // authentication is on.
 const principalHeader = "X-MS-CLIENT-PRINCIPAL-ID"
 
+// principalKey is principalHeader as net/http stores a request's header
+// keys. The token route reads r.Header[principalKey] directly, as
+// crossSite reads its headers: Header.Values would canonicalize the key,
+// an allocation, on every call.
+var principalKey = http.CanonicalHeaderKey(principalHeader)
+
 func handleToken(b Broker, o Options) http.Handler {
 	t := &tokenRoute{b: b, o: o}
 	t.peek, _ = b.(Peeker)
@@ -151,7 +157,7 @@ func authorize(c broker.Connection, r *http.Request, authEnabled bool) *broker.E
 			Remediation: "Turn on App Service authentication for the function app (see the README's deployment section), or remove allowedCallers from the connection.",
 		}
 	}
-	ids := r.Header.Values(principalHeader)
+	ids := r.Header[principalKey]
 	if len(ids) > 1 {
 		// App Service sets exactly one, after removing any the client
 		// sent; more than one means something in between added its own.
