@@ -23,7 +23,10 @@ import (
 // /.auth/login/aad?post_login_redirect_uri=/api/operator/status; with
 // unauthenticatedClientAction Return401, which is one setting for the whole
 // app (globalValidation) and must stay 401 for Data Factory's calls, the
-// page itself sends no browser to a login page.
+// page itself sends no browser to a login page (globalValidation has one
+// unauthenticatedClientAction, "The action to take when an unauthenticated
+// client attempts to access the app", beside excludedPaths:
+// https://learn.microsoft.com/azure/templates/microsoft.web/sites/config-authsettingsv2).
 //
 // Platform facts this relies on (checked in Microsoft's docs):
 //   - The built-in authorization policy (identityProviders.azureActiveDirectory
@@ -54,7 +57,11 @@ import (
 //     limit sends an overage indication instead of the list
 //     (https://learn.microsoft.com/entra/identity-platform/id-token-claims-reference,
 //     "groups" and "Groups overage claim"). The handler reads the claim
-//     as typ "groups"; a principal without the group there is refused,
+//     as typ "groups" (not documented for X-MS-CLIENT-PRINCIPAL: the
+//     user-identities page, "Decode the client principal header", notes
+//     that its claims pass a default claims mapping,
+//     so some names may differ from the token's; /.auth/me shows them);
+//     a principal without the group there is refused,
 //     saying what to fix (infra/README.md, "Operators sign in").
 //
 // A person the policy admits reaches every route it does not exclude, the
