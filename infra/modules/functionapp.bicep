@@ -229,10 +229,15 @@ resource settings 'Microsoft.Web/sites/config@2024-04-01' = {
 // Not excluded: /api/operator/status and /api/operator/status/*, the
 // signed-in status page (anonymous at the host, so that this sign-in and
 // not a key guards it): an operator signs in at
-// /.auth/login/aad?post_login_redirect_uri=/api/operator/status, and the
-// handler wants membership of statusPageGroupId in X-MS-CLIENT-PRINCIPAL.
+// /.auth/login/aad?post_login_redirect_uri=/api/operator/status
+// (https://learn.microsoft.com/azure/app-service/configure-authentication-customize-sign-in-out),
+// and the handler wants membership of statusPageGroupId in
+// X-MS-CLIENT-PRINCIPAL (functions/operator.go says what it relies on).
 // unauthenticatedClientAction is one setting for every path
-// (globalValidation), and stays Return401 for Data Factory's calls.
+// (globalValidation: "The action to take when an unauthenticated client
+// attempts to access the app",
+// https://learn.microsoft.com/azure/templates/microsoft.web/sites/config-authsettingsv2),
+// and stays Return401 for Data Factory's calls.
 // excludedPaths takes exact paths and "<prefix>/*" wildcards
 // (configure-authentication-file-based.md, "Configuration file reference":
 // "/path1", "/path3/subpath/*";
