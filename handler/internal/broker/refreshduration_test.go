@@ -21,12 +21,7 @@ func TestStatusSaysHowLongTheLastRefreshTook(t *testing.T) {
 	e := newEnv(t, testprovider.Config{Rotate: true})
 	c := e.conn("xero", broker.GrantRefreshToken)
 	e.seed(c)
-	sl := &statusLocker{Locker: e.locker, status: map[string]broker.SharedStatus{}}
-	withInstance := func(name string) brokerOption {
-		return func(o *broker.Options) { o.Locker = sl; o.Instance = name }
-	}
-	a := e.broker([]broker.Connection{c}, withInstance("instance-a"))
-	b := e.broker([]broker.Connection{c}, withInstance("instance-b"))
+	a, b := e.peersSharingStatus(c)
 	blind := e.broker([]broker.Connection{c}) // the plain locker: no shared status
 	ctx := context.Background()
 

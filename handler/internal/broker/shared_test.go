@@ -48,18 +48,25 @@ func (k *statusLock) RecordStatus(_ context.Context, s broker.SharedStatus) erro
 	return nil
 }
 
+// peersSharingStatus returns two brokers over c, instance-a and
+// instance-b, whose lockers share one status per lock (statusLocker).
+func (e *env) peersSharingStatus(c broker.Connection) (a, b *broker.Broker) {
+	sl := &statusLocker{Locker: e.locker, status: map[string]broker.SharedStatus{}}
+	withInstance := func(name string) brokerOption {
+		return func(o *broker.Options) { o.Locker = sl; o.Instance = name }
+	}
+	a = e.broker([]broker.Connection{c}, withInstance("instance-a"))
+	b = e.broker([]broker.Connection{c}, withInstance("instance-b"))
+	return a, b
+}
+
 // TestStatusIsSharedThroughTheLock: an instance that never refreshed
 // reports its peer's refresh and, later, its peer's failures.
 func TestStatusIsSharedThroughTheLock(t *testing.T) {
 	e := newEnv(t, testprovider.Config{Rotate: true})
 	c := e.conn("xero", broker.GrantRefreshToken)
 	e.seed(c)
-	sl := &statusLocker{Locker: e.locker, status: map[string]broker.SharedStatus{}}
-	withInstance := func(name string) brokerOption {
-		return func(o *broker.Options) { o.Locker = sl; o.Instance = name }
-	}
-	a := e.broker([]broker.Connection{c}, withInstance("instance-a"))
-	b := e.broker([]broker.Connection{c}, withInstance("instance-b"))
+	a, b := e.peersSharingStatus(c)
 	ctx := context.Background()
 
 	if _, err := a.Token(ctx, "xero", 0); err != nil {
