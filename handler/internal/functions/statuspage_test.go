@@ -293,19 +293,26 @@ func TestStatusPageActionsRefuseForgery(t *testing.T) {
 			if tt.site != "" {
 				req.Header.Set("Sec-Fetch-Site", tt.site)
 			}
-			before := len(b.forcedRefreshes())
-			res, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			body := readAll(t, res)
-			if res.StatusCode != tt.want {
-				t.Fatalf("status %d, want %d: %s", res.StatusCode, tt.want, body)
-			}
-			if refreshed := len(b.forcedRefreshes()) > before; refreshed != (tt.want == http.StatusOK) {
-				t.Fatalf("refreshed %v on status %d", refreshed, res.StatusCode)
-			}
+			pressButton(t, b, req, tt.want)
 		})
+	}
+}
+
+// pressButton sends a button's request and checks that it is answered
+// want and refreshes the connection exactly when want is 200.
+func pressButton(t *testing.T, b *pageBroker, req *http.Request, want int) {
+	t.Helper()
+	before := len(b.forcedRefreshes())
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := readAll(t, res)
+	if res.StatusCode != want {
+		t.Fatalf("status %d, want %d: %s", res.StatusCode, want, body)
+	}
+	if refreshed := len(b.forcedRefreshes()) > before; refreshed != (want == http.StatusOK) {
+		t.Fatalf("refreshed %v on status %d", refreshed, res.StatusCode)
 	}
 }
 
