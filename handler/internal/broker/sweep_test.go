@@ -72,15 +72,7 @@ func (g *slowGrant) refreshedAt(name string) []time.Time {
 // each connection's client secret and refresh token stored.
 func sweepWorld(t *testing.T, g *slowGrant, conns []broker.Connection, refreshTimeout time.Duration) (*broker.Broker, *local.Store) {
 	t.Helper()
-	dir := t.TempDir()
-	store, err := local.NewStore(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	locker, err := local.NewLocker(dir, local.LockerOptions{PollInterval: 5 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
+	store, locker := localBackends(t)
 	for _, c := range conns {
 		for name, v := range map[string]broker.Secret{c.Secrets.ClientSecret: clientSecret, c.Secrets.RefreshToken: g.issue(c.Name)} {
 			if err := store.Set(context.Background(), name, broker.StoredSecret{Value: v}); err != nil {
@@ -94,6 +86,21 @@ func sweepWorld(t *testing.T, g *slowGrant, conns []broker.Connection, refreshTi
 		t.Fatal(err)
 	}
 	return b, store
+}
+
+// localBackends is a fresh local store and locker in one directory.
+func localBackends(t *testing.T) (*local.Store, *local.Locker) {
+	t.Helper()
+	dir := t.TempDir()
+	store, err := local.NewStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	locker, err := local.NewLocker(dir, local.LockerOptions{PollInterval: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store, locker
 }
 
 func sweepConn(name string) broker.Connection {

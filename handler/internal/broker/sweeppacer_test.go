@@ -65,15 +65,7 @@ func TestSweepWaitsForThePacer(t *testing.T) {
 				g := newSlowGrant(10 * time.Second)
 				conns := []broker.Connection{sweepConn("a"), sweepConn("b"), sweepConn("c"), sweepConn("d")}
 				conns[3].Rotating = false
-				dir := t.TempDir()
-				ls, err := local.NewStore(dir)
-				if err != nil {
-					t.Fatal(err)
-				}
-				locker, err := local.NewLocker(dir, local.LockerOptions{PollInterval: 5 * time.Millisecond})
-				if err != nil {
-					t.Fatal(err)
-				}
+				ls, locker := localBackends(t)
 				ctx := context.Background()
 				for _, c := range conns {
 					for name, v := range map[string]broker.StoredSecret{
