@@ -61,7 +61,9 @@ func (st *connState) clientSecretOrder() []string {
 // §5.2), so the refresh token was neither redeemed nor rotated. The tries
 // are bounded by twice the number of secrets configured, and they are
 // different credentials, not repeated bad attempts with the same one (the
-// account lockouts of AADSTS50053 are about user passwords).
+// account lockouts of AADSTS50053 are about user passwords: IdsLocked,
+// "the user tried to sign in too many times with an incorrect user ID or
+// password", learn.microsoft.com/entra/identity-platform/reference-error-codes).
 //
 // cur comes back with the secret last sent, or the first one as the store
 // holds it when every secret was refused.
