@@ -206,9 +206,15 @@ func (b *Broker) Sweep(ctx context.Context, horizon time.Duration) []SweepResult
 			}
 		}
 	}
+	// One overlay for all the deferred: each is a copy of the whole walk.
+	var overlay map[string]SecretInfo
+	overlaid := false
 	for i, r := range results {
 		if r.Action == "" {
-			results[i] = b.deferred(ctx, conns[i], b.sweepOverlay())
+			if !overlaid {
+				overlay, overlaid = b.sweepOverlay(), true
+			}
+			results[i] = b.deferred(ctx, conns[i], overlay)
 		}
 	}
 	return results
