@@ -34,11 +34,6 @@ const (
 	// the host's functionTimeout, which the host counts from before it
 	// posts the envelope: room for the answer to be written and read.
 	SweepMargin = time.Minute
-	// writeSlack is how long after its deadline a route may still be
-	// writing its answer: the handler answers as soon as the deadline
-	// passes, so the write deadline only cuts a client that stopped
-	// reading.
-	writeSlack = 5 * time.Second
 )
 
 // withDeadlines gives each request the deadline of the route it goes to:
@@ -46,8 +41,11 @@ const (
 // request's context ends at the deadline, so the broker stops waiting and
 // the route answers (a token call a 503 with Retry-After, the sweep its
 // summary); a refresh under way is not cut, it runs detached from callers
-// (broker.Options.RefreshTimeout). The connection's write deadline is set
-// a little after, replacing any server-wide WriteTimeout for this request.
+// (broker.Options.RefreshTimeout). No write deadline is set here: a
+// client that stops reading is cut by the server's stall guard
+// (server/stallguard.go), which costs a request no change to the runtime's
+// timers; net/http clears a connection's write deadline after every
+// request, so one set here cost two.
 //
 // The context's timer is armed only when something waits for the context
 // (requestDeadline): a token served from memory waits for nothing, and
@@ -79,15 +77,13 @@ func withDeadlines(o Options, h http.Handler) http.Handler {
 	})
 }
 
-// serveBefore serves h with the request's context ending at deadline and
-// the connection's write deadline writeSlack after it. A request that
-// already has its deadline (limited) is served as it is.
+// serveBefore serves h with the request's context ending at deadline. A
+// request that already has its deadline (limited) is served as it is.
 func serveBefore(w http.ResponseWriter, r *http.Request, h http.Handler, deadline time.Time) {
 	if limited(r) {
 		h.ServeHTTP(w, r)
 		return
 	}
-	setWriteDeadline(w, deadline.Add(writeSlack))
 	ctx := &requestDeadline{parent: r.Context(), deadline: deadline}
 	defer ctx.release()
 	h.ServeHTTP(w, r.WithContext(ctx))
@@ -177,22 +173,4 @@ func (c *requestDeadline) Value(key any) any {
 		return c.parent.Value(key)
 	}
 	return c.arm().Value(key)
-}
-
-// setWriteDeadline is http.ResponseController.SetWriteDeadline without the
-// controller, which escapes to the heap on every request: it unwraps w
-// (statusRecorder.Unwrap) down to the connection. A writer that is not a
-// connection (httptest.ResponseRecorder) has no deadline to miss.
-func setWriteDeadline(w http.ResponseWriter, deadline time.Time) {
-	for {
-		switch t := w.(type) {
-		case interface{ SetWriteDeadline(time.Time) error }:
-			_ = t.SetWriteDeadline(deadline)
-			return
-		case interface{ Unwrap() http.ResponseWriter }:
-			w = t.Unwrap()
-		default:
-			return
-		}
-	}
 }

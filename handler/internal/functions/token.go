@@ -80,15 +80,19 @@ func (t *tokenRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // deadline in its context (requestDeadline, 2 allocations: it and the
 // request's copy that carries it), with the same deadline it would have
 // had from withDeadlines: RequestTimeout from the moment the route is
-// reached. The connection's write deadline is set first, for every
-// answer, as withDeadlines sets it.
+// reached.
+//
+// A request without a body reads no clock for it until it misses: only
+// the checks above Peek lie between, microseconds, and a token in memory
+// needs no deadline at all. A request with a body notes the time first,
+// since reading the body (decodeMinValidity) may take as long as the
+// server's ReadTimeout, and ADF's minute counts from when it sent it.
 func (t *tokenRoute) serveParam(w http.ResponseWriter, r *http.Request, name string) {
 	b, o := t.b, t.o
 	limit := o.RequestTimeout > 0 && !limited(r) // else no deadline, or the caller's
-	var deadline time.Time
-	if limit {
-		deadline = time.Now().Add(o.RequestTimeout)
-		setWriteDeadline(w, deadline.Add(writeSlack))
+	var began time.Time
+	if limit && r.Body != http.NoBody {
+		began = time.Now()
 	}
 	if !broker.ValidConnectionName(name) { // the rule config holds names to
 		encodeError(w, &broker.Error{
@@ -103,9 +107,9 @@ func (t *tokenRoute) serveParam(w http.ResponseWriter, r *http.Request, name str
 		// Let the broker phrase it, so the message is the same everywhere.
 		// The set may have changed since: wait no longer than a call would.
 		if limit {
-			ctx := &requestDeadline{parent: r.Context(), deadline: deadline}
+			var ctx *requestDeadline
+			r, ctx = t.limitedRequest(r, began)
 			defer ctx.release()
-			r = r.WithContext(ctx)
 		}
 		_, err := b.Token(r.Context(), name, 0)
 		encodeError(w, err)
@@ -128,9 +132,9 @@ func (t *tokenRoute) serveParam(w http.ResponseWriter, r *http.Request, name str
 		}
 	}
 	if limit {
-		ctx := &requestDeadline{parent: r.Context(), deadline: deadline}
+		var ctx *requestDeadline
+		r, ctx = t.limitedRequest(r, began)
 		defer ctx.release()
-		r = r.WithContext(ctx)
 	}
 	tok, terr := b.Token(r.Context(), name, minValidity)
 	if terr != nil {
@@ -138,6 +142,17 @@ func (t *tokenRoute) serveParam(w http.ResponseWriter, r *http.Request, name str
 		return
 	}
 	writeToken(w, tok, o.Now())
+}
+
+// limitedRequest returns r with the request's deadline in its context,
+// RequestTimeout after began (after now when began is zero), and that
+// context, which the caller releases when the request ends.
+func (t *tokenRoute) limitedRequest(r *http.Request, began time.Time) (*http.Request, *requestDeadline) {
+	if began.IsZero() {
+		began = time.Now()
+	}
+	ctx := &requestDeadline{parent: r.Context(), deadline: began.Add(t.o.RequestTimeout)}
+	return r.WithContext(ctx), ctx
 }
 
 // authorize checks the caller against the connection's allowedCallers.

@@ -144,7 +144,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 		go sweepEvery(ctx, sweeper, settings.SweepInterval, log)
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(guardListener(ctx, ln, log)) }() // stallguard.go
 	select {
 	case err := <-errc:
 		log.Error("server stopped", "event", "handler.stop", "error", err.Error())
@@ -189,11 +189,12 @@ func httpServer(h http.Handler, log *slog.Logger) *http.Server {
 		ReadHeaderTimeout: 10 * time.Second,
 		// Bodies are at most 64 KiB (functions.Options.MaxBodyBytes).
 		ReadTimeout: 30 * time.Second,
-		// No WriteTimeout: each route sets its own deadline and write
-		// deadline (functions/deadline.go), 55 s for the HTTP routes and
+		// No WriteTimeout: each route sets its own deadline
+		// (functions/deadline.go), 55 s for the HTTP routes and
 		// host.json's functionTimeout less a minute for the timer. One
 		// server-wide figure cut the timer's answer to a long sweep, and
-		// the host then recorded a failed invocation.
+		// the host then recorded a failed invocation. A client that stops
+		// reading is cut by the listener's stall guard (stallguard.go).
 		IdleTimeout:    2 * time.Minute,
 		MaxHeaderBytes: 64 << 10,
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),

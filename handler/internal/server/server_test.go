@@ -139,11 +139,11 @@ func TestHTTPServerTimeouts(t *testing.T) {
 			t.Errorf("%s = %v, want a bound of at most 5m", name, d)
 		}
 	}
-	// Writes are bounded per route (functions/deadline.go, tested there):
-	// a server-wide WriteTimeout would cut the timer's answer to a sweep
-	// that runs for most of functionTimeout.
+	// No server-wide WriteTimeout: it would cut the timer's answer to a
+	// sweep that runs for most of functionTimeout. A blocked write is
+	// bounded by the stall guard (TestStalledClientIsCut).
 	if srv.WriteTimeout != 0 {
-		t.Errorf("WriteTimeout %v: the routes set their own write deadlines", srv.WriteTimeout)
+		t.Errorf("WriteTimeout %v: a blocked write is the stall guard's to cut", srv.WriteTimeout)
 	}
 	if srv.MaxHeaderBytes <= 0 || srv.MaxHeaderBytes > 1<<20 {
 		t.Errorf("MaxHeaderBytes = %d", srv.MaxHeaderBytes)
