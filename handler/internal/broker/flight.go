@@ -88,7 +88,7 @@ func (b *Broker) token(ctx context.Context, st *connState, w want) (AccessToken,
 		ct := r.Val.(*cachedToken)
 		now := b.now()
 		if ct.validFor(now, st.need(w.of(ct.lifetime), ct.lifetime)) {
-			b.observeServed(name, ct, ct.source)
+			b.observeServed(name, ct, ct.source, now)
 			return ct.token, nil
 		}
 		if ct.refuses(w) || (ct.lifetime > 0 && !ct.inferred && !ct.issuedBefore(start)) {
@@ -120,10 +120,11 @@ func (b *Broker) fromMemory(st *connState, w want) (ct *cachedToken, served, ref
 	if ct.refuses(w) {
 		return ct, false, true
 	}
-	if !ct.validFor(b.now(), st.need(w.of(ct.lifetime), ct.lifetime)) {
+	now := b.now()
+	if !ct.validFor(now, st.need(w.of(ct.lifetime), ct.lifetime)) {
 		return ct, false, false
 	}
-	b.observeServed(st.conn.Name, ct, SourceMemory)
+	b.observeServed(st.conn.Name, ct, SourceMemory, now)
 	return ct, true, false
 }
 
