@@ -98,7 +98,8 @@ FUZZ_TARGETS := \
 	./handler/internal/oauth:FuzzTokenResponse \
 	./handler/internal/oauth:FuzzProviderEcho \
 	./handler/internal/functions:FuzzTokenRequest \
-	./handler/internal/functions:FuzzTimerEnvelope
+	./handler/internal/functions:FuzzTimerEnvelope \
+	./handler/internal/functions:FuzzPlainPath
 
 # A run that ends in "context deadline exceeded" without writing a failing
 # input is the fuzzing coordinator's own end-of-run race (golang/go#75804),

@@ -97,7 +97,8 @@ func (hr *hostRouter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var allowed []string
-	for _, rt := range hr.routes {
+	for i := range hr.routes {
+		rt := &hr.routes[i] // not a copy of the route per route tried
 		if !rt.match(segs) {
 			continue
 		}
@@ -160,15 +161,29 @@ const maxSegments = 8
 // inside its segment, as in the host (Kestrel does not decode %2F) and in
 // ServeMux. It allocates only to unescape a segment that has a '%'; given
 // room for them in dst, none for the segments themselves (the hit path).
+//
+// A URL without RawPath was sent as Path's own encoding (net/url sets
+// RawPath only when the sent form differs from EscapedPath's default, as
+// "%2F" for a '/' in a segment does: URL.setPath), so no '/' of Path came
+// from an escape and its segments need no unescaping: they are split from
+// Path directly, sparing the hit path EscapedPath's scan.
 func requestSegments(dst []string, u *url.URL) ([]string, bool) {
-	p := u.EscapedPath()
+	if u.RawPath == "" {
+		return splitSegments(dst, u.Path, false)
+	}
+	return splitSegments(dst, u.EscapedPath(), true)
+}
+
+// splitSegments appends p's segments, without one trailing slash, to dst,
+// unescaping them when escaped.
+func splitSegments(dst []string, p string, escaped bool) ([]string, bool) {
 	if len(p) > 1 && strings.HasSuffix(p, "/") {
 		p = p[:len(p)-1]
 	}
 	p = strings.TrimPrefix(p, "/")
 	for {
 		s, rest, more := strings.Cut(p, "/")
-		if strings.IndexByte(s, '%') >= 0 {
+		if escaped && strings.IndexByte(s, '%') >= 0 {
 			v, err := url.PathUnescape(s)
 			if err != nil {
 				return nil, false

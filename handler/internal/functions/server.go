@@ -164,12 +164,7 @@ func NewServer(b Broker, o Options) http.Handler {
 // which a pipeline cannot read, and no caller means such a path.
 func rejectUncleanPaths(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p := r.URL.Path
-		clean := path.Clean(p)
-		if strings.HasSuffix(p, "/") && clean != "/" {
-			clean += "/"
-		}
-		if p != "" && clean != p {
+		if p := r.URL.Path; !plainPath(p) && !cleanPath(p) {
 			encode(w, http.StatusBadRequest, errorBody{
 				Error:       string(broker.CodeBadRequest),
 				Message:     "the path has \".\", \"..\" or empty segments",
@@ -179,6 +174,25 @@ func rejectUncleanPaths(h http.Handler) http.Handler {
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// cleanPath reports whether p is empty or path.Clean leaves it as it is,
+// but for one trailing slash.
+func cleanPath(p string) bool {
+	clean := path.Clean(p)
+	if strings.HasSuffix(p, "/") && clean != "/" {
+		clean += "/"
+	}
+	return p == "" || clean == p
+}
+
+// plainPath reports, without path.Clean's copy and compare, whether p is
+// certainly clean: rooted, with no empty segment ("//") and no segment
+// starting with a dot, so none that is "." or "..". Those are all that
+// path.Clean changes in a rooted path but a trailing slash, which
+// cleanPath keeps. Any other path is left to cleanPath.
+func plainPath(p string) bool {
+	return len(p) > 0 && p[0] == '/' && !strings.Contains(p, "//") && !strings.Contains(p, "/.")
 }
 
 // addRoutes is the whole HTTP surface in one place. The functions' routes
