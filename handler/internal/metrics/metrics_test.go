@@ -86,6 +86,81 @@ func TestPrometheusText(t *testing.T) {
 	}
 }
 
+// TestTokenAgeOncePerSecondOfAge: every token served is counted, and the
+// age histogram takes at most one answer per series in each second of
+// age: a busy connection answers thousands of times a second with the
+// same token, and recording each cost most of a cache hit's work.
+func TestTokenAgeOncePerSecondOfAge(t *testing.T) {
+	type served struct {
+		conn   string
+		source broker.Source
+		age    time.Duration
+		times  int
+	}
+	tests := []struct {
+		name            string
+		served          []served
+		wantCount       float64 // xero's memory series in the histogram
+		wantSum         float64
+		wantServedTotal float64 // xero's memory series in the counter
+	}{
+		{"one second of age, many answers", []served{{"xero", broker.SourceMemory, 61200 * time.Millisecond, 100}}, 1, 61.2, 100},
+		{"the next second", []served{
+			{"xero", broker.SourceMemory, 61200 * time.Millisecond, 10},
+			{"xero", broker.SourceMemory, 62 * time.Second, 10},
+		}, 2, 123.2, 20},
+		{"a new token starts again at 0", []served{
+			{"xero", broker.SourceMemory, 3599 * time.Second, 5},
+			{"xero", broker.SourceMemory, 500 * time.Millisecond, 5},
+		}, 2, 3599.5, 10},
+		{"each series on its own", []served{
+			{"xero", broker.SourceMemory, 10 * time.Second, 3},
+			{"xero", broker.SourceRefresh, 10 * time.Second, 3},
+			{"sf", broker.SourceMemory, 10 * time.Second, 3},
+			{"xero", broker.SourceMemory, 10 * time.Second, 3},
+		}, 1, 10, 6},
+		{"unknown age is counted only", []served{{"xero", broker.SourceMemory, -1, 7}}, 0, 0, 7},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := metrics.New(metrics.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Shutdown(context.Background())
+			for _, s := range tt.served {
+				for range s.times {
+					m.TokenServed(s.conn, s.source, s.age)
+				}
+			}
+			var buf bytes.Buffer
+			if err := m.WritePrometheus(context.Background(), &buf); err != nil {
+				t.Fatal(err)
+			}
+			fams, err := promtext.Parse(buf.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			const series = `{connection="xero",source="memory"}`
+			sample := func(family, name string) float64 {
+				if f, ok := fams[family]; ok {
+					return f.Samples[name+series]
+				}
+				return 0 // absent
+			}
+			if got := sample("tokenrefresher_token_age_seconds", "tokenrefresher_token_age_seconds_count"); got != tt.wantCount {
+				t.Errorf("age histogram count %v, want %v", got, tt.wantCount)
+			}
+			if got := sample("tokenrefresher_token_age_seconds", "tokenrefresher_token_age_seconds_sum"); got != tt.wantSum {
+				t.Errorf("age histogram sum %v, want %v", got, tt.wantSum)
+			}
+			if got := sample("tokenrefresher_tokens_served_total", "tokenrefresher_tokens_served_total"); got != tt.wantServedTotal {
+				t.Errorf("served %v, want %v", got, tt.wantServedTotal)
+			}
+		})
+	}
+}
+
 // TestPrometheusEscapesLabelValues: a connection name is the operator's,
 // and the format's quoting must survive any of it.
 func TestPrometheusEscapesLabelValues(t *testing.T) {
