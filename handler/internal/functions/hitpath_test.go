@@ -59,23 +59,41 @@ func (w *discardWriter) Write(p []byte) (int, error) { w.n += len(p); return len
 // that carries it, made now only when Peek misses).
 const maxHitAllocs = 0
 
-// TestTokenHitAllocations holds the hit path to maxHitAllocs.
+// TestTokenHitAllocations holds the hit path to maxHitAllocs, in each way
+// the binary is configured: standalone on loopback with and without the
+// API key, and behind the host with App Service authentication and a
+// status page group, where the token route serves TOKEN_CALLERS only
+// (tokenCallersOnly).
 func TestTokenHitAllocations(t *testing.T) {
 	now := time.Date(2026, 11, 23, 3, 0, 0, 0, time.UTC)
 	br := &hitBroker{tok: broker.AccessToken{Value: "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.hit-token-with-more-than-32-bytes", TokenType: "Bearer", Expiry: now.Add(time.Hour)}}
-	for _, key := range []broker.Secret{"", "a-function-key-longer-than-32-bytes-0123456789"} {
-		h := functions.NewServer(br, hitOptions(key, now))
-		req := hitRequest(key)
+	const factory = "5d7c1d2e-0000-4000-8000-00000000adf0"
+	behindHost := hitOptions("", now)
+	behindHost.ForwardedByHost, behindHost.LoopbackPort = true, 0
+	behindHost.AuthEnabled, behindHost.StatusPageGroup, behindHost.TokenCallers = true, "0b5e7a1c-0000-4000-8000-000000000001", []string{factory}
+	fromFactory := hitRequest("")
+	fromFactory.Header.Set("X-MS-CLIENT-PRINCIPAL-ID", factory)
+	key := broker.Secret("a-function-key-longer-than-32-bytes-0123456789")
+	for _, tt := range []struct {
+		name string
+		o    functions.Options
+		req  *http.Request
+	}{
+		{"standalone", hitOptions("", now), hitRequest("")},
+		{"standalone with the API key", hitOptions(key, now), hitRequest(key)},
+		{"behind the host, token callers only", behindHost, fromFactory},
+	} {
+		h := functions.NewServer(br, tt.o)
 		w := &discardWriter{h: http.Header{}}
 		allocs := testing.AllocsPerRun(200, func() {
 			clear(w.h)
-			h.ServeHTTP(w, req)
+			h.ServeHTTP(w, tt.req)
 		})
 		if w.status != http.StatusOK {
-			t.Fatalf("key %t: status %d", key != "", w.status)
+			t.Fatalf("%s: status %d", tt.name, w.status)
 		}
 		if allocs > maxHitAllocs+poolMisses {
-			t.Errorf("key %t: a cache hit allocates %.0f times, want at most %d", key != "", allocs, maxHitAllocs)
+			t.Errorf("%s: a cache hit allocates %.0f times, want at most %d", tt.name, allocs, maxHitAllocs)
 		}
 	}
 }

@@ -160,22 +160,58 @@ func signedIn(o Options, h http.HandlerFunc) http.HandlerFunc {
 // route serves only the principals in TokenCallers (Data Factory's managed
 // identity), as App Service authentication did alone before. Without a
 // group, or without App Service authentication, h is returned as it is, so
-// the token route's hit path does no more work.
+// the token route's hit path does no more work. With one, the gate is
+// itself handed the connection's name by the router (paramHandler) when h
+// is, so that a caller let through keeps the hit path: no path-value
+// table, no request deadline before Peek.
 func tokenCallersOnly(o Options, h http.Handler) http.Handler {
 	if o.StatusPageGroup == "" || !o.AuthEnabled {
 		return h
 	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ids := r.Header[principalKey]
-		if len(ids) == 1 {
-			caller := strings.TrimSpace(ids[0])
-			if slices.ContainsFunc(o.TokenCallers, func(id string) bool { return strings.EqualFold(id, caller) }) {
-				h.ServeHTTP(w, r)
-				return
-			}
+	g := &tokenCallersGate{callers: o.TokenCallers, next: h}
+	if ph, ok := h.(paramHandler); ok {
+		return &tokenCallersParamGate{tokenCallersGate: g, param: ph}
+	}
+	return g
+}
+
+// tokenCallersGate serves next to the principals in callers only.
+type tokenCallersGate struct {
+	callers []string
+	next    http.Handler
+}
+
+func (g *tokenCallersGate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if g.refuse(w, r) {
+		return
+	}
+	g.next.ServeHTTP(w, r)
+}
+
+// refuse answers a caller not in callers with a 403 and reports whether
+// it did.
+func (g *tokenCallersGate) refuse(w http.ResponseWriter, r *http.Request) bool {
+	if ids := r.Header[principalKey]; len(ids) == 1 {
+		caller := strings.TrimSpace(ids[0])
+		if slices.ContainsFunc(g.callers, func(id string) bool { return strings.EqualFold(id, caller) }) {
+			return false
 		}
-		encodeError(w, &broker.Error{Code: broker.CodeForbidden,
-			Message:     "the token route serves only the callers in TOKEN_CALLERS while operators may sign in (STATUS_PAGE_GROUP); this caller is not one",
-			Remediation: "Call with Data Factory's managed identity. Operators use the status page (/api/operator/status), which serves no token."})
-	})
+	}
+	encodeError(w, &broker.Error{Code: broker.CodeForbidden,
+		Message:     "the token route serves only the callers in TOKEN_CALLERS while operators may sign in (STATUS_PAGE_GROUP); this caller is not one",
+		Remediation: "Call with Data Factory's managed identity. Operators use the status page (/api/operator/status), which serves no token."})
+	return true
+}
+
+// tokenCallersParamGate is the gate in front of a paramHandler.
+type tokenCallersParamGate struct {
+	*tokenCallersGate
+	param paramHandler // the gate's next, as the router hands it the name
+}
+
+func (g *tokenCallersParamGate) serveParam(w http.ResponseWriter, r *http.Request, value string) {
+	if g.refuse(w, r) {
+		return
+	}
+	g.param.serveParam(w, r, value)
 }
