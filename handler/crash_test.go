@@ -41,7 +41,10 @@ import (
 const (
 	crashBeforeProvider = "before-provider" // lock held, provider not called
 	crashAfterProvider  = "after-provider"  // provider answered, nothing persisted
-	crashAfterPersist   = "after-persist"   // both tokens stored, lock not released
+	// Both tokens stored, lock not released. With the access token
+	// beside the lock: killed once the access-token record has replaced
+	// the write-ahead record (killingKeep).
+	crashAfterPersist = "after-persist"
 	// The store refuses the refresh token; the child answers its caller
 	// (the refresh token is in the write-ahead record) and is killed.
 	crashStoreRefused = "store-refused"
@@ -67,6 +70,11 @@ const (
 	crashRecordTorn = "record-torn"
 	// Killed once the write-ahead write is done, before it returned.
 	crashRecordWritten = "record-written"
+
+	// The access token beside the lock only: the store has taken the
+	// refresh token, and the kill lands as the access-token record is to
+	// replace the write-ahead record (which carries the access token too).
+	crashBeforeKeep = "before-keep"
 )
 
 // Lock backends of the crash tests.
@@ -99,8 +107,9 @@ func crashConnection(tokenURL string, grace time.Duration) broker.Connection {
 }
 
 // crashBroker builds an instance on the shared state directory and, with
-// lockBlob, Azurite.
-func crashBroker(lockKind, instance, stateDir, storage, container, tokenURL string, grace time.Duration, wrap func(broker.SecretStore, broker.Grant, broker.Locker) (broker.SecretStore, broker.Grant, broker.Locker), logger *slog.Logger) (*broker.Broker, error) {
+// lockBlob, Azurite. beside keeps the access token beside the lock, as
+// backends.NewBroker does for ACCESS_TOKEN_STORE=blob (blob lock only).
+func crashBroker(lockKind string, beside bool, instance, stateDir, storage, container, tokenURL string, grace time.Duration, wrap func(broker.SecretStore, broker.Grant, broker.Locker) (broker.SecretStore, broker.Grant, broker.Locker), logger *slog.Logger) (*broker.Broker, error) {
 	store, err := local.NewStore(stateDir)
 	if err != nil {
 		return nil, err
@@ -130,6 +139,8 @@ func crashBroker(lockKind, instance, stateDir, storage, container, tokenURL stri
 		// refresh token's.
 		WriteAheadKey: broker.StoredKey(store, locker),
 		Connections:   []broker.Connection{crashConnection(tokenURL, grace)},
+		// Sealed under the same write-ahead key, in the lock blob.
+		AccessTokensBesideLock: beside,
 		// Long enough to outwait a dead holder's lease.
 		LockWait: crashLease + 10*time.Second,
 	})
@@ -175,22 +186,32 @@ func (g killingGrant) Token(ctx context.Context, c *broker.Connection, cred brok
 }
 
 // hookedLocker hands out locks whose write-ahead write runs through
-// write: the crash tests kill there, the benchmark times it. It forwards
-// every optional interface the broker looks for on a Locker and a Lock.
+// write, and whose keeping of an access-token record through keep (when
+// not nil): the crash tests kill there, the benchmark times the first. It
+// forwards every optional interface the broker looks for on a Locker and
+// a Lock.
 type hookedLocker struct {
 	broker.Locker
 	write writeHook
+	keep  keepHook
 }
 
 // writeHook runs a write-ahead write of the lock name through wal.
 type writeHook func(ctx context.Context, name string, wal broker.WriteAheadLog, rec []byte) error
+
+// keepHook runs the keeping of an access-token record through log.
+type keepHook func(ctx context.Context, log broker.AccessTokenLog, rec []byte) error
 
 func (l hookedLocker) Lock(ctx context.Context, name string) (broker.Lock, error) {
 	lk, err := l.Locker.Lock(ctx, name)
 	if err != nil {
 		return nil, err
 	}
-	return &hookedLock{Lock: lk, name: name, write: l.write}, nil
+	return &hookedLock{Lock: lk, name: name, write: l.write, keep: l.keep}, nil
+}
+
+func (l hookedLocker) ReadBesideLock(ctx context.Context, name string) ([]byte, error) {
+	return l.Locker.(broker.BesideLockReader).ReadBesideLock(ctx, name)
 }
 
 func (l hookedLocker) ReadStatus(ctx context.Context, name string) (broker.SharedStatus, error) {
@@ -205,6 +226,15 @@ type hookedLock struct {
 	broker.Lock
 	name  string
 	write writeHook
+	keep  keepHook
+}
+
+func (l *hookedLock) KeepAccessToken(ctx context.Context, rec []byte) error {
+	log := l.Lock.(broker.AccessTokenLog)
+	if l.keep == nil {
+		return log.KeepAccessToken(ctx, rec)
+	}
+	return l.keep(ctx, log, rec)
 }
 
 func (l *hookedLock) WriteAhead(ctx context.Context, rec []byte) error {
@@ -255,6 +285,21 @@ func killingWrite(point, journal string) writeHook {
 	}
 }
 
+// killingKeep kills the process at point around the keeping of the
+// access-token record.
+func killingKeep(point string) keepHook {
+	return func(ctx context.Context, log broker.AccessTokenLog, rec []byte) error {
+		if point == crashBeforeKeep {
+			killSelf()
+		}
+		err := log.KeepAccessToken(ctx, rec)
+		if point == crashAfterPersist && err == nil {
+			killSelf()
+		}
+		return err
+	}
+}
+
 type killingStore struct {
 	broker.SecretStore
 	point        string
@@ -298,10 +343,10 @@ func crashChild() int {
 	case crashStoreRefused, crashWhileRecord, crashAfterOutage:
 		ks.outage.Store(true)
 	}
-	b, err := crashBroker(os.Getenv("CRASH_LOCK"), childInstance, stateDir, os.Getenv("CRASH_STORAGE"), os.Getenv("CRASH_CONTAINER"), os.Getenv("CRASH_TOKEN_URL"), grace,
+	b, err := crashBroker(os.Getenv("CRASH_LOCK"), os.Getenv("CRASH_BESIDE") == "true", childInstance, stateDir, os.Getenv("CRASH_STORAGE"), os.Getenv("CRASH_CONTAINER"), os.Getenv("CRASH_TOKEN_URL"), grace,
 		func(s broker.SecretStore, g broker.Grant, l broker.Locker) (broker.SecretStore, broker.Grant, broker.Locker) {
 			ks.SecretStore = s
-			return ks, killingGrant{Grant: g, point: point}, hookedLocker{Locker: l, write: killingWrite(point, filepath.Join(stateDir, "locks", "xero.journal"))}
+			return ks, killingGrant{Grant: g, point: point}, hookedLocker{Locker: l, write: killingWrite(point, filepath.Join(stateDir, "locks", "xero.journal")), keep: killingKeep(point)}
 		}, nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "crash child:", err)
@@ -341,6 +386,15 @@ func crashChild() int {
 // redeems the record's token, without reuse, against a provider that
 // revokes the chain on any reuse, and leaves the store holding the
 // provider's current refresh token and no record behind.
+//
+// With the access token kept beside the lock (ACCESS_TOKEN_STORE=blob,
+// the beside-lock rows), every point from the write-ahead record on
+// leaves the answer's access token sealed in the lock blob: the next
+// instance is served that token from the blob at once, without a refresh
+// and without waiting for the dead holder's lease, and its sweep (which
+// does wait for the lease) moves a pending record's refresh token into
+// the store, redeeming nothing, and leaves the access-token record in the
+// blob.
 func TestKilledInstance(t *testing.T) {
 	t.Parallel()
 	var az *azurite.Instance
@@ -357,6 +411,15 @@ func TestKilledInstance(t *testing.T) {
 		// waitsForLease: the next caller must wait for the dead holder's
 		// lease to expire (it cannot be served from the store).
 		waitsForLease bool
+		// beside keeps the access token beside the lock
+		// (ACCESS_TOKEN_STORE=blob; blob lock only).
+		beside bool
+		// fromBlob: the dead instance got as far as sealing its access
+		// token into the lock blob (the write-ahead record, or the
+		// access-token record), and the next caller is served that token
+		// from the blob, without a refresh and without waiting for the
+		// lease.
+		fromBlob bool
 	}{
 		{point: crashBeforeProvider, wantOK: true, wantCalls: 1, waitsForLease: true},
 		{point: crashProviderCommitted, grace: 30 * time.Minute, wantOK: true, wantCalls: 2, waitsForLease: true},
@@ -375,6 +438,26 @@ func TestKilledInstance(t *testing.T) {
 		{point: crashWhileRecord, wantOK: true, wantCalls: 2, waitsForLease: true},
 		{point: crashBeforeStore, wantOK: true, wantCalls: 2, waitsForLease: true},
 		{point: crashAfterOutage, wantOK: true, wantCalls: 2, waitsForLease: true},
+
+		// The access token beside the lock. Before the write-ahead
+		// record nothing of the answer is in the blob, and the rows
+		// above tell what follows (after-provider, record-start); this
+		// one has the next instance's own refresh keep its token there.
+		{point: crashBeforeProvider, beside: true, wantOK: true, wantCalls: 1, waitsForLease: true},
+		// From the write-ahead record on, the blob holds the access
+		// token: before the store write (record-written), as it begins
+		// (before-store), once the store refused it (store-refused),
+		// once the store took the refresh token but before the record
+		// was settled (before-keep), and once the access-token record
+		// replaced the write-ahead record (after-persist). while-record
+		// and after-outage leave the blob and the store as before-store
+		// and before-keep do; each row whose dead holder keeps the lease
+		// costs a lease (15 s) of the test's run time.
+		{point: crashRecordWritten, beside: true, wantOK: true, wantCalls: 1, fromBlob: true},
+		{point: crashBeforeStore, beside: true, wantOK: true, wantCalls: 1, fromBlob: true},
+		{point: crashStoreRefused, beside: true, wantOK: true, wantCalls: 1, fromBlob: true},
+		{point: crashBeforeKeep, beside: true, wantOK: true, wantCalls: 1, fromBlob: true},
+		{point: crashAfterPersist, beside: true, wantOK: true, wantCalls: 1, fromBlob: true},
 	}
 	for i, tt := range tests {
 		if tt.lock == "" {
@@ -383,6 +466,9 @@ func TestKilledInstance(t *testing.T) {
 		name := tt.point
 		if tt.lock == lockLocal {
 			name += "/local"
+		}
+		if tt.beside {
+			name += "/beside-lock"
 		}
 		if tt.grace > 0 {
 			name += "/reuse-grace"
@@ -421,7 +507,7 @@ func TestKilledInstance(t *testing.T) {
 			}
 
 			child := exec.Command(os.Args[0], "-test.run=^$")
-			child.Env = append(os.Environ(), crashEnv+"="+tt.point, "CRASH_GRACE="+tt.grace.String(), "CRASH_LOCK="+tt.lock,
+			child.Env = append(os.Environ(), crashEnv+"="+tt.point, "CRASH_GRACE="+tt.grace.String(), "CRASH_LOCK="+tt.lock, "CRASH_BESIDE="+fmt.Sprint(tt.beside),
 				"CRASH_STATE_DIR="+state, "CRASH_STORAGE="+storage, "CRASH_CONTAINER="+container, "CRASH_TOKEN_URL="+ps.URL+"/token")
 			var out strings.Builder
 			child.Stdout, child.Stderr = &out, &out
@@ -447,8 +533,14 @@ func TestKilledInstance(t *testing.T) {
 			}
 			killedAt := time.Now()
 
+			// What the dead instance left in the lock blob.
+			var kept broker.AccessToken
+			if tt.fromBlob {
+				kept = keptAccessToken(t, store, storage, container)
+			}
+
 			var logs lockedBuffer
-			next, err := crashBroker(tt.lock, nextInstance, state, storage, container, ps.URL+"/token", tt.grace,
+			next, err := crashBroker(tt.lock, tt.beside, nextInstance, state, storage, container, ps.URL+"/token", tt.grace,
 				func(s broker.SecretStore, g broker.Grant, l broker.Locker) (broker.SecretStore, broker.Grant, broker.Locker) {
 					return s, g, l
 				}, slog.New(slog.NewJSONHandler(&logs, nil)))
@@ -491,6 +583,24 @@ func TestKilledInstance(t *testing.T) {
 			if !provider.ValidAccessToken(tok.Value.Reveal()) {
 				t.Error("the next caller's token is not valid at the provider")
 			}
+			if tt.fromBlob && (tok.Value != kept.Value || !tok.Expiry.Equal(kept.Expiry)) {
+				t.Error("the next caller was not served the access token the dead instance kept beside the lock")
+			}
+			if tt.beside {
+				// A caller served from the blob did not take the lock: the
+				// sweep (which waits out the dead holder's lease) moves a
+				// pending record's refresh token into the store. It
+				// redeems nothing, and leaves the blob holding the served
+				// token in an access-token record.
+				next.Sweep(ctx, 0)
+				if after := provider.Stats(); after.TokenRequests != st.TokenRequests {
+					t.Errorf("the sweep made %d token requests, want none", after.TokenRequests-st.TokenRequests)
+				}
+				st = provider.Stats()
+				if now := keptAccessToken(t, store, storage, container); now.Value != tok.Value {
+					t.Error("the lock blob does not hold the served access token")
+				}
+			}
 			if st.ReuseDetected != 0 || st.ChainsRevoked != 0 {
 				t.Errorf("provider: %d reuses, %d chains revoked; want none", st.ReuseDetected, st.ChainsRevoked)
 			}
@@ -513,6 +623,31 @@ func TestKilledInstance(t *testing.T) {
 			t.Logf("next caller served %v after the kill", waited.Round(time.Millisecond))
 		})
 	}
+}
+
+// keptAccessToken opens the access token kept in a crash test's lock blob
+// (the access-token record, or the one a write-ahead record carries) with
+// the write-ahead key in the store.
+func keptAccessToken(t *testing.T, store broker.SecretStore, storage, container string) broker.AccessToken {
+	t.Helper()
+	ctx := context.Background()
+	raw, err := crashLocker(t, storage, container).ReadBesideLock(ctx, "xero")
+	if err != nil || raw == nil {
+		t.Fatalf("nothing beside the lock (err %v)", err)
+	}
+	ks, err := store.Get(ctx, broker.WriteAheadKeySecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := base64.StdEncoding.DecodeString(ks.Value.Reveal())
+	if err != nil {
+		t.Fatal(err)
+	}
+	at, ok, err := broker.OpenAccessToken(key, "xero", raw)
+	if err != nil || !ok {
+		t.Fatalf("the lock blob holds no access token this key opens (ok %v, err %v)", ok, err)
+	}
+	return at
 }
 
 // crashChecker looks at a crash test's lock from outside.
