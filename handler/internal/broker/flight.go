@@ -62,7 +62,7 @@ func (w want) impossible(lifetime time.Duration) bool {
 func (b *Broker) token(ctx context.Context, st *connState, w want) (AccessToken, error) {
 	name := st.conn.Name
 	// Step 1, the fast path (fromMemory, which Peek shares).
-	if ct, served, refused := b.fromMemory(st, w); refused {
+	if ct, served, refused := b.fromMemory(st, w, b.now()); refused {
 		return AccessToken{}, lifetimeError(name, w.minValidity, ct.lifetime)
 	} else if served {
 		return ct.token, nil
@@ -111,8 +111,8 @@ func (b *Broker) token(ctx context.Context, st *connState, w want) (AccessToken,
 // memory. refused: w asks more than ct's provider gives, an error even
 // when ct happens to satisfy it, so the answer does not depend on timing.
 // Both are false when there is no token in memory or it is not valid long
-// enough.
-func (b *Broker) fromMemory(st *connState, w want) (ct *cachedToken, served, refused bool) {
+// enough. The token is judged, and observed, at now.
+func (b *Broker) fromMemory(st *connState, w want, now time.Time) (ct *cachedToken, served, refused bool) {
 	ct = st.cached.Load()
 	if ct == nil {
 		return nil, false, false
@@ -120,7 +120,6 @@ func (b *Broker) fromMemory(st *connState, w want) (ct *cachedToken, served, ref
 	if ct.refuses(w) {
 		return ct, false, true
 	}
-	now := b.now()
 	if !ct.validFor(now, st.need(w.of(ct.lifetime), ct.lifetime)) {
 		return ct, false, false
 	}

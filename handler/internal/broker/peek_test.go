@@ -85,7 +85,7 @@ func TestPeekIsTokensFirstStep(t *testing.T) {
 			rec.take()
 			gets, calls := e.store.gets.Load(), e.provider.Stats().TokenRequests
 
-			tok, ok := b.Peek(name, tt.minValidity)
+			tok, ok := b.Peek(name, tt.minValidity, e.clock.Now())
 			if ok != tt.hit {
 				t.Fatalf("Peek hit = %v, want %v", ok, tt.hit)
 			}

@@ -156,7 +156,7 @@ func NewServer(b Broker, o Options) http.Handler {
 	if !o.ForwardedByHost {
 		h = guardLocal(o.LoopbackPort, h) // standalone: keep web pages out (guard.go)
 	}
-	return logRequests(o.Logger, redactBodies(o.Redactor, h))
+	return logRequests(o.Logger, o.Now, redactBodies(o.Redactor, h))
 }
 
 // rejectUncleanPaths answers a path with ".", ".." or empty segments with a
@@ -285,10 +285,12 @@ func methodNotAllowed(w http.ResponseWriter, r *http.Request, allowed []string) 
 	})
 }
 
-// statusRecorder captures the status for the request log.
+// statusRecorder captures the status for the request log, and keeps when
+// the request arrived (requestTime).
 type statusRecorder struct {
 	http.ResponseWriter
-	status int
+	status  int
+	arrived time.Time
 }
 
 func (s *statusRecorder) WriteHeader(code int) {
@@ -302,6 +304,23 @@ func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter 
 
 var statusRecorders = sync.Pool{New: func() any { return new(statusRecorder) }}
 
+// requestTime is when the request written to by w arrived, as logRequests
+// read it from Options.Now, or now() for a writer it did not wrap: the
+// token route judges and answers a token in memory by it, one clock read
+// for the whole request.
+func requestTime(w http.ResponseWriter, now func() time.Time) time.Time {
+	for {
+		switch t := w.(type) {
+		case *statusRecorder:
+			return t.arrived
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = t.Unwrap()
+		default:
+			return now()
+		}
+	}
+}
+
 // logRequests logs one line per request. The query string is left out: it
 // may carry a function key (?code=).
 //
@@ -309,14 +328,14 @@ var statusRecorders = sync.Pool{New: func() any { return new(statusRecorder) }}
 // request logs at DEBUG, which LOG_LEVEL leaves off by default, and
 // building it anyway (reading the header, boxing the attributes) was work
 // on every token request for a line nobody reads.
-func logRequests(log *slog.Logger, h http.Handler) http.Handler {
+func logRequests(log *slog.Logger, now func() time.Time, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
+		start := now()
 		// Pooled, as the redacting writer is: a handler does not keep its
 		// writer once it returns, and the token route's cache hit then
 		// allocates nothing for either (hitpath_test.go).
 		rec := statusRecorders.Get().(*statusRecorder)
-		rec.ResponseWriter, rec.status = w, http.StatusOK
+		rec.ResponseWriter, rec.status, rec.arrived = w, http.StatusOK, start
 		h.ServeHTTP(rec, r)
 		status := rec.status
 		rec.ResponseWriter = nil
@@ -330,7 +349,7 @@ func logRequests(log *slog.Logger, h http.Handler) http.Handler {
 		}
 		log.LogAttrs(r.Context(), level, "request", slog.String("event", "http.request"),
 			slog.String("method", r.Method), slog.String("path", loggedPath(r.URL.Path)),
-			slog.Int("status", status), slog.Duration("duration", time.Since(start)),
+			slog.Int("status", status), slog.Duration("duration", now().Sub(start)),
 			slog.String("invocation_id", r.Header.Get(invocationIDHeader)))
 	})
 }

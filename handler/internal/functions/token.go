@@ -53,10 +53,12 @@ func handleToken(b Broker, o Options) http.Handler {
 
 // Peeker is what a Broker may offer to answer a token from memory before
 // the request is prepared to wait (broker.Broker.Peek): the token when
-// Token would serve it from memory, observed as Token would observe it,
-// and false whenever Token would do anything else.
+// Token would serve it from memory at now, observed as Token would
+// observe it, and false whenever Token would do anything else. now is
+// when the request arrived (requestTime), so that a hit reads the clock
+// once: a clock read is about 50 ns here, a tenth of a hit's own work.
 type Peeker interface {
-	Peek(connection string, minValidity time.Duration) (broker.AccessToken, bool)
+	Peek(connection string, minValidity time.Duration, now time.Time) (broker.AccessToken, bool)
 }
 
 // tokenRoute is the token function. The router hands it the connection's
@@ -126,8 +128,9 @@ func (t *tokenRoute) serveParam(w http.ResponseWriter, r *http.Request, name str
 		return
 	}
 	if t.peek != nil {
-		if tok, ok := t.peek.Peek(name, minValidity); ok {
-			writeToken(w, tok, o.Now())
+		now := requestTime(w, o.Now)
+		if tok, ok := t.peek.Peek(name, minValidity, now); ok {
+			writeToken(w, tok, now)
 			return
 		}
 	}

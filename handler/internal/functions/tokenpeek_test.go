@@ -45,9 +45,9 @@ type countingPeeker struct {
 	hasDeadline         bool
 }
 
-func (p *countingPeeker) Peek(name string, minValidity time.Duration) (broker.AccessToken, bool) {
+func (p *countingPeeker) Peek(name string, minValidity time.Duration, now time.Time) (broker.AccessToken, bool) {
 	p.peeks.Add(1)
-	tok, ok := p.Broker.Peek(name, minValidity)
+	tok, ok := p.Broker.Peek(name, minValidity, now)
 	if ok {
 		p.hits.Add(1)
 	}
