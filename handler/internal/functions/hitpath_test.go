@@ -36,7 +36,9 @@ func (b *hitBroker) Token(context.Context, string, time.Duration) (broker.Access
 
 // Peek is broker.Broker.Peek on a hit: the route answers without its
 // request deadline (token.go).
-func (b *hitBroker) Peek(string, time.Duration, time.Time) (broker.AccessToken, bool) { return b.tok, true }
+func (b *hitBroker) Peek(string, time.Duration, time.Time) (broker.AccessToken, bool) {
+	return b.tok, true
+}
 
 // discardWriter is the least a ResponseWriter can be: its header map is
 // reused, so the allocations counted are the handler's.
