@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -133,12 +134,16 @@ func hitRequest(key broker.Secret) *http.Request {
 // -cpuprofile cpu.out ./handler/internal/functions` shows where it goes.
 func BenchmarkTokenHit(b *testing.B) {
 	now := time.Date(2026, 11, 23, 3, 0, 0, 0, time.UTC)
-	br := &hitBroker{tok: broker.AccessToken{Value: "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.bench-token", TokenType: "Bearer", Expiry: now.Add(time.Hour)}}
+	short := broker.Secret("eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.bench-token")
+	// An Entra or Xero access token is a JWT of 1-2 KB.
+	jwt := broker.Secret("eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9." + strings.Repeat("eyJhdWQiOiJodHRwczovL2FwaS54ZXJvLmNvbSJ9", 36) + ".c2lnbmF0dXJl")
 	for _, c := range []struct {
-		name string
-		key  broker.Secret
-	}{{"no-key", ""}, {"api-key", "bench-function-key-0123456789abcdef"}} {
+		name  string
+		key   broker.Secret
+		token broker.Secret
+	}{{"no-key", "", short}, {"api-key", "bench-function-key-0123456789abcdef", short}, {"no-key, 1.5 KB JWT", "", jwt}} {
 		b.Run(c.name, func(b *testing.B) {
+			br := &hitBroker{tok: broker.AccessToken{Value: c.token, TokenType: "Bearer", Expiry: now.Add(time.Hour)}}
 			h := functions.NewServer(br, hitOptions(c.key, now))
 			req := hitRequest(c.key)
 			w := &discardWriter{h: http.Header{}}

@@ -36,7 +36,7 @@ func TestAnswersAreRedacted(t *testing.T) {
 			consent.WritePage(w, http.StatusBadGateway, consent.Page{Title: "t", Message: "the provider said " + secret})
 		}, false, false},
 		{"the token served", func(w http.ResponseWriter) {
-			writeToken(w, broker.AccessToken{Value: secret, TokenType: "Bearer", Expiry: time.Now().Add(time.Hour)}, time.Now())
+			writeToken(w, &tokenAnswers{}, "xero", broker.AccessToken{Value: secret, TokenType: "Bearer", Expiry: time.Now().Add(time.Hour)}, time.Now())
 		}, true, true},
 	}
 	for _, tt := range tests {

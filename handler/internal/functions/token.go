@@ -66,9 +66,10 @@ type Peeker interface {
 // path values, and leaves its deadline to it: a token in memory is
 // answered before the request's deadline is made (serveParam).
 type tokenRoute struct {
-	b    Broker
-	peek Peeker // nil when b cannot peek
-	o    Options
+	b       Broker
+	peek    Peeker // nil when b cannot peek
+	o       Options
+	answers tokenAnswers // tokenjson.go
 }
 
 func (t *tokenRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -130,7 +131,7 @@ func (t *tokenRoute) serveParam(w http.ResponseWriter, r *http.Request, name str
 	if t.peek != nil {
 		now := requestTime(w, o.Now)
 		if tok, ok := t.peek.Peek(name, minValidity, now); ok {
-			writeToken(w, tok, now)
+			writeToken(w, &t.answers, name, tok, now)
 			return
 		}
 	}
@@ -144,7 +145,7 @@ func (t *tokenRoute) serveParam(w http.ResponseWriter, r *http.Request, name str
 		encodeError(w, terr)
 		return
 	}
-	writeToken(w, tok, o.Now())
+	writeToken(w, &t.answers, name, tok, o.Now())
 }
 
 // limitedRequest returns r with the request's deadline in its context,

@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"math"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
 )
 
 // stdTokenJSON is the answer as encoding/json writes it: what the token
@@ -91,5 +94,42 @@ func FuzzTokenResponseEncoding(f *testing.F) {
 func TestInvocationIDHeaderIsCanonical(t *testing.T) {
 	if got := http.CanonicalHeaderKey("X-Azure-Functions-InvocationId"); got != invocationIDHeader {
 		t.Errorf("canonical key %q, the log reads %q", got, invocationIDHeader)
+	}
+}
+
+// TestTokenAnswerFollowsTheToken: each connection's answer is worked out
+// once per token (tokenAnswers), so it must be made again whenever the
+// token the broker hands over differs in any way: an answer kept for an
+// old token would serve that token.
+func TestTokenAnswerFollowsTheToken(t *testing.T) {
+	at := time.Date(2026, 12, 7, 3, 0, 0, 0, time.UTC)
+	// Strings built at run time, so that equal values do not share
+	// their bytes as constants would.
+	fresh := func(s string) string { return strings.Clone(s) }
+	steps := []struct {
+		name       string
+		connection string
+		token      string
+		tokenType  string
+		expiry     time.Time
+	}{
+		{"first token", "xero", fresh("eyJhbGciOi.first"), "Bearer", at.Add(time.Hour)},
+		{"the same token again", "xero", fresh("eyJhbGciOi.first"), "Bearer", at.Add(time.Hour)},
+		{"a new token, same expiry", "xero", fresh("eyJhbGciOi.second"), "Bearer", at.Add(time.Hour)},
+		{"the same token, a new expiry", "xero", fresh("eyJhbGciOi.second"), "Bearer", at.Add(2 * time.Hour)},
+		{"the same token, another type", "xero", fresh("eyJhbGciOi.second"), "bearer", at.Add(2 * time.Hour)},
+		{"another connection", "sf", fresh("00D.opaque!token"), "Bearer", at.Add(time.Hour)},
+		{"a token JSON escapes", "sf", fresh("a<b>&\"c\\\u2028\xff"), "Bearer", at.Add(time.Hour)},
+		{"the first connection is unchanged", "xero", fresh("eyJhbGciOi.second"), "bearer", at.Add(2 * time.Hour)},
+	}
+	var answers tokenAnswers
+	for _, s := range steps {
+		tok := broker.AccessToken{Value: broker.Secret(s.token), TokenType: s.tokenType, Expiry: s.expiry}
+		rec := httptest.NewRecorder()
+		writeToken(rec, &answers, s.connection, tok, at)
+		want := stdTokenJSON(t, s.token, s.tokenType, int64(s.expiry.Sub(at)/time.Second), s.expiry)
+		if !bytes.Equal(rec.Body.Bytes(), want) {
+			t.Errorf("%s: answered\n%q\nwant\n%q", s.name, rec.Body.Bytes(), want)
+		}
 	}
 }
