@@ -8,13 +8,14 @@ package main
 // round; the figure is the median of the rounds' ratios, which cancels
 // most of what other work on the machine does to both.
 //
-// Two bare servers, two comparisons. The headline is the lightest server
-// net/http makes (ReadHeaderTimeout alone): the limit of net/http. The
-// second is the same bare handler in an http.Server with the timeouts the
-// handler's own server sets (server.httpServer: ReadTimeout and
-// IdleTimeout move a runtime timer on every request, which the lightest
-// one does not): what the handler's own work costs beside a realistic
-// server.
+// The bare server is the lightest server net/http makes (ReadHeaderTimeout
+// alone): the limit of net/http. It is also what the handler's own server
+// sets in net/http (server.httpServer); the rest of its bounds (idle
+// connections, bodies, stalled writes) are the handler's connection guard
+// (server/connguard.go), so their cost is counted on the handler's side.
+// (Until issue 20 §4 the handler's server set ReadTimeout and IdleTimeout,
+// which move the connection's deadlines on every request; the bench then
+// had a second bare server with them.)
 
 import (
 	"bufio"
@@ -34,21 +35,8 @@ import (
 )
 
 // bareEnv names the file of the answer a re-executed bench serves as the
-// bare server (serveBare); bareTimeoutsEnv, when "1", gives that server the
-// handler's server's timeouts (serverTimeouts).
-const (
-	bareEnv         = "TOKENREFRESHER_BENCH_BARE_ANSWER"
-	bareTimeoutsEnv = "TOKENREFRESHER_BENCH_BARE_TIMEOUTS"
-)
-
-// serverTimeouts sets on srv the timeouts the handler's server sets
-// (handler/internal/server, httpServer: keep them the same).
-func serverTimeouts(srv *http.Server) {
-	srv.ReadHeaderTimeout = 10 * time.Second
-	srv.ReadTimeout = 30 * time.Second
-	srv.IdleTimeout = 2 * time.Minute
-	srv.MaxHeaderBytes = 64 << 10
-}
+// bare server (serveBare).
+const bareEnv = "TOKENREFRESHER_BENCH_BARE_ANSWER"
 
 // answer is one captured HTTP answer.
 type answer struct {
@@ -56,10 +44,9 @@ type answer struct {
 	Body   []byte
 }
 
-// hitPathRound is one round: the bare server, the bare server with the
-// handler's server's timeouts, then the handler.
+// hitPathRound is one round: the bare server, then the handler.
 type hitPathRound struct {
-	bare, timed, handler loadRun
+	bare, handler loadRun
 }
 
 // loadRun is one server under load.
@@ -111,34 +98,21 @@ func hitPath(bin string, s *state, rounds int, d time.Duration, concurrency int,
 	var all []hitPathRound
 	for i := range rounds {
 		var r hitPathRound
-		if r.bare, err = loadBare(self, file.Name(), false, d, concurrency, tool); err != nil {
-			return err
-		}
-		if r.timed, err = loadBare(self, file.Name(), true, d, concurrency, tool); err != nil {
+		if r.bare, err = loadBare(self, file.Name(), d, concurrency, tool); err != nil {
 			return err
 		}
 		if r.handler, err = loadHandler(bin, s, d, concurrency, tool); err != nil {
 			return err
 		}
-		fmt.Printf("   round %d: bare %s; bare with the handler's server's timeouts %s; handler %s: %.3f× the bare server's requests/s (%.3f× its CPU per request), %.3f× the timed bare server's (%.3f×)\n",
-			i+1, r.bare, r.timed, r.handler,
-			r.handler.rps/r.bare.rps, r.handler.cpuPerRequest()/r.bare.cpuPerRequest(),
-			r.handler.rps/r.timed.rps, r.handler.cpuPerRequest()/r.timed.cpuPerRequest())
+		fmt.Printf("   round %d: bare %s; handler %s: %.3f× the bare server's requests/s (%.3f× its CPU per request)\n",
+			i+1, r.bare, r.handler, r.handler.rps/r.bare.rps, r.handler.cpuPerRequest()/r.bare.cpuPerRequest())
 		all = append(all, r)
 	}
-	for _, c := range []struct {
-		label string
-		base  func(hitPathRound) loadRun
-	}{
-		{"the bare server (lightest net/http server: ReadHeaderTimeout only; the headline)", func(r hitPathRound) loadRun { return r.bare }},
-		{"the bare server with the handler's server's timeouts (ReadHeaderTimeout, ReadTimeout, IdleTimeout: the realistic baseline)", func(r hitPathRound) loadRun { return r.timed }},
-	} {
-		ratio := median(all, func(r hitPathRound) float64 { return r.handler.rps / c.base(r).rps })
-		cpu := median(all, func(r hitPathRound) float64 { return r.handler.cpuPerRequest() / c.base(r).cpuPerRequest() })
-		lo, hi := spread(all, func(r hitPathRound) float64 { return r.handler.rps / c.base(r).rps })
-		fmt.Printf("   median of %d rounds: handler %.3f× the requests/s of %s (rounds %.3f–%.3f; target >= 0.95), %.3f× its CPU per request\n",
-			rounds, ratio, c.label, lo, hi, cpu)
-	}
+	ratio := median(all, func(r hitPathRound) float64 { return r.handler.rps / r.bare.rps })
+	cpu := median(all, func(r hitPathRound) float64 { return r.handler.cpuPerRequest() / r.bare.cpuPerRequest() })
+	lo, hi := spread(all, func(r hitPathRound) float64 { return r.handler.rps / r.bare.rps })
+	fmt.Printf("   median of %d rounds: handler %.3f× the bare server's requests/s (rounds %.3f–%.3f; target >= 0.95), %.3f× its CPU per request\n",
+		rounds, ratio, lo, hi, cpu)
 	if m := median(all, func(r hitPathRound) float64 { return r.bare.cpu }); m < 0.9 {
 		fmt.Printf("   note: the bare server used %.0f%% of its CPU: the load tool, not the server, set the pace, so the CPU per request says more than requests/s\n", m*100)
 	}
@@ -190,9 +164,8 @@ func (r loadRun) String() string {
 	return fmt.Sprintf("%.0f requests/s (%.2f CPU, %.1f µs/request)", r.rps, r.cpu, r.cpuPerRequest())
 }
 
-// loadBare starts this program as the bare server on CPU 0, with the
-// handler's server's timeouts when timed, and loads it.
-func loadBare(self, answerFile string, timed bool, d time.Duration, c int, tool string) (loadRun, error) {
+// loadBare starts this program as the bare server on CPU 0 and loads it.
+func loadBare(self, answerFile string, d time.Duration, c int, tool string) (loadRun, error) {
 	port, err := freePort()
 	if err != nil {
 		return loadRun{}, err
@@ -200,9 +173,6 @@ func loadBare(self, answerFile string, timed bool, d time.Duration, c int, tool 
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	cmd := exec.Command(self)
 	cmd.Env = append(os.Environ(), bareEnv+"="+answerFile, "LISTEN_ADDR="+addr, "GOMAXPROCS=1")
-	if timed {
-		cmd.Env = append(cmd.Env, bareTimeoutsEnv+"=1")
-	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return loadRun{}, err
@@ -253,8 +223,7 @@ func loadServer(pid int, url string, d time.Duration, c int, tool string) (loadR
 
 // serveBare is the bare server: net/http answering every request with the
 // captured answer's headers and body, as cheaply as net/http allows (the
-// header values shared, not built per request); with bareTimeoutsEnv in an
-// http.Server timed as the handler's.
+// header values shared, not built per request).
 func serveBare(answerFile string) error {
 	data, err := os.ReadFile(answerFile) // #nosec G703 -- the file hitPath wrote and named to its own child in bareEnv
 	if err != nil {
@@ -276,9 +245,6 @@ func serveBare(answerFile string) error {
 		}
 		_, _ = w.Write(a.Body)
 	})}
-	if os.Getenv(bareTimeoutsEnv) == "1" {
-		serverTimeouts(srv)
-	}
 	return srv.Serve(ln)
 }
 

@@ -144,7 +144,7 @@ func run(bin string, duration time.Duration, concurrency int, tool string, hitRo
 	}
 
 	if hitRounds > 0 {
-		fmt.Printf("== hit path: token endpoint, cached token, handler ÷ a bare net/http server answering the same bytes, lightest and with the handler's server's timeouts; each pinned to CPU 0 with GOMAXPROCS=1 (taskset), the load tool on CPU 1 (%s), alternating, %d rounds of %v each:\n",
+		fmt.Printf("== hit path: token endpoint, cached token, handler ÷ the lightest net/http server answering the same bytes (ReadHeaderTimeout only, as the handler's server in net/http); each pinned to CPU 0 with GOMAXPROCS=1 (taskset), the load tool on CPU 1 (%s), alternating, %d rounds of %v each:\n",
 			map[string]string{"wrk": fmt.Sprintf("wrk -t1 -c%d", concurrency), "hey": fmt.Sprintf("hey -c %d", concurrency)}[tool], hitRounds, hitDuration)
 		if err := hitPath(bin, one, hitRounds, hitDuration, concurrency, tool); err != nil {
 			return err

@@ -42,8 +42,8 @@ const (
 // the route answers (a token call a 503 with Retry-After, the sweep its
 // summary); a refresh under way is not cut, it runs detached from callers
 // (broker.Options.RefreshTimeout). No write deadline is set here: a
-// client that stops reading is cut by the server's stall guard
-// (server/stallguard.go), which costs a request no change to the runtime's
+// client that stops reading is cut by the server's connection guard
+// (server/connguard.go), which costs a request no change to the runtime's
 // timers; net/http clears a connection's write deadline after every
 // request, so one set here cost two.
 //

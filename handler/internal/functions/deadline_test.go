@@ -68,8 +68,8 @@ const timerEnvelope = `{"Data":{"timer":{"Schedule":{"AdjustForDST":true},"Sched
 // TestEachRouteHasItsOwnDeadline: a token or status call must answer inside
 // ADF's minute, the timer inside host.json's functionTimeout; each gets a
 // context that ends then, whatever the server's own timeouts. (A client
-// that stops reading is cut by the server's stall guard, not by a write
-// deadline: server.TestStalledClientIsCut.)
+// that stops reading is cut by the server's connection guard, not by a
+// write deadline: server.TestStalledClientIsCut.)
 func TestEachRouteHasItsOwnDeadline(t *testing.T) {
 	const sweepTimeout = 29 * time.Minute
 	tests := []struct {

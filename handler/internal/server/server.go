@@ -144,7 +144,8 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 		go sweepEvery(ctx, sweeper, settings.SweepInterval, log)
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(guardListener(ctx, ln, log)) }() // stallguard.go
+	guarded := guard(ctx, srv, ln, log) // connguard.go
+	go func() { errc <- srv.Serve(guarded) }()
 	select {
 	case err := <-errc:
 		log.Error("server stopped", "event", "handler.stop", "error", err.Error())
@@ -181,23 +182,24 @@ func loopbackPort(s config.Settings, ln net.Listener) int {
 	return a.Port
 }
 
-// httpServer serves h with timeouts on every phase of a request, so that
-// slow or idle clients cannot hold connections open indefinitely.
+// httpServer serves h with every phase of a request bounded, so that slow
+// or idle clients cannot hold connections open indefinitely: the headers
+// by ReadHeaderTimeout, the rest by the connection guard it must be served
+// under (guard, connguard.go), which bounds the body (withBodyDeadline), a
+// blocked write and an idle keep-alive connection without net/http's
+// per-request deadline changes.
+//
+// No WriteTimeout: each route sets its own deadline
+// (functions/deadline.go), 55 s for the HTTP routes and host.json's
+// functionTimeout less a minute for the timer. One server-wide figure cut
+// the timer's answer to a long sweep, and the host then recorded a failed
+// invocation.
 func httpServer(h http.Handler, log *slog.Logger) *http.Server {
 	return &http.Server{
-		Handler:           h,
+		Handler:           withBodyDeadline(h),
 		ReadHeaderTimeout: 10 * time.Second,
-		// Bodies are at most 64 KiB (functions.Options.MaxBodyBytes).
-		ReadTimeout: 30 * time.Second,
-		// No WriteTimeout: each route sets its own deadline
-		// (functions/deadline.go), 55 s for the HTTP routes and
-		// host.json's functionTimeout less a minute for the timer. One
-		// server-wide figure cut the timer's answer to a long sweep, and
-		// the host then recorded a failed invocation. A client that stops
-		// reading is cut by the listener's stall guard (stallguard.go).
-		IdleTimeout:    2 * time.Minute,
-		MaxHeaderBytes: 64 << 10,
-		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 }
 

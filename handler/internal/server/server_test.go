@@ -129,21 +129,29 @@ func TestReadAPIKey(t *testing.T) {
 }
 
 // TestHTTPServerTimeouts: every phase of a request is bounded, so slow or
-// idle clients cannot hold the handler's connections (slowloris).
+// idle clients cannot hold the handler's connections (slowloris): the
+// headers by ReadHeaderTimeout, the rest by the connection guard
+// (connguard.go, TestGuardBoundsIdleConnectionsAndBodies,
+// TestStalledClientIsCut), not by the server's ReadTimeout, IdleTimeout
+// or WriteTimeout, which move deadlines on every request.
 func TestHTTPServerTimeouts(t *testing.T) {
 	srv := httpServer(http.NotFoundHandler(), slog.New(slog.DiscardHandler))
+	if d := srv.ReadHeaderTimeout; d <= 0 || d > time.Minute {
+		t.Errorf("ReadHeaderTimeout = %v, want a bound of at most 1m", d)
+	}
 	for name, d := range map[string]time.Duration{
-		"ReadHeaderTimeout": srv.ReadHeaderTimeout, "ReadTimeout": srv.ReadTimeout, "IdleTimeout": srv.IdleTimeout,
+		"the guard's idle limit":   time.Duration(idleTicks) * guardTick,
+		"the guard's write limit":  time.Duration(writeStallTicks) * guardTick,
+		"the body's read deadline": bodyReadTimeout,
 	} {
 		if d <= 0 || d > 5*time.Minute {
 			t.Errorf("%s = %v, want a bound of at most 5m", name, d)
 		}
 	}
-	// No server-wide WriteTimeout: it would cut the timer's answer to a
-	// sweep that runs for most of functionTimeout. A blocked write is
-	// bounded by the stall guard (TestStalledClientIsCut).
-	if srv.WriteTimeout != 0 {
-		t.Errorf("WriteTimeout %v: a blocked write is the stall guard's to cut", srv.WriteTimeout)
+	for name, d := range map[string]time.Duration{"ReadTimeout": srv.ReadTimeout, "IdleTimeout": srv.IdleTimeout, "WriteTimeout": srv.WriteTimeout} {
+		if d != 0 {
+			t.Errorf("%s = %v: the guard bounds that; a server-wide WriteTimeout would also cut the timer's answer to a long sweep", name, d)
+		}
 	}
 	if srv.MaxHeaderBytes <= 0 || srv.MaxHeaderBytes > 1<<20 {
 		t.Errorf("MaxHeaderBytes = %d", srv.MaxHeaderBytes)
