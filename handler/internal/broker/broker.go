@@ -336,6 +336,18 @@ func (b *Broker) Connection(name string) (Connection, bool) {
 	return st.conn, true
 }
 
+// AllowedCallers returns the named connection's allowedCallers, and whether
+// the connection is configured: what the token route checks on every call,
+// without the copy of the whole Connection (440 bytes) that Connection
+// makes.
+func (b *Broker) AllowedCallers(name string) ([]string, bool) {
+	st, ok := b.lookup(name)
+	if !ok {
+		return nil, false
+	}
+	return st.conn.AllowedCallers, true
+}
+
 // Token returns an access token for the named connection that stays valid
 // for at least minValidity, and at least the connection's refresh margin.
 // Errors are *Error.

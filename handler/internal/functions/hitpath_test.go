@@ -31,6 +31,8 @@ func (b *hitBroker) Connection(name string) (broker.Connection, bool) {
 	return broker.Connection{Name: name, Provider: "test", Grant: broker.GrantRefreshToken}, true
 }
 
+func (b *hitBroker) AllowedCallers(string) ([]string, bool) { return nil, true }
+
 func (b *hitBroker) Token(context.Context, string, time.Duration) (broker.AccessToken, error) {
 	return b.tok, nil
 }

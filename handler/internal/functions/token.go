@@ -52,13 +52,17 @@ func handleToken(b Broker, o Options) http.Handler {
 }
 
 // Peeker is what a Broker may offer to answer a token from memory before
-// the request is prepared to wait (broker.Broker.Peek): the token when
-// Token would serve it from memory at now, observed as Token would
-// observe it, and false whenever Token would do anything else. now is
-// when the request arrived (requestTime), so that a hit reads the clock
-// once: a clock read is about 50 ns here, a tenth of a hit's own work.
+// the request is prepared to wait (broker.Broker.Peek and AllowedCallers).
+// Peek: the token when Token would serve it from memory at now, observed
+// as Token would observe it, and false whenever Token would do anything
+// else. now is when the request arrived (requestTime), so that a hit reads
+// the clock once: a clock read is about 50 ns here, a tenth of a hit's own
+// work. AllowedCallers: the connection's allowedCallers and whether it is
+// configured, what the route checks first, without Connection's copy of
+// the whole connection.
 type Peeker interface {
 	Peek(connection string, minValidity time.Duration, now time.Time) (broker.AccessToken, bool)
+	AllowedCallers(connection string) ([]string, bool)
 }
 
 // tokenRoute is the token function. The router hands it the connection's
@@ -89,7 +93,8 @@ func (t *tokenRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // the checks above Peek lie between, microseconds, and a token in memory
 // needs no deadline at all. A request with a body notes the time first,
 // since reading the body (decodeMinValidity) may take as long as the
-// server's ReadTimeout, and ADF's minute counts from when it sent it.
+// server's body deadline (server/connguard.go, withBodyDeadline: 30 s),
+// and ADF's minute counts from when it sent it.
 func (t *tokenRoute) serveParam(w http.ResponseWriter, r *http.Request, name string) {
 	b, o := t.b, t.o
 	limit := o.RequestTimeout > 0 && !limited(r) // else no deadline, or the caller's
@@ -105,7 +110,15 @@ func (t *tokenRoute) serveParam(w http.ResponseWriter, r *http.Request, name str
 		})
 		return
 	}
-	conn, ok := b.Connection(name)
+	var callers []string
+	var ok bool
+	if t.peek != nil {
+		callers, ok = t.peek.AllowedCallers(name)
+	} else {
+		var conn broker.Connection
+		conn, ok = b.Connection(name)
+		callers = conn.AllowedCallers
+	}
 	if !ok {
 		// Let the broker phrase it, so the message is the same everywhere.
 		// The set may have changed since: wait no longer than a call would.
@@ -118,7 +131,7 @@ func (t *tokenRoute) serveParam(w http.ResponseWriter, r *http.Request, name str
 		encodeError(w, err)
 		return
 	}
-	if err := authorize(conn, r, o.AuthEnabled); err != nil {
+	if err := authorizeCallers(name, callers, r, o.AuthEnabled); err != nil {
 		encodeError(w, err)
 		return
 	}
@@ -165,13 +178,19 @@ func (t *tokenRoute) limitedRequest(r *http.Request, began time.Time) (*http.Req
 // claims) are never read, and without authEnabled none of them is, since
 // then nothing stops a client from sending them itself.
 func authorize(c broker.Connection, r *http.Request, authEnabled bool) *broker.Error {
-	if len(c.AllowedCallers) == 0 {
+	return authorizeCallers(c.Name, c.AllowedCallers, r, authEnabled)
+}
+
+// authorizeCallers is authorize for the connection named name with the
+// allowedCallers callers.
+func authorizeCallers(name string, callers []string, r *http.Request, authEnabled bool) *broker.Error {
+	if len(callers) == 0 {
 		return nil
 	}
 	if !authEnabled {
 		return &broker.Error{
 			Code:        broker.CodeForbidden,
-			Connection:  c.Name,
+			Connection:  name,
 			Message:     "this connection is restricted to allowedCallers, but the caller cannot be identified: App Service authentication is off, or the handler runs without the Functions host in front of it",
 			Remediation: "Turn on App Service authentication for the function app (see the README's deployment section), or remove allowedCallers from the connection.",
 		}
@@ -182,7 +201,7 @@ func authorize(c broker.Connection, r *http.Request, authEnabled bool) *broker.E
 		// sent; more than one means something in between added its own.
 		return &broker.Error{
 			Code:        broker.CodeForbidden,
-			Connection:  c.Name,
+			Connection:  name,
 			Message:     fmt.Sprintf("the request carries %d %s headers, so the caller cannot be identified", len(ids), principalHeader),
 			Remediation: "Call the function app through its own endpoint, with App Service authentication on; nothing in between may add " + principalHeader + ".",
 		}
@@ -191,14 +210,14 @@ func authorize(c broker.Connection, r *http.Request, authEnabled bool) *broker.E
 	if len(ids) == 1 {
 		caller = strings.TrimSpace(ids[0])
 	}
-	if caller == "" || !slices.ContainsFunc(c.AllowedCallers, func(id string) bool { return strings.EqualFold(id, caller) }) {
+	if caller == "" || !slices.ContainsFunc(callers, func(id string) bool { return strings.EqualFold(id, caller) }) {
 		shown := caller
 		if shown == "" {
 			shown = "(none)"
 		}
 		return &broker.Error{
 			Code:        broker.CodeForbidden,
-			Connection:  c.Name,
+			Connection:  name,
 			Message:     fmt.Sprintf("caller %s is not in this connection's allowedCallers", truncate(shown, 64)),
 			Remediation: "Add the data factory's managed identity object id to allowedCallers of this connection, or call with an identity that is listed.",
 		}

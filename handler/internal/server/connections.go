@@ -8,6 +8,7 @@ import (
 
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/connblob"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/functions"
 )
 
 // connectionsPollInterval bounds how long a changed connections blob takes
@@ -71,6 +72,14 @@ func (cw *connectionsWatch) run(ctx context.Context, every time.Duration) {
 		}
 	}
 }
+
+// The token route answers a token in memory before it prepares to wait only
+// when the broker it serves offers the hit path (functions.Peeker): both
+// brokers Run may serve must.
+var (
+	_ functions.Peeker = (*broker.Broker)(nil)
+	_ functions.Peeker = sweepingBroker{}
+)
 
 // sweepingBroker checks the connections blob before each sweep, so the
 // timer's sweep works on the newest accepted set.
