@@ -2,6 +2,7 @@ package functions
 
 import (
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -42,7 +43,7 @@ func TestAnswersAreRedacted(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rec := httptest.NewRecorder()
-			redactBodies(r, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { tt.write(w) })).
+			answering(slog.New(slog.DiscardHandler), time.Now, r, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { tt.write(w) })).
 				ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
 			body := rec.Body.String()
 			shown := strings.Contains(body, secret[:redact.Window]) || strings.Contains(body, url.QueryEscape(secret)[10:10+redact.Window])

@@ -156,7 +156,7 @@ func NewServer(b Broker, o Options) http.Handler {
 	if !o.ForwardedByHost {
 		h = guardLocal(o.LoopbackPort, h) // standalone: keep web pages out (guard.go)
 	}
-	return logRequests(o.Logger, o.Now, redactBodies(o.Redactor, h))
+	return answering(o.Logger, o.Now, o.Redactor, h)
 }
 
 // rejectUncleanPaths answers a path with ".", ".." or empty segments with a
@@ -285,33 +285,45 @@ func methodNotAllowed(w http.ResponseWriter, r *http.Request, allowed []string) 
 	})
 }
 
-// statusRecorder captures the status for the request log, and keeps when
-// the request arrived (requestTime).
-type statusRecorder struct {
+// answerWriter is the writer every request is answered through
+// (answering): it records the status for the request's log line, keeps
+// when the request arrived (requestTime), and redacts each body it writes
+// (redact.go) unless the route serves a secret on purpose (servingSecret).
+// One writer for the three, where a recorder and a redacting writer wrapped
+// each other: one pooled object and one layer less on every request.
+type answerWriter struct {
 	http.ResponseWriter
 	status  int
 	arrived time.Time
+	red     *redact.Redactor // nil: nothing to redact
+	secret  bool             // servingSecret was called
 }
 
-func (s *statusRecorder) WriteHeader(code int) {
-	s.status = code
-	s.ResponseWriter.WriteHeader(code)
+func (w *answerWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
 }
 
-// Unwrap lets http.ResponseController reach the connection beneath: each
-// route sets its own write deadline (deadline.go).
-func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+func (w *answerWriter) Write(p []byte) (int, error) {
+	if w.red == nil || w.secret {
+		return w.ResponseWriter.Write(p)
+	}
+	return redactedWrite(w.ResponseWriter, w.red, p)
+}
 
-var statusRecorders = sync.Pool{New: func() any { return new(statusRecorder) }}
+// Unwrap lets http.ResponseController reach the writer beneath.
+func (w *answerWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// requestTime is when the request written to by w arrived, as logRequests
+var answerWriters = sync.Pool{New: func() any { return new(answerWriter) }}
+
+// requestTime is when the request written to by w arrived, as answering
 // read it from Options.Now, or now() for a writer it did not wrap: the
 // token route judges and answers a token in memory by it, one clock read
 // for the whole request.
 func requestTime(w http.ResponseWriter, now func() time.Time) time.Time {
 	for {
 		switch t := w.(type) {
-		case *statusRecorder:
+		case *answerWriter:
 			return t.arrived
 		case interface{ Unwrap() http.ResponseWriter }:
 			w = t.Unwrap()
@@ -321,25 +333,26 @@ func requestTime(w http.ResponseWriter, now func() time.Time) time.Time {
 	}
 }
 
-// logRequests logs one line per request. The query string is left out: it
-// may carry a function key (?code=).
+// answering serves h through an answerWriter and logs one line per
+// request. The query string is left out: it may carry a function key
+// (?code=).
 //
 // The line is built only when the logger takes its level: a successful
 // request logs at DEBUG, which LOG_LEVEL leaves off by default, and
 // building it anyway (reading the header, boxing the attributes) was work
 // on every token request for a line nobody reads.
-func logRequests(log *slog.Logger, now func() time.Time, h http.Handler) http.Handler {
+func answering(log *slog.Logger, now func() time.Time, red *redact.Redactor, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := now()
-		// Pooled, as the redacting writer is: a handler does not keep its
-		// writer once it returns, and the token route's cache hit then
-		// allocates nothing for either (hitpath_test.go).
-		rec := statusRecorders.Get().(*statusRecorder)
-		rec.ResponseWriter, rec.status, rec.arrived = w, http.StatusOK, start
-		h.ServeHTTP(rec, r)
-		status := rec.status
-		rec.ResponseWriter = nil
-		statusRecorders.Put(rec)
+		// Pooled: a handler does not keep its writer once it returns, and
+		// the token route's cache hit then allocates nothing for it
+		// (hitpath_test.go).
+		aw := answerWriters.Get().(*answerWriter)
+		*aw = answerWriter{ResponseWriter: w, status: http.StatusOK, arrived: start, red: red}
+		h.ServeHTTP(aw, r)
+		status := aw.status
+		*aw = answerWriter{}
+		answerWriters.Put(aw)
 		level := slog.LevelDebug
 		if status >= 400 {
 			level = slog.LevelWarn
