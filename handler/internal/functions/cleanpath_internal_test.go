@@ -71,3 +71,21 @@ func FuzzRequestSegments(f *testing.F) {
 		}
 	})
 }
+
+// TestRoutesFitMaxSegments: every route's path fits the router's table of
+// routes by size (hostRouter.bySize); a longer one would never be tried.
+func TestRoutesFitMaxSegments(t *testing.T) {
+	hr := newHostRouter(handleNotFound(), functionRoutes(nil, Options{})...)
+	listed := 0
+	for _, idx := range hr.bySize {
+		listed += len(idx)
+	}
+	if listed != len(hr.routes) {
+		t.Errorf("%d of %d routes are in the router's table by size", listed, len(hr.routes))
+	}
+	for _, rt := range hr.routes {
+		if len(rt.segments) > maxSegments {
+			t.Errorf("route %s has %d segments, more than maxSegments (%d)", rt.function, len(rt.segments), maxSegments)
+		}
+	}
+}

@@ -62,7 +62,12 @@ type paramHandler interface {
 // do too, and connection names are lower case, so /api/token/Xero is a 400
 // that says so.
 type hostRouter struct {
-	routes   []hostRoute
+	routes []hostRoute
+	// bySize lists, for each number of segments, the indexes in routes
+	// (in routes' order) of the routes with that many: only those can
+	// match a path (hostRoute.match), so a request tries those alone,
+	// not every route, on the hit path.
+	bySize   [maxSegments + 1][]int
 	notFound http.Handler
 	// timeout, when set, is the deadline of every answer the router gives
 	// (serve), Options.RequestTimeout; a paramHandler sets its own.
@@ -86,7 +91,21 @@ func newHostRouter(notFound http.Handler, routes ...hostRoute) *hostRouter {
 	slices.SortStableFunc(routes, func(a, b hostRoute) int {
 		return cmp.Compare(upperASCII(a.function), upperASCII(b.function))
 	})
-	return &hostRouter{routes: routes, notFound: notFound}
+	hr := &hostRouter{routes: routes, notFound: notFound}
+	for i, rt := range routes {
+		if n := len(rt.segments); n <= maxSegments {
+			hr.bySize[n] = append(hr.bySize[n], i)
+		}
+	}
+	return hr
+}
+
+// candidates are the indexes of the routes that may match segs, in order.
+func (hr *hostRouter) candidates(segs []string) []int {
+	if len(segs) > maxSegments {
+		return nil
+	}
+	return hr.bySize[len(segs)]
 }
 
 func (hr *hostRouter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -97,7 +116,7 @@ func (hr *hostRouter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var allowed []string
-	for i := range hr.routes {
+	for _, i := range hr.candidates(segs) {
 		rt := &hr.routes[i] // not a copy of the route per route tried
 		if !rt.match(segs) {
 			continue
@@ -144,8 +163,8 @@ func (hr *hostRouter) route(method string, u *url.URL) string {
 	if !ok {
 		return ""
 	}
-	for _, rt := range hr.routes {
-		if rt.match(segs) && slices.Contains(rt.methods, method) {
+	for _, i := range hr.candidates(segs) {
+		if rt := &hr.routes[i]; rt.match(segs) && slices.Contains(rt.methods, method) {
 			return rt.function
 		}
 	}
@@ -153,7 +172,9 @@ func (hr *hostRouter) route(method string, u *url.URL) string {
 }
 
 // maxSegments is room for the segments of every route's path on the
-// stack: the longest route has 4, and a path with more matches none.
+// stack: the longest route has 5 with the prefix, and a path with more
+// matches none (a route with more would never match: newHostRouter leaves
+// it out of bySize, and TestRoutesFitMaxSegments keeps there being none).
 const maxSegments = 8
 
 // requestSegments appends the path's unescaped segments, without one
