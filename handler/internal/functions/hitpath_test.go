@@ -122,7 +122,7 @@ func hitOptions(key broker.Secret, now time.Time) functions.Options {
 // key in its header when there is one.
 func hitRequest(key broker.Secret) *http.Request {
 	u := &url.URL{Path: "/api/token/c0000"}
-	req := &http.Request{Method: http.MethodGet, URL: u, RequestURI: u.Path, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+	req := &http.Request{Method: http.MethodGet, URL: u, RequestURI: u.Path, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Body: http.NoBody,
 		Header: http.Header{"User-Agent": {"bench"}}, Host: "127.0.0.1:" + strconv.Itoa(hitPort)}
 	if key != "" {
 		req.Header.Set("X-Functions-Key", key.Reveal())

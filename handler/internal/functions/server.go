@@ -192,7 +192,15 @@ func cleanPath(p string) bool {
 // path.Clean changes in a rooted path but a trailing slash, which
 // cleanPath keeps. Any other path is left to cleanPath.
 func plainPath(p string) bool {
-	return len(p) > 0 && p[0] == '/' && !strings.Contains(p, "//") && !strings.Contains(p, "/.")
+	if len(p) == 0 || p[0] != '/' {
+		return false
+	}
+	for i := 0; i < len(p)-1; i++ {
+		if p[i] == '/' && (p[i+1] == '/' || p[i+1] == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 // addRoutes is the whole HTTP surface in one place. The functions' routes

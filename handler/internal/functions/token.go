@@ -99,7 +99,7 @@ func (t *tokenRoute) serveParam(w http.ResponseWriter, r *http.Request, name str
 	b, o := t.b, t.o
 	limit := o.RequestTimeout > 0 && !limited(r) // else no deadline, or the caller's
 	var began time.Time
-	if limit && r.Body != http.NoBody {
+	if limit && r.Body != nil && r.Body != http.NoBody {
 		began = time.Now()
 	}
 	if !broker.ValidConnectionName(name) { // the rule config holds names to
