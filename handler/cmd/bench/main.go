@@ -49,8 +49,12 @@ func main() {
 	duration := flag.Duration("duration", 10*time.Second, "how long hey loads the token endpoint")
 	concurrency := flag.Int("c", 16, "concurrent connections of the load tool")
 	tool := flag.String("load", "auto", `load tool: "wrk" (apt install wrk), "hey" (built in), or "auto": wrk when on PATH`)
-	hitRounds := flag.Int("hit-rounds", 5, "rounds of the hit-path comparison (handler ÷ bare net/http); 0 skips it")
-	hitDuration := flag.Duration("hit-duration", 5*time.Second, "how long each side of a hit-path round is loaded")
+	// Many short rounds rather than a few long ones: on a shared virtual
+	// machine both servers' pace drifts over tens of seconds (the bare
+	// server alone ranged 49,000-74,000 requests/s between rounds), and a
+	// median of ratios of neighbouring runs cancels that drift best.
+	hitRounds := flag.Int("hit-rounds", 15, "rounds of the hit-path comparison (handler ÷ bare net/http); 0 skips it")
+	hitDuration := flag.Duration("hit-duration", 2*time.Second, "how long each side of a hit-path round is loaded")
 	flag.Parse()
 	if *tool == "auto" {
 		*tool = "hey"
