@@ -67,6 +67,17 @@ type Metrics struct {
 	// (TestCacheHitAllocations).
 	mu   sync.RWMutex
 	sets map[setKey]*options
+	// servedSets indexes the sets TokenServed uses by connection, one per
+	// source seen: a map keyed by one string is read with its fast string
+	// hash, where sets' key of three strings goes through the generic
+	// hash, on every cache hit.
+	servedSets map[string][]servedSet
+}
+
+// servedSet is the options of one connection and source.
+type servedSet struct {
+	source broker.Source
+	o      *options
 }
 
 // options are one attribute set as both kinds of measurement option, and,
@@ -102,7 +113,7 @@ type Options struct {
 // New makes the instruments. The Prometheus reader is always there
 // (WritePrometheus); opts.Exporter adds a periodic export.
 func New(opts Options) (*Metrics, error) {
-	m := &Metrics{manual: sdkmetric.NewManualReader(), sets: map[setKey]*options{}}
+	m := &Metrics{manual: sdkmetric.NewManualReader(), sets: map[setKey]*options{}, servedSets: map[string][]servedSet{}}
 	po := []sdkmetric.Option{sdkmetric.WithReader(m.manual), sdkmetric.WithResource(resource.Empty())}
 	if opts.Exporter != nil {
 		if opts.Interval <= 0 {
@@ -204,6 +215,28 @@ func (m *Metrics) attrs(connection, key, value string) *options {
 	return o
 }
 
+// servedAttrs is attrs(connection, "source", source), found by connection.
+func (m *Metrics) servedAttrs(connection string, source broker.Source) *options {
+	m.mu.RLock()
+	for _, s := range m.servedSets[connection] {
+		if s.source == source {
+			m.mu.RUnlock()
+			return s.o
+		}
+	}
+	m.mu.RUnlock()
+	o := m.attrs(connection, "source", string(source))
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, s := range m.servedSets[connection] {
+		if s.source == source {
+			return s.o
+		}
+	}
+	m.servedSets[connection] = append(m.servedSets[connection], servedSet{source, o})
+	return o
+}
+
 // observeServed reports every series of the served counter: a set made by
 // TokenServed (its key is "source"), which has served at least one token.
 func (m *Metrics) observeServed(_ context.Context, obs metric.Int64Observer) error {
@@ -231,7 +264,7 @@ var _ broker.Observer = (*Metrics)(nil)
 // newest; what it gives up at more than one answer per second is the
 // weight of each answer, which the served counter carries.
 func (m *Metrics) TokenServed(connection string, source broker.Source, age time.Duration) {
-	o := m.attrs(connection, "source", string(source))
+	o := m.servedAttrs(connection, source)
 	o.served.Add(1) // reported at collection (observeServed)
 	if age < 0 {
 		return
