@@ -101,8 +101,10 @@ func newHostRouter(notFound http.Handler, routes ...hostRoute) *hostRouter {
 }
 
 // candidates are the indexes of the routes that may match segs, in order.
+// Every route starts with routePrefix, so a path that does not matches
+// none; the prefix is compared here once, and match starts after it.
 func (hr *hostRouter) candidates(segs []string) []int {
-	if len(segs) > maxSegments {
+	if len(segs) > maxSegments || len(segs) == 0 || !equalFoldASCII(segs[0], routePrefix) {
 		return nil
 	}
 	return hr.bySize[len(segs)]
@@ -219,14 +221,15 @@ func splitSegments(dst []string, p string, escaped bool) ([]string, bool) {
 	}
 }
 
-// match reports whether segs match the route; its parameters' values are
-// the segments at the positions of its {parameter} segments.
+// match reports whether segs, whose first segment is routePrefix
+// (candidates), match the route; its parameters' values are the segments
+// at the positions of its {parameter} segments.
 func (rt *hostRoute) match(segs []string) bool {
 	if len(segs) != len(rt.segments) {
 		return false
 	}
-	for i, t := range rt.segments {
-		s := segs[i]
+	for i := 1; i < len(rt.segments); i++ {
+		t, s := rt.segments[i], segs[i]
 		if s == "" {
 			return false
 		}
