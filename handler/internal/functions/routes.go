@@ -22,6 +22,10 @@ type hostRoute struct {
 	handler  http.Handler
 	segments []string // routePrefix and the template's segments
 	param    int      // the index in segments of its one {parameter}; -1 for none or several
+	// byParam is handler as a paramHandler when it is one and the route
+	// has one parameter: asserted once here, not on every request (an
+	// assertion to an interface type looks up its method table).
+	byParam paramHandler
 }
 
 // paramHandler is a route handler that is handed its route's one
@@ -87,6 +91,9 @@ func newHostRouter(notFound http.Handler, routes ...hostRoute) *hostRouter {
 		if n != 1 {
 			routes[i].param = -1
 		}
+		if ph, ok := routes[i].handler.(paramHandler); ok && routes[i].param >= 0 {
+			routes[i].byParam = ph
+		}
 	}
 	slices.SortStableFunc(routes, func(a, b hostRoute) int {
 		return cmp.Compare(upperASCII(a.function), upperASCII(b.function))
@@ -127,8 +134,8 @@ func (hr *hostRouter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			allowed = append(allowed, rt.methods...)
 			continue
 		}
-		if ph, ok := rt.handler.(paramHandler); ok && rt.param >= 0 {
-			ph.serveParam(w, r, segs[rt.param])
+		if rt.byParam != nil {
+			rt.byParam.serveParam(w, r, segs[rt.param])
 			return
 		}
 		for i, t := range rt.segments {
