@@ -96,7 +96,7 @@ func (t *tokenRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // server's body deadline (server/connguard.go, withBodyDeadline: 30 s),
 // and ADF's minute counts from when it sent it.
 func (t *tokenRoute) serveParam(w http.ResponseWriter, r *http.Request, name string) {
-	b, o := t.b, &t.o // not a copy of the options per request
+	b, o := t.b, &t.o                            // not a copy of the options per request
 	limit := o.RequestTimeout > 0 && !limited(r) // else no deadline, or the caller's
 	var began time.Time
 	if limit && r.Body != nil && r.Body != http.NoBody {
