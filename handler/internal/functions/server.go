@@ -350,6 +350,10 @@ func requestTime(w http.ResponseWriter, now func() time.Time) time.Time {
 // building it anyway (reading the header, boxing the attributes) was work
 // on every token request for a line nobody reads.
 func answering(log *slog.Logger, now func() time.Time, red *redact.Redactor, h http.Handler) http.Handler {
+	// Whether a successful request is logged is asked once: the logger's
+	// level is fixed when the server is made (LOG_LEVEL, read at start),
+	// and asking it walks three handlers on every request.
+	logsSuccess := log.Enabled(context.Background(), slog.LevelDebug)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := now()
 		// Pooled: a handler does not keep its writer once it returns, and
@@ -364,6 +368,8 @@ func answering(log *slog.Logger, now func() time.Time, red *redact.Redactor, h h
 		level := slog.LevelDebug
 		if status >= 400 {
 			level = slog.LevelWarn
+		} else if !logsSuccess {
+			return
 		}
 		if !log.Enabled(r.Context(), level) {
 			return
