@@ -18,27 +18,9 @@ import (
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/keyvault"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/keyvault/kvtest"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/oauth"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/testclock"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/testprovider"
 )
-
-// fakeClock is the time of the provider, the vault and the brokers, so a
-// token can be made to expire without waiting. Leases keep real time.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // TestThreeInstancesOnKeyVaultAndBlobLeases is the promise on the Azure
 // backends, through the real clients: three brokers, as three instances of
@@ -56,7 +38,7 @@ func TestThreeInstancesOnKeyVaultAndBlobLeases(t *testing.T) {
 		lifetime  = time.Hour
 		name      = "xero"
 	)
-	clock := &fakeClock{t: time.Date(2026, 11, 23, 3, 0, 0, 0, time.UTC)}
+	clock := testclock.New(time.Date(2026, 11, 23, 3, 0, 0, 0, time.UTC))
 	clientSecret := "cs_" + rand.Text()
 	provider := testprovider.New(testprovider.Config{
 		ClientID: "client", ClientSecret: clientSecret, AuthStyle: broker.AuthBasic,

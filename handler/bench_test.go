@@ -24,6 +24,7 @@ import (
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/keyvault"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/keyvault/kvtest"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/oauth"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/testclock"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/testprovider"
 )
 
@@ -38,7 +39,7 @@ func (p countingPolicy) Do(req *policy.Request) (*http.Response, error) {
 // benchWorld is a provider, a Key Vault double and Azurite, shared by
 // brokers that stand for instances of the function app.
 type benchWorld struct {
-	clock      *fakeClock
+	clock      *testclock.Clock
 	provider   *testprovider.Provider
 	tokenURL   string
 	vault      *kvtest.Vault
@@ -50,7 +51,7 @@ type benchWorld struct {
 
 func newBenchWorld(b *testing.B, latency time.Duration, pageSize int) *benchWorld {
 	b.Helper()
-	w := &benchWorld{clock: &fakeClock{t: time.Date(2026, 11, 23, 3, 0, 0, 0, time.UTC)}, secret: "cs_" + rand.Text(), refreshTok: map[string]string{}}
+	w := &benchWorld{clock: testclock.New(time.Date(2026, 11, 23, 3, 0, 0, 0, time.UTC)), secret: "cs_" + rand.Text(), refreshTok: map[string]string{}}
 	w.provider = testprovider.New(testprovider.Config{ClientID: "client", ClientSecret: w.secret, AuthStyle: broker.AuthBasic,
 		Rotate: true, AccessTokenLifetime: time.Hour, Now: w.clock.Now})
 	var h http.Handler = w.provider

@@ -13,6 +13,7 @@ import (
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/local"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/oauth"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/testclock"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/testprovider"
 )
 
@@ -21,26 +22,7 @@ const (
 	clientSecret = "test-client-secret-value"
 )
 
-// clock is a settable clock shared by the broker, the grant and the
-// provider, so expiry can be reached without waiting.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2026, 11, 23, 3, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+func newClock() *testclock.Clock { return testclock.New(time.Date(2026, 11, 23, 3, 0, 0, 0, time.UTC)) }
 
 // countingStore wraps a real store, counts calls and fails on demand.
 type countingStore struct {
@@ -94,7 +76,7 @@ func (s *countingStore) Set(ctx context.Context, name string, v broker.StoredSec
 // directory, and a clock.
 type env struct {
 	t        testing.TB
-	clock    *clock
+	clock    *testclock.Clock
 	provider *testprovider.Provider
 	url      string
 	dir      string

@@ -14,26 +14,9 @@ import (
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/functions"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/local"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/oauth"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/testclock"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/testprovider"
 )
-
-// peekClock is the clock the broker, the provider and the route share.
-type peekClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *peekClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *peekClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // countingPeeker is the real broker, counting its peeks and its Token
 // calls and keeping the deadline of the last Token call's context.
@@ -75,7 +58,7 @@ type tokenOnly struct{ functions.Broker }
 // peeking route, then to the route without Peek, which then finds what
 // the first left in memory.
 func TestTokenRouteAnswersAHitBeforeItsDeadline(t *testing.T) {
-	clk := &peekClock{t: time.Date(2026, 11, 23, 3, 0, 0, 0, time.UTC)}
+	clk := testclock.New(time.Date(2026, 11, 23, 3, 0, 0, 0, time.UTC))
 	provider := testprovider.New(testprovider.Config{ClientID: clientID, ClientSecret: clientSecret, AuthStyle: broker.AuthBasic,
 		Rotate: true, AccessTokenLifetime: time.Hour, Now: clk.Now})
 	psrv := httptest.NewServer(provider)

@@ -11,6 +11,7 @@ import (
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/keyvault"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/keyvault/kvtest"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/testclock"
 )
 
 // TestRefreshReusesTheClientSecret (issue 20 §1): a refresh reads the
@@ -21,7 +22,7 @@ import (
 // refresh. Counted at the Key Vault double, through the real azsecrets
 // client and keyvault.Store.
 func TestRefreshReusesTheClientSecret(t *testing.T) {
-	clk := &fakeClock{t: clock}
+	clk := testclock.New(clock)
 	v := kvtest.New(t, &kvtest.Options{Now: clk.Now, InProcess: true})
 	c := broker.Connection{Name: "crm", Provider: "test", Grant: broker.GrantRefreshToken, TokenURL: "https://provider.invalid/token",
 		AuthStyle: broker.AuthBasic, ClientID: "client", Secrets: broker.DefaultSecretNames("crm"),
@@ -134,22 +135,4 @@ func (g *secretGrant) Token(ctx context.Context, c *broker.Connection, cred brok
 	now := g.now()
 	return &broker.Token{AccessToken: broker.Secret("at-" + now.Format(time.RFC3339)), TokenType: "Bearer",
 		Expiry: now.Add(time.Hour), IssuedAt: now}, nil
-}
-
-// fakeClock is the broker's and the vault's time, moved by the test.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
 }

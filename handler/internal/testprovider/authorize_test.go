@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
+	"github.com/tokenrefresher/tokenrefresher/handler/internal/testclock"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/testprovider"
 )
 
@@ -191,21 +192,21 @@ func TestCodeRedemptionRefusals(t *testing.T) {
 	other := "other-verifier-other-verifier-other-verifier"
 	tests := []struct {
 		name   string
-		redeem func(t *testing.T, srv *httptest.Server, clk *clock, code, redirect string) result
+		redeem func(t *testing.T, srv *httptest.Server, clk *testclock.Clock, code, redirect string) result
 	}{
-		{"wrong verifier", func(t *testing.T, srv *httptest.Server, _ *clock, code, redirect string) result {
+		{"wrong verifier", func(t *testing.T, srv *httptest.Server, _ *testclock.Clock, code, redirect string) result {
 			return post(t, srv, authBasic, codeForm(code, redirect, other))
 		}},
-		{"missing verifier", func(t *testing.T, srv *httptest.Server, _ *clock, code, redirect string) result {
+		{"missing verifier", func(t *testing.T, srv *httptest.Server, _ *testclock.Clock, code, redirect string) result {
 			return post(t, srv, authBasic, codeForm(code, redirect, ""))
 		}},
-		{"different redirect URI", func(t *testing.T, srv *httptest.Server, _ *clock, code, redirect string) result {
+		{"different redirect URI", func(t *testing.T, srv *httptest.Server, _ *testclock.Clock, code, redirect string) result {
 			return post(t, srv, authBasic, codeForm(code, redirect+"x", verifier))
 		}},
-		{"unknown code", func(t *testing.T, srv *httptest.Server, _ *clock, code, redirect string) result {
+		{"unknown code", func(t *testing.T, srv *httptest.Server, _ *testclock.Clock, code, redirect string) result {
 			return post(t, srv, authBasic, codeForm(code+"x", redirect, verifier))
 		}},
-		{"expired code", func(t *testing.T, srv *httptest.Server, clk *clock, code, redirect string) result {
+		{"expired code", func(t *testing.T, srv *httptest.Server, clk *testclock.Clock, code, redirect string) result {
 			clk.Advance(testprovider.CodeLifetime)
 			return post(t, srv, authBasic, codeForm(code, redirect, verifier))
 		}},
