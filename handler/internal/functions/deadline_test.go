@@ -14,7 +14,6 @@ import (
 
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/functions"
-	"github.com/tokenrefresher/tokenrefresher/handler/internal/local"
 )
 
 // deadlineBroker is the fake broker, recording the deadline of the context
@@ -247,15 +246,7 @@ func TestLongSweepAnswersInsideItsDeadline(t *testing.T) {
 			sweepTimeout = 3 * time.Minute
 		)
 		p := &memProvider{took: 40 * time.Second, current: map[string]broker.Secret{}}
-		dir := t.TempDir()
-		store, err := local.NewStore(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		locker, err := local.NewLocker(dir, local.LockerOptions{PollInterval: 5 * time.Millisecond})
-		if err != nil {
-			t.Fatal(err)
-		}
+		store, locker := localBackends(t)
 		var conns []broker.Connection
 		for i := range n {
 			name := fmt.Sprintf("c%02d", i)

@@ -50,14 +50,7 @@ func newWorldWith(t *testing.T, opts functions.Options) *world {
 	w.provider = testprovider.New(testprovider.Config{ClientID: clientID, ClientSecret: clientSecret, AuthStyle: broker.AuthBasic, Rotate: true, AccessTokenLifetime: 30 * time.Minute})
 	psrv := httptest.NewServer(w.provider)
 	t.Cleanup(psrv.Close)
-	dir := t.TempDir()
-	var err error
-	if w.store, err = local.NewStore(dir); err != nil {
-		t.Fatal(err)
-	}
-	if w.locker, err = local.NewLocker(dir, local.LockerOptions{PollInterval: 5 * time.Millisecond}); err != nil {
-		t.Fatal(err)
-	}
+	w.store, w.locker = localBackends(t)
 	mk := func(name string, grant broker.GrantType, allowed ...string) broker.Connection {
 		c := broker.Connection{Name: name, Provider: "test", Grant: grant, TokenURL: psrv.URL + "/token", AuthStyle: broker.AuthBasic,
 			ClientID: clientID, Secrets: broker.DefaultSecretNames(name), Rotating: grant == broker.GrantRefreshToken,
@@ -399,4 +392,19 @@ func TestForceRefreshRoute(t *testing.T) {
 			t.Errorf("%s %s: %d %s, want %d", tt.method, tt.path, r.status, r.raw, tt.want)
 		}
 	}
+}
+
+// localBackends is a fresh local store and locker in one directory.
+func localBackends(t *testing.T) (*local.Store, *local.Locker) {
+	t.Helper()
+	dir := t.TempDir()
+	store, err := local.NewStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	locker, err := local.NewLocker(dir, local.LockerOptions{PollInterval: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store, locker
 }

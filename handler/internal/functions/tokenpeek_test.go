@@ -12,7 +12,6 @@ import (
 
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/broker"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/functions"
-	"github.com/tokenrefresher/tokenrefresher/handler/internal/local"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/oauth"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/testclock"
 	"github.com/tokenrefresher/tokenrefresher/handler/internal/testprovider"
@@ -63,15 +62,7 @@ func TestTokenRouteAnswersAHitBeforeItsDeadline(t *testing.T) {
 		Rotate: true, AccessTokenLifetime: time.Hour, Now: clk.Now})
 	psrv := httptest.NewServer(provider)
 	t.Cleanup(psrv.Close)
-	dir := t.TempDir()
-	store, err := local.NewStore(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	locker, err := local.NewLocker(dir, local.LockerOptions{PollInterval: 5 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
+	store, locker := localBackends(t)
 	mk := func(name string, allowed ...string) broker.Connection {
 		return broker.Connection{Name: name, Provider: "test", Grant: broker.GrantRefreshToken, TokenURL: psrv.URL + "/token",
 			AuthStyle: broker.AuthBasic, ClientID: clientID, Secrets: broker.DefaultSecretNames(name), Rotating: true,
