@@ -366,8 +366,7 @@ type emittedMetric struct {
 // every instrument the handler creates (m.<field>, e = meter.<Kind>(<Name
 // constant>, ...)) and the attributes each records: those attrs always
 // sets (attribute.String("<key>", ...)) and the key every method that
-// records into the instrument passes to m.attrs(connection, "<key>", ...),
-// itself or through a method of its own that does (m.servedAttrs).
+// records into the instrument passes to m.attrs(connection, "<key>", ...).
 // The infra module cannot import the handler's internal package, so the
 // source is the list.
 func handlerMetrics(t *testing.T) map[string]emittedMetric {
@@ -392,21 +391,6 @@ func handlerMetrics(t *testing.T) map[string]emittedMetric {
 			}
 		}
 		return ""
-	}
-	// viaKeys: the keys each method other than attrs passes to m.attrs
-	// itself, so that a call of that method passes them too.
-	viaKeys := map[string][]string{}
-	for _, d := range f.Decls {
-		if fd, ok := d.(*ast.FuncDecl); ok && fd.Name.Name != "attrs" {
-			ast.Inspect(fd, func(n ast.Node) bool {
-				if call, ok := n.(*ast.CallExpr); ok && field(call.Fun) == "attrs" && len(call.Args) == 3 {
-					if k, ok := lit(call.Args[1]); ok {
-						viaKeys[fd.Name.Name] = append(viaKeys[fd.Name.Name], k)
-					}
-				}
-				return true
-			})
-		}
 	}
 	consts := map[string]string{}
 	type instrument struct{ name, kind string }
@@ -455,8 +439,6 @@ func handlerMetrics(t *testing.T) map[string]emittedMetric {
 						if k, ok := lit(n.Args[1]); ok {
 							keys = append(keys, k)
 						}
-					} else if ks := viaKeys[field(sel)]; len(ks) > 0 {
-						keys = append(keys, ks...)
 					}
 					if (sel.Sel.Name == "Add" || sel.Sel.Name == "Record") && field(sel.X) != "" {
 						fields = append(fields, field(sel.X))

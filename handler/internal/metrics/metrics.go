@@ -64,20 +64,28 @@ type Metrics struct {
 	// sets holds the options of each connection and label, made once: the
 	// cache hit records on every request, and building the attribute set,
 	// the variadic slices or a boxed map key each time would allocate
-	// (TestCacheHitAllocations).
+	// (TestCacheHitAllocations). They are kept by connection, a few labels
+	// each: a map keyed by one string is read with its fast string hash,
+	// where a key of three strings went through the generic hash on every
+	// cache hit.
 	mu   sync.RWMutex
-	sets map[setKey]*options
-	// servedSets indexes the sets TokenServed uses by connection, one per
-	// source seen: a map keyed by one string is read with its fast string
-	// hash, where sets' key of three strings goes through the generic
-	// hash, on every cache hit.
-	servedSets map[string][]servedSet
+	sets map[string][]labelSet
 }
 
-// servedSet is the options of one connection and source.
-type servedSet struct {
-	source broker.Source
-	o      *options
+// labelSet is the options of one connection and one more label.
+type labelSet struct {
+	key, value string
+	o          *options
+}
+
+// find returns the options of key and value in sets, nil when absent.
+func find(sets []labelSet, key, value string) *options {
+	for _, s := range sets {
+		if s.key == key && s.value == value {
+			return s.o
+		}
+	}
+	return nil
 }
 
 // options are one attribute set as both kinds of measurement option, and,
@@ -98,8 +106,6 @@ type options struct {
 	agedSecond atomic.Int64
 }
 
-type setKey struct{ connection, key, value string }
-
 // Options configure New.
 type Options struct {
 	// Exporter, when set, is sent the metrics every Interval (the Azure
@@ -113,7 +119,7 @@ type Options struct {
 // New makes the instruments. The Prometheus reader is always there
 // (WritePrometheus); opts.Exporter adds a periodic export.
 func New(opts Options) (*Metrics, error) {
-	m := &Metrics{manual: sdkmetric.NewManualReader(), sets: map[setKey]*options{}, servedSets: map[string][]servedSet{}}
+	m := &Metrics{manual: sdkmetric.NewManualReader(), sets: map[string][]labelSet{}}
 	po := []sdkmetric.Option{sdkmetric.WithReader(m.manual), sdkmetric.WithResource(resource.Empty())}
 	if opts.Exporter != nil {
 		if opts.Interval <= 0 {
@@ -198,9 +204,8 @@ func (m *Metrics) collect(ctx context.Context) (metricdata.ResourceMetrics, erro
 
 // attrs is the options of a connection and one more label.
 func (m *Metrics) attrs(connection, key, value string) *options {
-	k := setKey{connection, key, value}
 	m.mu.RLock()
-	o := m.sets[k]
+	o := find(m.sets[connection], key, value)
 	m.mu.RUnlock()
 	if o != nil {
 		return o
@@ -208,32 +213,10 @@ func (m *Metrics) attrs(connection, key, value string) *options {
 	set := metric.WithAttributeSet(attribute.NewSet(attribute.String("connection", connection), attribute.String(key, value)))
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if o = m.sets[k]; o == nil {
+	if o = find(m.sets[connection], key, value); o == nil {
 		o = &options{add: []metric.AddOption{set}, record: []metric.RecordOption{set}, observe: []metric.ObserveOption{set}}
-		m.sets[k] = o
+		m.sets[connection] = append(m.sets[connection], labelSet{key, value, o})
 	}
-	return o
-}
-
-// servedAttrs is attrs(connection, "source", source), found by connection.
-func (m *Metrics) servedAttrs(connection string, source broker.Source) *options {
-	m.mu.RLock()
-	for _, s := range m.servedSets[connection] {
-		if s.source == source {
-			m.mu.RUnlock()
-			return s.o
-		}
-	}
-	m.mu.RUnlock()
-	o := m.attrs(connection, "source", string(source))
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, s := range m.servedSets[connection] {
-		if s.source == source {
-			return s.o
-		}
-	}
-	m.servedSets[connection] = append(m.servedSets[connection], servedSet{source, o})
 	return o
 }
 
@@ -242,9 +225,11 @@ func (m *Metrics) servedAttrs(connection string, source broker.Source) *options 
 func (m *Metrics) observeServed(_ context.Context, obs metric.Int64Observer) error {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	for k, o := range m.sets {
-		if k.key == "source" {
-			obs.Observe(o.served.Load(), o.observe...)
+	for _, sets := range m.sets {
+		for _, s := range sets {
+			if s.key == "source" {
+				obs.Observe(s.o.served.Load(), s.o.observe...)
+			}
 		}
 	}
 	return nil
@@ -264,7 +249,7 @@ var _ broker.Observer = (*Metrics)(nil)
 // newest; what it gives up at more than one answer per second is the
 // weight of each answer, which the served counter carries.
 func (m *Metrics) TokenServed(connection string, source broker.Source, age time.Duration) {
-	o := m.servedAttrs(connection, source)
+	o := m.attrs(connection, "source", string(source))
 	o.served.Add(1) // reported at collection (observeServed)
 	if age < 0 {
 		return
