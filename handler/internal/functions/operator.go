@@ -161,31 +161,32 @@ func signedIn(o Options, h http.HandlerFunc) http.HandlerFunc {
 // identity), as App Service authentication did alone before. Without a
 // group, or without App Service authentication, h is returned as it is, so
 // the token route's hit path does no more work. With one, the gate is
-// itself handed the connection's name by the router (paramHandler) when h
-// is, so that a caller let through keeps the hit path: no path-value
+// itself handed the connection's name by the router (paramHandler), as the
+// route is, so that a caller let through keeps the hit path: no path-value
 // table, no request deadline before Peek.
-func tokenCallersOnly(o Options, h http.Handler) http.Handler {
+func tokenCallersOnly(o Options, h paramHandler) paramHandler {
 	if o.StatusPageGroup == "" || !o.AuthEnabled {
 		return h
 	}
-	g := &tokenCallersGate{callers: o.TokenCallers, next: h}
-	if ph, ok := h.(paramHandler); ok {
-		return &tokenCallersParamGate{tokenCallersGate: g, param: ph}
-	}
-	return g
+	return &tokenCallersGate{callers: o.TokenCallers, next: h}
 }
 
 // tokenCallersGate serves next to the principals in callers only.
 type tokenCallersGate struct {
 	callers []string
-	next    http.Handler
+	next    paramHandler
 }
 
 func (g *tokenCallersGate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if g.refuse(w, r) {
-		return
+	if !g.refuse(w, r) {
+		g.next.ServeHTTP(w, r)
 	}
-	g.next.ServeHTTP(w, r)
+}
+
+func (g *tokenCallersGate) serveParam(w http.ResponseWriter, r *http.Request, value string) {
+	if !g.refuse(w, r) {
+		g.next.serveParam(w, r, value)
+	}
 }
 
 // refuse answers a caller not in callers with a 403 and reports whether
@@ -201,17 +202,4 @@ func (g *tokenCallersGate) refuse(w http.ResponseWriter, r *http.Request) bool {
 		Message:     "the token route serves only the callers in TOKEN_CALLERS while operators may sign in (STATUS_PAGE_GROUP); this caller is not one",
 		Remediation: "Call with Data Factory's managed identity. Operators use the status page (/api/operator/status), which serves no token."})
 	return true
-}
-
-// tokenCallersParamGate is the gate in front of a paramHandler.
-type tokenCallersParamGate struct {
-	*tokenCallersGate
-	param paramHandler // the gate's next, as the router hands it the name
-}
-
-func (g *tokenCallersParamGate) serveParam(w http.ResponseWriter, r *http.Request, value string) {
-	if g.refuse(w, r) {
-		return
-	}
-	g.param.serveParam(w, r, value)
 }

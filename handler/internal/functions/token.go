@@ -45,7 +45,7 @@ const principalHeader = "X-MS-CLIENT-PRINCIPAL-ID"
 // an allocation, on every call.
 var principalKey = http.CanonicalHeaderKey(principalHeader)
 
-func handleToken(b Broker, o Options) http.Handler {
+func handleToken(b Broker, o Options) paramHandler {
 	t := &tokenRoute{b: b, o: o}
 	t.peek, _ = b.(Peeker)
 	return t
