@@ -46,9 +46,7 @@ var (
 	// not wait minutes.
 	guardTick = time.Second
 	// writeStallTicks is how long a write may block: a client that has
-	// read nothing for a minute is gone or hostile. A caller of the token
-	// route (ADF) reads its answer at once; the host reads every answer
-	// it forwards.
+	// read nothing for a minute is gone or hostile.
 	writeStallTicks int64 = 60
 	// idleTicks is how long a keep-alive connection may wait for its next
 	// request, as IdleTimeout did.
